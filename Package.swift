@@ -1,0 +1,45 @@
+// swift-tools-version: 6.0
+import PackageDescription
+
+let package = Package(
+    name: "epochfs",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "epochfs", targets: ["epochfs"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+    ],
+    targets: [
+        // C libraries, found through pkg-config (Debian: libssl-dev, libfuse3-dev).
+        .systemLibrary(name: "COpenSSL", pkgConfig: "libcrypto",
+                       providers: [.apt(["libssl-dev"])]),
+        .systemLibrary(name: "CFuse3", pkgConfig: "fuse3",
+                       providers: [.apt(["libfuse3-dev"])]),
+
+        // Layers, lowest first. Nothing below the FUSE frontend imports CFuse3.
+        .target(name: "EpochCrypto", dependencies: ["COpenSSL"]),
+        .target(name: "EpochFormat", dependencies: ["EpochCrypto"]),
+        .target(name: "EpochVolume", dependencies: [
+            "EpochCrypto", "EpochFormat",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        .target(name: "EpochWAL", dependencies: ["EpochCrypto", "EpochFormat"]),
+        .executableTarget(name: "epochfs", dependencies: [
+            "EpochVolume", "EpochWAL",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
+        .executableTarget(name: "epochfs-bench", dependencies: ["EpochCrypto", "EpochFormat"],
+                          path: "bench/Sources/epochfs-bench"),
+
+        .testTarget(name: "EpochCryptoTests", dependencies: ["EpochCrypto"]),
+        .testTarget(name: "EpochFormatTests", dependencies: ["EpochFormat"]),
+        .testTarget(name: "EpochVolumeTests", dependencies: ["EpochVolume"]),
+        .testTarget(name: "EpochWALTests", dependencies: ["EpochWAL"]),
+        .testTarget(name: "CLITests", dependencies: ["EpochVolume"]),
+        .testTarget(name: "CFuse3Tests", dependencies: ["CFuse3"]),
+    ],
+    swiftLanguageModes: [.v6]
+)

@@ -1,0 +1,156 @@
+import EpochCrypto
+
+/// What an epoch's keys may still do.
+public enum KeyState: UInt8, Sendable, CaseIterable, CustomStringConvertible {
+    /// The newest epoch: new blocks and raft entries are sealed with its DEKs.
+    case active = 1
+    /// An older epoch: its DEKs still open what was sealed under it, never seal anything new.
+    case readOnly = 2
+    /// Keys dropped: anything still naming this epoch fails closed.
+    case retired = 3
+
+    public var description: String {
+        switch self {
+        case .active: "active"
+        case .readOnly: "read-only"
+        case .retired: "retired"
+        }
+    }
+}
+
+/// The data encryption keys of one epoch (nil once retired).
+public struct EpochKeys: Sendable {
+    public let epoch: UInt32
+    public let state: KeyState
+    public let storageDEK: SecretBytes?
+    public let raftDEK: SecretBytes?
+}
+
+/// The volume's secrets: the name key (fixed for the volume's life, like ZFS's master key) and
+/// per epoch a storage DEK and a raft DEK. Sealed under the wrapping key of the current epoch
+/// inside the header; see docs/FORMAT.md "Keyring".
+public struct Keyring: Sendable {
+    public static let formatVersion: UInt8 = 1
+    public static let dekSize = 32
+    public static let nameKeySize = AESSIVKey.keySize
+
+    public let nameKey: SecretBytes
+    /// Ascending by epoch; the last entry is the only active one.
+    public let epochs: [EpochKeys]
+
+    init(nameKey: SecretBytes, epochs: [EpochKeys]) throws(FormatError) {
+        guard nameKey.count == Self.nameKeySize else {
+            throw FormatError.invalid(what: "keyring", reason: "name key is \(nameKey.count) bytes")
+        }
+        guard let last = epochs.last, last.state == .active,
+              epochs.dropLast().allSatisfy({ $0.state != .active }) else {
+            throw FormatError.invalid(what: "keyring", reason: "the newest epoch, and only it, must be active")
+        }
+        for (older, newer) in zip(epochs, epochs.dropFirst()) where older.epoch >= newer.epoch {
+            throw FormatError.invalid(what: "keyring", reason: "epochs are not strictly ascending")
+        }
+        for entry in epochs {
+            guard entry.epoch != 0 else { throw FormatError.invalid(what: "keyring", reason: "epoch 0 is reserved") }
+            let hasKeys = entry.storageDEK != nil && entry.raftDEK != nil
+            guard hasKeys == (entry.state != .retired) else {
+                throw FormatError.invalid(what: "keyring", reason: "epoch \(entry.epoch) keys do not match its state")
+            }
+        }
+        self.nameKey = nameKey
+        self.epochs = epochs
+    }
+
+    /// A new keyring for a new volume: a fresh name key and fresh DEKs for `epoch`.
+    public static func create(epoch: UInt32) throws -> Keyring {
+        try Keyring(nameKey: try SecretBytes.random(count: nameKeySize), epochs: [try freshKeys(epoch: epoch)])
+    }
+
+    public var activeEpoch: UInt32 { epochs.last!.epoch }
+    public var active: EpochKeys { epochs.last! }
+
+    /// The change-key step: `epoch` (above the active one) becomes active with fresh DEKs and
+    /// every older epoch that still has keys becomes read-only.
+    public func adding(epoch: UInt32) throws -> Keyring {
+        precondition(epoch > activeEpoch, "a new epoch must be above the active one")
+        let demoted = epochs.map { entry in
+            entry.state == .active
+                ? EpochKeys(epoch: entry.epoch, state: .readOnly, storageDEK: entry.storageDEK, raftDEK: entry.raftDEK)
+                : entry
+        }
+        return try Keyring(nameKey: nameKey, epochs: demoted + [try Self.freshKeys(epoch: epoch)])
+    }
+
+    public func keys(for epoch: UInt32) throws(EnvelopeError) -> EpochKeys {
+        guard let entry = epochs.first(where: { $0.epoch == epoch }) else { throw .unknownKeyID(epoch) }
+        guard entry.state != .retired else { throw .retiredKey(epoch) }
+        return entry
+    }
+
+    private static func freshKeys(epoch: UInt32) throws -> EpochKeys {
+        EpochKeys(epoch: epoch, state: .active,
+                  storageDEK: try SecretBytes.random(count: dekSize), raftDEK: try SecretBytes.random(count: dekSize))
+    }
+
+    // MARK: Encoding
+
+    /// `version(1) ‖ name_key(64) ‖ count(BE16) ‖ count × (epoch(BE32) ‖ state(1) ‖ [storage_dek(32) ‖ raft_dek(32)])`,
+    /// the DEKs present unless the state is retired.
+    public func encoded() -> SecretBytes {
+        let size = 1 + Self.nameKeySize + 2 + epochs.reduce(0) { $0 + 5 + ($1.state == .retired ? 0 : 2 * Self.dekSize) }
+        return SecretBytes(count: size) { out in
+            var offset = 0
+            func put(_ bytes: UnsafeRawBufferPointer) {
+                UnsafeMutableRawBufferPointer(rebasing: out[offset..<offset + bytes.count]).copyMemory(from: bytes)
+                offset += bytes.count
+            }
+            func put<T: FixedWidthInteger>(integer: T) { withUnsafeBytes(of: integer.bigEndian) { put($0) } }
+            put(integer: Self.formatVersion)
+            nameKey.withUnsafeBytes { put($0) }
+            put(integer: UInt16(epochs.count))
+            for entry in epochs {
+                put(integer: entry.epoch)
+                put(integer: entry.state.rawValue)
+                entry.storageDEK?.withUnsafeBytes { put($0) }
+                entry.raftDEK?.withUnsafeBytes { put($0) }
+            }
+            precondition(offset == size)
+        }
+    }
+
+    public static func decode(_ encoded: SecretBytes) throws -> Keyring {
+        try encoded.withUnsafeBytes { raw in
+            var offset = 0
+            func take(_ count: Int) throws(FormatError) -> UnsafeRawBufferPointer {
+                guard count <= raw.count - offset else {
+                    throw FormatError.truncated(what: "keyring", needed: count, available: raw.count - offset)
+                }
+                defer { offset += count }
+                return UnsafeRawBufferPointer(rebasing: raw[offset..<offset + count])
+            }
+            func integer<T: FixedWidthInteger>(_: T.Type) throws(FormatError) -> T {
+                try take(MemoryLayout<T>.size).reduce(T(0)) { ($0 << 8) | T($1) }
+            }
+            let version = try integer(UInt8.self)
+            guard version == formatVersion else {
+                throw FormatError.invalid(what: "keyring", reason: "unsupported version \(version)")
+            }
+            let nameKey = SecretBytes(copying: try take(nameKeySize))
+            let count = try integer(UInt16.self)
+            var epochs: [EpochKeys] = []
+            for _ in 0..<count {
+                let epoch = try integer(UInt32.self)
+                let rawState = try integer(UInt8.self)
+                guard let state = KeyState(rawValue: rawState) else {
+                    throw FormatError.invalid(what: "keyring", reason: "epoch \(epoch) has unknown state \(rawState)")
+                }
+                let storage = state == .retired ? nil : SecretBytes(copying: try take(dekSize))
+                let raft = state == .retired ? nil : SecretBytes(copying: try take(dekSize))
+                epochs.append(EpochKeys(epoch: epoch, state: state, storageDEK: storage, raftDEK: raft))
+            }
+            guard offset == raw.count else {
+                throw FormatError.invalid(what: "keyring", reason: "\(raw.count - offset) trailing bytes")
+            }
+            return try Keyring(nameKey: nameKey, epochs: epochs)
+        }
+    }
+}

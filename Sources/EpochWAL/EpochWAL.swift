@@ -1,0 +1,1 @@
+// The etcd WAL segment reader and writer live here.
