@@ -1,0 +1,211 @@
+import EpochCrypto
+import EpochFormat
+import Logging
+import Synchronization
+
+/// The volume header as last committed: the newest valid slot and its opened keyring.
+public struct VolumeHeader: Sendable {
+    public let slot: HeaderSlot
+    /// 0 (A) or 1 (B): where `slot` lives; the next commit goes to the other one.
+    public let slotIndex: Int
+    public let keyring: Keyring
+
+    public var epoch: UInt32 { slot.epoch }
+    public var sequence: UInt64 { slot.sequence }
+    public var volumeID: VolumeID { slot.volumeID }
+}
+
+public enum RekeyResult: Sendable {
+    /// Already at the requested epoch: nothing was written.
+    case alreadyAtEpoch(VolumeHeader)
+    case rekeyed(from: UInt32, VolumeHeader)
+
+    public var header: VolumeHeader {
+        switch self {
+        case let .alreadyAtEpoch(header), let .rekeyed(_, header): header
+        }
+    }
+}
+
+public enum JournalError: Error, Equatable, Sendable, CustomStringConvertible {
+    case noValidSlot(slotA: String, slotB: String)
+    /// The newest valid slot does not open with the key source's key for its epoch. There is no
+    /// fallback to the older slot: that would silently undo a rekey.
+    case wrongKey(epoch: UInt32)
+    case epochBelowCurrent(current: UInt32, requested: UInt32)
+    case reservedEpoch
+    case inconsistentKeyring(slotEpoch: UInt32, keyringEpoch: UInt32)
+    case epochUnrecoverable(tried: [UInt32], reason: String)
+    case readBackMismatch(slot: Int)
+
+    public var description: String {
+        switch self {
+        case let .noValidSlot(a, b): "no valid header slot (A: \(a); B: \(b))"
+        case let .wrongKey(epoch):
+            "the key for epoch \(epoch) does not open the newest header slot (wrong key or tampered header); refusing to fall back to an older slot"
+        case let .epochBelowCurrent(current, requested): "refusing to rekey to epoch \(requested): the volume is at epoch \(current)"
+        case .reservedEpoch: "epoch 0 is reserved; epochs start at 1"
+        case let .inconsistentKeyring(slotEpoch, keyringEpoch):
+            "header slot says epoch \(slotEpoch) but its keyring's active epoch is \(keyringEpoch)"
+        case let .epochUnrecoverable(tried, reason):
+            "the header's epoch is not recorded and no key opened it (tried \(tried.map(String.init).joined(separator: ", "))): \(reason)"
+        case let .readBackMismatch(slot): "header slot \(slot == 0 ? "A" : "B") did not read back as written"
+        }
+    }
+}
+
+/// The header-swap rekey journal with ZFS change-key semantics (DESIGN §3,
+/// zfs-change-key.md §5): every change is one commit that writes the inactive slot with
+/// sequence+1, fsyncs, reads it back, and only then becomes the current header.
+public final class HeaderJournal: Sendable {
+    public let store: any HeaderStore
+    public let source: any KeySource
+    private let commits = Mutex(())
+    private let logger = Logger(label: "epochfs.header")
+
+    public init(store: any HeaderStore, source: any KeySource) {
+        self.store = store
+        self.source = source
+    }
+
+    /// Writes the first header of a new volume (slot A, sequence 1) and makes it durable.
+    public func create(epoch: UInt32, blockSize: UInt32, volumeID: VolumeID? = nil) throws -> VolumeHeader {
+        guard epoch != 0 else { throw JournalError.reservedEpoch }
+        let derivation = try source.keyDerivationForNewEpoch()
+        let key = try source.wrappingKey(epoch: epoch, derivation: derivation)
+        let slot = HeaderSlot(volumeID: try volumeID ?? .random(), sequence: 0, epoch: epoch, blockSize: blockSize,
+                              raftCutover: .max, keyDerivation: derivation, keySource: source.spec)
+        return try commit(slot, keyring: try Keyring.create(epoch: epoch), wrappingKey: key, replacing: nil)
+    }
+
+    /// Opens the newest valid slot, failing closed if it does not open. When its epoch is not
+    /// recorded, recovers it by side-effect-free trial decryption and records it.
+    public func open() throws -> VolumeHeader {
+        try withCommitLock { try openCurrent().header }
+    }
+
+    /// The change-key: refuse a lower epoch, do nothing at the current one, otherwise add
+    /// fresh DEKs for `epoch`, reseal the keyring under its wrapping key and commit.
+    public func rekey(to epoch: UInt32) throws -> RekeyResult {
+        try withCommitLock {
+            let current = try openCurrent()
+            let from = current.header.epoch
+            if epoch < from { throw JournalError.epochBelowCurrent(current: from, requested: epoch) }
+            if epoch == from { return .alreadyAtEpoch(current.header) }
+            let derivation = try source.keyDerivationForNewEpoch()
+            let key = try source.wrappingKey(epoch: epoch, derivation: derivation)
+            var slot = current.header.slot
+            slot.epoch = epoch
+            slot.keyDerivation = derivation
+            let header = try commit(slot, keyring: try current.header.keyring.adding(epoch: epoch), wrappingKey: key,
+                                    replacing: current.header)
+            logger.info("rekeyed", metadata: ["from": "\(from)", "to": "\(epoch)", "sequence": "\(header.sequence)"])
+            return .rekeyed(from: from, header)
+        }
+    }
+
+    /// Sets the raft cutover index in one header commit (no write when unchanged).
+    public func setRaftCutover(_ index: UInt64) throws -> VolumeHeader {
+        try withCommitLock {
+            let current = try openCurrent()
+            guard current.header.slot.raftCutover != index else { return current.header }
+            var slot = current.header.slot
+            slot.raftCutover = index
+            return try commit(slot, keyring: current.header.keyring, wrappingKey: current.wrappingKey, replacing: current.header)
+        }
+    }
+
+    // MARK: - Internals
+
+    private struct Opened {
+        let header: VolumeHeader
+        let wrappingKey: SecretBytes
+    }
+
+    private func withCommitLock<R>(_ body: () throws -> R) throws -> R {
+        // One commit at a time in this process (Mutex) and across processes (the store's lock).
+        var result: Result<R, any Error>?
+        commits.withLock { _ in result = Result { try store.withExclusiveLock(body) } }
+        return try result!.get()
+    }
+
+    /// Reads both slots from the store (the source of truth, never a cache) and opens the newest.
+    private func openCurrent() throws -> Opened {
+        let (index, slot) = try Self.newestValidSlot(in: store)
+        if slot.epoch == HeaderSlot.unrecordedEpoch { return try recoverEpoch(of: slot, at: index) }
+        let key = try source.wrappingKey(epoch: slot.epoch, derivation: slot.keyDerivation)
+        let keyring: Keyring
+        do {
+            keyring = try slot.openKeyring(wrappingKey: key)
+        } catch HeaderSlotError.wrongKey {
+            throw JournalError.wrongKey(epoch: slot.epoch)
+        }
+        guard keyring.activeEpoch == slot.epoch else {
+            throw JournalError.inconsistentKeyring(slotEpoch: slot.epoch, keyringEpoch: keyring.activeEpoch)
+        }
+        return Opened(header: VolumeHeader(slot: slot, slotIndex: index, keyring: keyring), wrappingKey: key)
+    }
+
+    /// The valid slot with the highest sequence, and where it lives; unopened.
+    static func newestValidSlot(in store: any HeaderStore) throws -> (index: Int, slot: HeaderSlot) {
+        var problems = ["", ""]
+        var valid: [(Int, HeaderSlot)] = []
+        for index in 0..<2 {
+            do {
+                valid.append((index, try HeaderSlot.decode(try store.read(slot: index))))
+            } catch {
+                problems[index] = "\(error)"
+            }
+        }
+        // Equal sequences only arise from a copy of one slot over the other; either is current.
+        guard let newest = valid.max(by: { $0.1.sequence < $1.1.sequence }) else {
+            throw JournalError.noValidSlot(slotA: problems[0], slotB: problems[1])
+        }
+        return newest
+    }
+
+    /// Tries the key source's epochs newest first. A trial only decrypts in memory; the one
+    /// write is the ordinary commit that records the epoch found.
+    private func recoverEpoch(of slot: HeaderSlot, at index: Int) throws -> Opened {
+        guard let candidates = try source.candidateEpochs() else {
+            throw JournalError.epochUnrecoverable(tried: [], reason: "key source '\(source.spec)' cannot list its epochs")
+        }
+        var failures: [String] = []
+        for epoch in candidates {
+            let key: SecretBytes
+            let keyring: Keyring
+            do {
+                key = try source.wrappingKey(epoch: epoch, derivation: slot.keyDerivation)
+                keyring = try slot.openKeyring(wrappingKey: key)
+            } catch {
+                failures.append("\(epoch): \(error)")
+                continue
+            }
+            guard keyring.activeEpoch == epoch else {
+                throw JournalError.inconsistentKeyring(slotEpoch: epoch, keyringEpoch: keyring.activeEpoch)
+            }
+            logger.warning("recovered unrecorded header epoch by trial decryption", metadata: ["epoch": "\(epoch)"])
+            var recorded = slot
+            recorded.epoch = epoch
+            let unrecorded = VolumeHeader(slot: slot, slotIndex: index, keyring: keyring)
+            let header = try commit(recorded, keyring: keyring, wrappingKey: key, replacing: unrecorded)
+            return Opened(header: header, wrappingKey: key)
+        }
+        throw JournalError.epochUnrecoverable(tried: candidates, reason: failures.isEmpty ? "no candidates" : failures.joined(separator: "; "))
+    }
+
+    /// Seals `keyring` into `slot` with the next sequence, writes the inactive slot, fsyncs,
+    /// and reads it back. Only a slot that read back intact is returned as current.
+    private func commit(_ slot: HeaderSlot, keyring: Keyring, wrappingKey: SecretBytes,
+                        replacing current: VolumeHeader?) throws -> VolumeHeader {
+        var next = slot
+        next.sequence = (current?.sequence ?? 0) + 1
+        try next.seal(keyring, wrappingKey: wrappingKey)
+        let bytes = try next.encoded()
+        let target = current.map { 1 - $0.slotIndex } ?? 0
+        try store.write(slot: target, bytes: bytes)
+        try store.sync()
+        guard try store.read(slot: target) == bytes else { throw JournalError.readBackMismatch(slot: target) }
+        return VolumeHeader(slot: next, slotIndex: target, keyring: keyring)
+    }
+}

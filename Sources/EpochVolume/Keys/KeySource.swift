@@ -1,0 +1,93 @@
+import EpochCrypto
+import EpochFormat
+
+/// Why a key source did not yield a key. Messages name the epoch and the path or command,
+/// never key material.
+public enum KeySourceError: Error, Equatable, Sendable, CustomStringConvertible {
+    case badSpec(spec: String, reason: String)
+    case unavailable(epoch: UInt32, reason: String)
+    case timedOut(epoch: UInt32, seconds: Double)
+    case badKeyMaterial(epoch: UInt32, reason: String)
+    case wrongDerivation(spec: String, reason: String)
+
+    public var description: String {
+        switch self {
+        case let .badSpec(spec, reason): "bad key source '\(spec)': \(reason)"
+        case let .unavailable(epoch, reason): "key source has no key for epoch \(epoch): \(reason)"
+        case let .timedOut(epoch, seconds): "key source timed out after \(seconds) s fetching epoch \(epoch)"
+        case let .badKeyMaterial(epoch, reason): "key for epoch \(epoch) is unusable: \(reason)"
+        case let .wrongDerivation(spec, reason): "key source '\(spec)' does not fit this volume: \(reason)"
+        }
+    }
+}
+
+/// Yields the 32-byte wrapping key of an epoch (DESIGN §3).
+public protocol KeySource: Sendable {
+    /// The canonical spec, remembered in the volume header so later commands need only BACKING.
+    var spec: String { get }
+    /// How a new epoch's wrapping key will be derived (a fresh scrypt salt for passphrases).
+    func keyDerivationForNewEpoch() throws -> KeyDerivation
+    func wrappingKey(epoch: UInt32, derivation: KeyDerivation) throws -> SecretBytes
+    /// Epochs this source can name, newest first, for trial recovery; nil when it cannot list them.
+    func candidateEpochs() throws -> [UInt32]?
+}
+
+/// Parses `file:TEMPLATE`, `command:CMD` and `passphrase:FILE` (DESIGN §3; README "Key sources").
+public enum KeySourceSpec {
+    public static func parse(_ spec: String, workingDirectory: String? = nil,
+                             commandTimeout: Double = CommandKeySource.defaultTimeout) throws -> any KeySource {
+        guard let colon = spec.firstIndex(of: ":") else {
+            throw KeySourceError.badSpec(spec: spec, reason: "expected file:TEMPLATE, command:CMD or passphrase:FILE")
+        }
+        let kind = spec[..<colon]
+        let value = String(spec[spec.index(after: colon)...])
+        guard !value.isEmpty else { throw KeySourceError.badSpec(spec: spec, reason: "nothing after '\(kind):'") }
+        switch kind {
+        case "file":
+            return try FileKeySource(template: absolute(value, from: workingDirectory))
+        case "command":
+            return CommandKeySource(command: value, timeout: commandTimeout)
+        case "passphrase":
+            return try PassphraseKeySource(path: value == "-" ? value : absolute(value, from: workingDirectory))
+        default:
+            throw KeySourceError.badSpec(spec: spec, reason: "unknown kind '\(kind)'")
+        }
+    }
+
+    /// Paths are made absolute so the remembered spec works from any directory.
+    static func absolute(_ path: String, from workingDirectory: String?) -> String {
+        if path.hasPrefix("/") { return path }
+        let base = workingDirectory ?? currentDirectory()
+        return base.hasSuffix("/") ? base + path : base + "/" + path
+    }
+}
+
+/// Decodes key material: exactly 32 raw bytes, or 64 hex digits with optional surrounding
+/// whitespace (a trailing newline from `echo` or an editor).
+func decodeWrappingKey(_ raw: SecretBytes, epoch: UInt32) throws -> SecretBytes {
+    if raw.count == Keyring.dekSize { return raw }
+    return try raw.withUnsafeBytes { bytes in
+        let isSpace: (UInt8) -> Bool = { $0 == 0x20 || $0 == 0x09 || $0 == 0x0a || $0 == 0x0d }
+        guard let first = bytes.firstIndex(where: { !isSpace($0) }),
+              let last = bytes.lastIndex(where: { !isSpace($0) }), last - first + 1 == 2 * Keyring.dekSize else {
+            throw KeySourceError.badKeyMaterial(epoch: epoch, reason: "expected 32 raw bytes or 64 hex digits, got \(raw.count) bytes")
+        }
+        return try SecretBytes(count: Keyring.dekSize) { out in
+            for index in 0..<Keyring.dekSize {
+                guard let high = hexDigitValue(bytes[first + 2 * index]), let low = hexDigitValue(bytes[first + 2 * index + 1]) else {
+                    throw KeySourceError.badKeyMaterial(epoch: epoch, reason: "not a hex digit in the key")
+                }
+                out[index] = high << 4 | low
+            }
+        }
+    }
+}
+
+extension KeySource {
+    /// Key files and commands hand out the wrapping key itself.
+    func requireDirect(_ derivation: KeyDerivation) throws {
+        guard derivation == .direct else {
+            throw KeySourceError.wrongDerivation(spec: spec, reason: "the volume was set up with a passphrase")
+        }
+    }
+}

@@ -1,0 +1,48 @@
+import EpochFormat
+import Glibc
+
+/// Entry points the CLI (and later the mount) use to create and open a volume's header.
+public enum Volume {
+    /// Creates a volume in `backing`, which must be empty or not exist yet.
+    public static func create(backing: String, keySource spec: String, epoch: UInt32, blockSize: UInt32) throws -> VolumeHeader {
+        let source = try KeySourceSpec.parse(spec)
+        try prepareEmptyDirectory(backing)
+        return try HeaderJournal(store: try FileHeaderStore(creatingIn: backing), source: source)
+            .create(epoch: epoch, blockSize: blockSize)
+    }
+
+    /// The journal of an existing volume, with the key source remembered in its header unless
+    /// `keySourceOverride` names another.
+    public static func journal(backing: String, keySourceOverride: String? = nil) throws -> HeaderJournal {
+        let store = try FileHeaderStore(backing: backing)
+        let spec = try keySourceOverride ?? rememberedKeySource(store)
+        return HeaderJournal(store: store, source: try KeySourceSpec.parse(spec))
+    }
+
+    /// The documented CLI exit code for an error: 2 for key failures, 3 for a refused lower
+    /// epoch, 1 for everything else.
+    public static func exitCode(for error: any Error) -> Int32 {
+        switch error {
+        case is KeySourceError, JournalError.wrongKey, JournalError.epochUnrecoverable: 2
+        case JournalError.epochBelowCurrent: 3
+        default: 1
+        }
+    }
+
+    /// The key source spec of the newest slot with a valid checksum. Read before any key is
+    /// available, so only the checksum vouches for it; the keyring's AAD binds it afterwards.
+    private static func rememberedKeySource(_ store: FileHeaderStore) throws -> String {
+        try HeaderJournal.newestValidSlot(in: store).slot.keySource
+    }
+
+    private static func prepareEmptyDirectory(_ path: String) throws {
+        if mkdir(path, 0o700) == 0 { return }
+        guard errno == EEXIST else { throw SystemError("mkdir", path: path) }
+        guard let dir = opendir(path) else { throw SystemError("opendir", path: path) }
+        defer { closedir(dir) }
+        while let entry = readdir(dir) {
+            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(cString: $0.bindMemory(to: CChar.self).baseAddress!) }
+            if name != "." && name != ".." { throw SystemError("init", path: path, errno: ENOTEMPTY) }
+        }
+    }
+}

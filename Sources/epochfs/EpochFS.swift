@@ -1,0 +1,61 @@
+import ArgumentParser
+import EpochVolume
+import Foundation
+import Logging
+
+@main
+struct EpochFS: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "epochfs",
+        abstract: "An encrypted FUSE filesystem with epoch-keyed blocks and atomic rekey.",
+        discussion: """
+            Exit codes: 0 success; 1 failure (I/O, damaged header, bad input); 2 key failure \
+            (wrong key, key source failed or timed out); 3 refused (rekey below the current epoch); \
+            64 usage error.
+            """,
+        subcommands: [Init.self, Info.self, Rekey.self])
+}
+
+/// Options every command that opens an existing volume takes.
+struct VolumeOptions: ParsableArguments {
+    @Argument(help: "The backing directory (ciphertext).")
+    var backing: String
+
+    @Option(help: ArgumentHelp("Key source, overriding the one remembered in the volume.", valueName: "SPEC"))
+    var keySource: String?
+
+    @Flag(name: .shortAndLong, help: "Log what the command does on stderr.")
+    var verbose = false
+
+    func openJournal() throws -> HeaderJournal {
+        bootstrapLogging(verbose: verbose)
+        return try Volume.journal(backing: backing, keySourceOverride: keySource)
+    }
+}
+
+func bootstrapLogging(verbose: Bool) {
+    LoggingSystem.bootstrap { label in
+        var handler = StreamLogHandler.standardError(label: label)
+        handler.logLevel = verbose ? .info : .warning
+        return handler
+    }
+}
+
+/// Runs a command body, turning library errors into a message on stderr and the documented
+/// exit code.
+func runReportingErrors(_ body: () throws -> Void) throws {
+    do {
+        try body()
+    } catch let error as ExitCode {
+        throw error
+    } catch let error as ValidationError {
+        throw error
+    } catch {
+        printError("epochfs: \(error)")
+        throw ExitCode(Volume.exitCode(for: error))
+    }
+}
+
+func printError(_ message: String) {
+    FileHandle.standardError.write(Data((message + "\n").utf8))
+}
