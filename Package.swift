@@ -34,11 +34,12 @@ let package = Package(
         .executableTarget(name: "epochfs-bench", dependencies: ["EpochCrypto", "EpochFormat"],
                           path: "bench/Sources/epochfs-bench"),
 
-        .testTarget(name: "EpochCryptoTests", dependencies: ["EpochCrypto"]),
-        .testTarget(name: "EpochFormatTests", dependencies: ["EpochFormat"]),
-        .testTarget(name: "EpochVolumeTests", dependencies: ["EpochVolume"]),
+        .target(name: "Support", path: "Tests/Support"),
+        .testTarget(name: "EpochCryptoTests", dependencies: ["EpochCrypto", "Support"]),
+        .testTarget(name: "EpochFormatTests", dependencies: ["EpochFormat", "Support"]),
+        .testTarget(name: "EpochVolumeTests", dependencies: ["EpochVolume", "Support"]),
         .testTarget(name: "EpochWALTests", dependencies: ["EpochWAL"]),
-        .testTarget(name: "CLITests", dependencies: ["EpochVolume"]),
+        .testTarget(name: "CLITests", dependencies: ["epochfs", "Support"]),
         .testTarget(name: "CFuse3Tests", dependencies: ["CFuse3"]),
     ],
     swiftLanguageModes: [.v6]

@@ -19,10 +19,11 @@ public enum Volume {
         return HeaderJournal(store: store, source: try KeySourceSpec.parse(spec))
     }
 
-    /// The documented CLI exit code for an error: 2 for key failures, 3 for a refused lower
-    /// epoch, 1 for everything else.
+    /// The documented CLI exit code for an error: 64 for a malformed key source spec, 2 for key
+    /// failures, 3 for a refused lower epoch, 1 for everything else.
     public static func exitCode(for error: any Error) -> Int32 {
         switch error {
+        case KeySourceError.badSpec: 64
         case is KeySourceError, JournalError.wrongKey, JournalError.epochUnrecoverable: 2
         case JournalError.epochBelowCurrent: 3
         default: 1

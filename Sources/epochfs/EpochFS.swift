@@ -11,7 +11,7 @@ struct EpochFS: ParsableCommand {
         discussion: """
             Exit codes: 0 success; 1 failure (I/O, damaged header, bad input); 2 key failure \
             (wrong key, key source failed or timed out); 3 refused (rekey below the current epoch); \
-            64 usage error.
+            64 usage error (including a malformed key source spec).
             """,
         subcommands: [Init.self, Info.self, Rekey.self])
 }

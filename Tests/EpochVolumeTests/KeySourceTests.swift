@@ -1,0 +1,102 @@
+import EpochCrypto
+import EpochFormat
+@testable import EpochVolume
+import Support
+import Testing
+
+@Suite struct KeySourceTests {
+    @Test func fileSourceReadsRawAndHexKeys() throws {
+        let dir = TemporaryDirectory()
+        defer { dir.remove() }
+        let raw = try SecureRandom.bytes(32)
+        let hexKey = try SecureRandom.bytes(32)
+        dir.write(raw, to: "1.key")
+        dir.write(Array(("  " + toHex(hexKey).uppercased() + "\r\n").utf8), to: "2.key")
+        let source = try KeySourceSpec.parse("file:\(dir.path)/%d.key")
+        #expect(try source.wrappingKey(epoch: 1, derivation: .direct).withUnsafeBytes { Array($0) } == raw)
+        #expect(try source.wrappingKey(epoch: 2, derivation: .direct).withUnsafeBytes { Array($0) } == hexKey)
+        #expect(try source.candidateEpochs() == [2, 1])
+    }
+
+    @Test func fileSourceErrorsAreClear() throws {
+        let dir = TemporaryDirectory()
+        defer { dir.remove() }
+        dir.write([1, 2, 3], to: "1.key")
+        dir.write(Array(String(repeating: "zz", count: 32).utf8), to: "2.key")
+        let source = try FileKeySource(template: dir.path + "/%d.key")
+        #expect { try source.wrappingKey(epoch: 1, derivation: .direct) } throws: { error in
+            (error as? KeySourceError).map { "\($0)".contains("epoch 1") && "\($0)".contains("3 bytes") } ?? false
+        }
+        #expect(throws: KeySourceError.badKeyMaterial(epoch: 2, reason: "not a hex digit in the key")) {
+            try source.wrappingKey(epoch: 2, derivation: .direct)
+        }
+        #expect { try source.wrappingKey(epoch: 3, derivation: .direct) } throws: { error in
+            guard case let KeySourceError.unavailable(epoch, reason) = error else { return false }
+            return epoch == 3 && reason.contains("3.key") && reason.contains("No such file")
+        }
+        #expect(throws: KeySourceError.self) { try FileKeySource(template: dir.path + "/fixed.key") }
+        #expect(throws: KeySourceError.self) { try KeySourceSpec.parse("vault:secret") }
+        #expect(throws: KeySourceError.self) { try KeySourceSpec.parse("no-colon") }
+    }
+
+    @Test func relativeTemplatesBecomeAbsolute() throws {
+        let source = try KeySourceSpec.parse("file:keys/%d.key", workingDirectory: "/srv/vol")
+        #expect(source.spec == "file:/srv/vol/keys/%d.key")
+    }
+
+    @Test func commandSourceGetsTheEpochAsLastArgument() throws {
+        let dir = TemporaryDirectory()
+        defer { dir.remove() }
+        let key = try SecureRandom.bytes(32)
+        dir.write(Array(toHex(key).utf8), to: "7.hex")
+        // CMD keeps its own arguments; the epoch comes after them.
+        let source = try KeySourceSpec.parse("command:f() { test $# -eq 2 && test \"$1\" = vol-a && cat \(dir.path)/$2.hex; }; f vol-a")
+        #expect(try source.wrappingKey(epoch: 7, derivation: .direct).withUnsafeBytes { Array($0) } == key)
+        #expect(throws: KeySourceError.self) { try source.wrappingKey(epoch: 8, derivation: .direct) } // no 8.hex
+    }
+
+    @Test func commandFailureAndTimeoutAreErrors() throws {
+        let failing = CommandKeySource(command: "echo nope >&2; exit 3 #")
+        #expect(throws: KeySourceError.unavailable(epoch: 1, reason: "command 'echo nope >&2; exit 3 #' exited with status 3")) {
+            try failing.wrappingKey(epoch: 1, derivation: .direct)
+        }
+        let slow = CommandKeySource(command: "sleep 30; echo", timeout: 0.5)
+        let start = Subprocess.monotonicSeconds()
+        #expect(throws: KeySourceError.timedOut(epoch: 4, seconds: 0.5)) { try slow.wrappingKey(epoch: 4, derivation: .direct) }
+        #expect(Subprocess.monotonicSeconds() - start < 10, "the timed-out command was not killed")
+        let short = CommandKeySource(command: "printf abc #")
+        #expect(throws: KeySourceError.self) { try short.wrappingKey(epoch: 1, derivation: .direct) }
+    }
+
+    @Test func passphraseSourceUsesScryptWithTheStoredSalt() throws {
+        let dir = TemporaryDirectory()
+        defer { dir.remove() }
+        dir.write(Array("correct horse\n".utf8), to: "pass")
+        let cheap = ScryptParameters(log2N: 10, r: 8, p: 1)
+        let source = try PassphraseKeySource(path: dir.path + "/pass", parameters: cheap)
+        let first = try source.keyDerivationForNewEpoch()
+        let second = try source.keyDerivationForNewEpoch()
+        #expect(first != second, "every new epoch draws a fresh salt")
+        guard case let .scrypt(parameters, salt) = first else { Issue.record("not scrypt"); return }
+        let expected = try parameters.derive(passphrase: SecretBytes(copying: Array("correct horse".utf8)), salt: salt, count: 32)
+        #expect(try source.wrappingKey(epoch: 1, derivation: first).isEqual(to: expected))
+        #expect(!(try source.wrappingKey(epoch: 1, derivation: second).isEqual(to: expected)))
+        #expect(throws: KeySourceError.self) { try source.wrappingKey(epoch: 1, derivation: .direct) }
+    }
+
+    /// A real header file: create, rekey, reopen through a new store, as the CLI does.
+    @Test func fileHeaderStoreRoundTrip() throws {
+        let keys = try KeyFiles()
+        let backing = TemporaryDirectory()
+        defer { keys.directory.remove(); backing.remove() }
+        let created = try HeaderJournal(store: try FileHeaderStore(creatingIn: backing.path), source: keys.source)
+            .create(epoch: 2, blockSize: 8192)
+        #expect(throws: SystemError.self) { try FileHeaderStore(creatingIn: backing.path) }
+        let journal = HeaderJournal(store: try FileHeaderStore(backing: backing.path), source: keys.source)
+        #expect(try journal.rekey(to: 3).header.sequence == 2)
+        let reopened = try HeaderJournal(store: try FileHeaderStore(backing: backing.path), source: keys.source).open()
+        #expect((reopened.epoch, reopened.sequence, reopened.slot.blockSize) == (3, 2, 8192))
+        #expect(reopened.volumeID == created.volumeID)
+        #expect(reopened.keyring.nameKey.isEqual(to: created.keyring.nameKey))
+    }
+}
