@@ -18,6 +18,9 @@ let package = Package(
         .systemLibrary(name: "CFuse3", pkgConfig: "fuse3",
                        providers: [.apt(["libfuse3-dev"])]),
 
+        // Linux calls and constants Swift's Glibc module leaves out (they need _GNU_SOURCE).
+        .target(name: "CLinux"),
+
         // Layers, lowest first. Nothing below the FUSE frontend imports CFuse3.
         .target(name: "EpochCrypto", dependencies: ["COpenSSL"]),
         .target(name: "EpochFormat", dependencies: ["EpochCrypto"]),
@@ -26,8 +29,12 @@ let package = Package(
             .product(name: "Logging", package: "swift-log"),
         ]),
         .target(name: "EpochWAL", dependencies: ["EpochCrypto", "EpochFormat"]),
+        .target(name: "EpochFUSE", dependencies: [
+            "CFuse3", "CLinux", "EpochVolume",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
         .executableTarget(name: "epochfs", dependencies: [
-            "EpochVolume", "EpochWAL",
+            "EpochVolume", "EpochWAL", "EpochFUSE",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),
@@ -41,6 +48,7 @@ let package = Package(
         .testTarget(name: "EpochWALTests", dependencies: ["EpochWAL"]),
         .testTarget(name: "CLITests", dependencies: ["epochfs", "Support"]),
         .testTarget(name: "CFuse3Tests", dependencies: ["CFuse3"]),
+        .testTarget(name: "EpochFUSETests", dependencies: ["epochfs", "EpochVolume", "Support"]),
     ],
     swiftLanguageModes: [.v6]
 )

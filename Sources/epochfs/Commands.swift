@@ -61,22 +61,44 @@ struct Info: ParsableCommand {
 
 struct Rekey: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Change the key to a new epoch (offline), with ZFS change-key semantics.",
+        abstract: "Change the key to a new epoch, offline (BACKING) or live (--mount MOUNTPOINT).",
+        usage: "epochfs rekey BACKING EPOCH [--key-source SPEC] [--json]\n       epochfs rekey --mount MOUNTPOINT EPOCH",
         discussion: """
-            Fetches the wrapping key of EPOCH, adds fresh data keys for it and commits the keyring \
-            resealed under it in one atomic header write. Data blocks are not rewritten. At the \
-            current epoch nothing is written (exit 0); below it the command is refused (exit 3).
+            ZFS change-key semantics: fetches the wrapping key of EPOCH, adds fresh data keys for it \
+            and commits the keyring resealed under it in one atomic header write. Data blocks are \
+            not rewritten. At the current epoch nothing is written (exit 0); below it the command \
+            is refused (exit 3). With --mount the command goes through the mount's control file \
+            and returns once the rekey is durable; new blocks then carry the new epoch.
             """)
 
-    @OptionGroup var volume: VolumeOptions
+    @Option(help: ArgumentHelp("Rekey this mounted volume through its control file.", valueName: "MOUNTPOINT"))
+    var mount: String?
 
-    @Argument(help: "The new epoch.")
-    var epoch: UInt32
+    @Argument(help: "BACKING and EPOCH, or just EPOCH with --mount.")
+    var arguments: [String]
 
-    @Flag(help: "Print the result as one JSON object.")
+    @Option(help: ArgumentHelp("Key source, overriding the one remembered in the volume.", valueName: "SPEC"))
+    var keySource: String?
+
+    @Flag(help: "Print the resulting header as one JSON object (offline only).")
     var json = false
 
+    func validate() throws {
+        guard arguments.count == (mount == nil ? 2 : 1), let last = arguments.last, UInt32(last) != nil else {
+            throw ValidationError(mount == nil ? "expected BACKING EPOCH" : "expected EPOCH after --mount MOUNTPOINT")
+        }
+    }
+
     func run() throws {
+        let epoch = UInt32(arguments.last!)!
+        if let mount {
+            try runReportingErrors {
+                try sendControlCommand("rekey \(epoch)", mountpoint: mount)
+                print("rekeyed \(mount) to epoch \(epoch)")
+            }
+            return
+        }
+        let volume = try VolumeOptions.parse([arguments[0]] + (keySource.map { ["--key-source", $0] } ?? []))
         try runReportingErrors {
             let result = try volume.openJournal().rekey(to: epoch)
             if json {
@@ -92,55 +114,25 @@ struct Rekey: ParsableCommand {
 
 /// `info`'s output: one JSON object, or aligned text for people.
 func printHeader(_ header: VolumeHeader, json: Bool) throws {
-    let summary = HeaderSummary(header)
+    let status = VolumeStatus(header)
     if json {
-        let encoder = JSONEncoder()
-        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-        print(String(decoding: try encoder.encode(summary), as: UTF8.self))
+        print(try jsonLine(status))
         return
     }
-    let cutover = summary.raftCutover == .max ? "none (inert)" : String(summary.raftCutover)
+    let cutover = status.raftCutover == .max ? "none (inert)" : String(status.raftCutover)
     print("""
-        volume        \(summary.volumeID)
-        epoch         \(summary.epoch)
-        sequence      \(summary.sequence) (slot \(summary.headerSlot))
-        block size    \(summary.blockSize)
+        volume        \(status.volumeID)
+        epoch         \(status.epoch)
+        sequence      \(status.sequence) (slot \(status.headerSlot))
+        block size    \(status.blockSize)
         raft cutover  \(cutover)
-        key source    \(summary.keySource) (\(summary.keyDerivation))
-        keyring       \(summary.keyring.map { "\($0.epoch) \($0.state)" }.joined(separator: ", "))
+        key source    \(status.keySource) (\(status.keyDerivation))
+        keyring       \(status.keyring.map { "\($0.epoch) \($0.state)" }.joined(separator: ", "))
         """)
 }
 
-struct HeaderSummary: Encodable {
-    struct EpochState: Encodable {
-        let epoch: UInt32
-        let state: String
-    }
-
-    let volumeID: String
-    let epoch: UInt32
-    let sequence: UInt64
-    let headerSlot: String
-    let blockSize: UInt32
-    let raftCutover: UInt64
-    let keySource: String
-    let keyDerivation: String
-    let keyring: [EpochState]
-
-    init(_ header: VolumeHeader) {
-        volumeID = header.volumeID.description
-        epoch = header.epoch
-        sequence = header.sequence
-        headerSlot = header.slotIndex == 0 ? "A" : "B"
-        blockSize = header.slot.blockSize
-        raftCutover = header.slot.raftCutover
-        keySource = header.slot.keySource
-        keyDerivation = header.slot.keyDerivation == .direct ? "direct" : "scrypt"
-        keyring = header.keyring.epochs.map { EpochState(epoch: $0.epoch, state: $0.state.description) }
-    }
-
-    enum CodingKeys: String, CodingKey {
-        case volumeID = "volume_id", epoch, sequence, headerSlot = "header_slot", blockSize = "block_size"
-        case raftCutover = "raft_cutover", keySource = "key_source", keyDerivation = "key_derivation", keyring
-    }
+func jsonLine(_ value: some Encodable) throws -> String {
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+    return String(decoding: try encoder.encode(value), as: UTF8.self)
 }

@@ -13,7 +13,7 @@ struct EpochFS: ParsableCommand {
             (wrong key, key source failed or timed out); 3 refused (rekey below the current epoch); \
             64 usage error (including a malformed key source spec).
             """,
-        subcommands: [Init.self, Info.self, Rekey.self])
+        subcommands: [Init.self, Info.self, Rekey.self, Mount.self, Status.self])
 }
 
 /// Options every command that opens an existing volume takes.
@@ -52,10 +52,22 @@ func runReportingErrors(_ body: () throws -> Void) throws {
         throw error
     } catch {
         printError("epochfs: \(error)")
-        throw ExitCode(Volume.exitCode(for: error))
+        throw ExitCode(exitCode(for: error))
     }
 }
 
 func printError(_ message: String) {
     FileHandle.standardError.write(Data((message + "\n").utf8))
+}
+
+/// Exit codes (documented in the command's discussion and README). A live control command
+/// maps its errno the same way: ESTALE refused, EIO key failure, EINVAL usage.
+func exitCode(for error: any Error) -> Int32 {
+    guard let control = error as? ControlCommandFailed else { return Volume.exitCode(for: error) }
+    switch control.failure.errno {
+    case ESTALE: return 3
+    case EIO: return 2
+    case EINVAL: return 64
+    default: return 1
+    }
 }

@@ -1,0 +1,18 @@
+#ifndef EPOCHFS_CLINUX_H
+#define EPOCHFS_CLINUX_H
+// Linux interfaces that Swift's Glibc module hides behind _GNU_SOURCE, re-exported from a
+// C file compiled with it.
+
+extern const int epochfs_O_PATH;
+extern const int epochfs_O_NOATIME;
+extern const int epochfs_AT_EMPTY_PATH;
+extern const long epochfs_UTIME_NOW;
+extern const long epochfs_UTIME_OMIT;
+extern const unsigned int epochfs_RENAME_NOREPLACE;
+extern const unsigned int epochfs_RENAME_EXCHANGE;
+extern const int epochfs_FALLOC_FL_KEEP_SIZE;
+
+int epochfs_renameat2(int olddirfd, const char *oldpath, int newdirfd, const char *newpath, unsigned int flags);
+int epochfs_syncfs(int fd);
+
+#endif

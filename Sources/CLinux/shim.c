@@ -1,0 +1,22 @@
+#define _GNU_SOURCE
+#include <fcntl.h>
+#include <linux/falloc.h>
+#include <stdio.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include "CLinux.h"
+
+const int epochfs_O_PATH = O_PATH;
+const int epochfs_O_NOATIME = O_NOATIME;
+const int epochfs_AT_EMPTY_PATH = AT_EMPTY_PATH;
+const long epochfs_UTIME_NOW = UTIME_NOW;
+const long epochfs_UTIME_OMIT = UTIME_OMIT;
+const unsigned int epochfs_RENAME_NOREPLACE = RENAME_NOREPLACE;
+const unsigned int epochfs_RENAME_EXCHANGE = RENAME_EXCHANGE;
+const int epochfs_FALLOC_FL_KEEP_SIZE = FALLOC_FL_KEEP_SIZE;
+
+int epochfs_renameat2(int olddirfd, const char *oldpath, int newdirfd, const char *newpath, unsigned int flags) {
+    return renameat2(olddirfd, oldpath, newdirfd, newpath, flags);
+}
+
+int epochfs_syncfs(int fd) { return syncfs(fd); }

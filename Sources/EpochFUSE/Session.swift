@@ -1,0 +1,108 @@
+import CFuse3
+import CLinux
+import EpochVolume
+import Glibc
+import Logging
+
+/// Mounts a volume with libfuse3's low-level API and serves it on a multithreaded loop until
+/// it is unmounted (`fusermount3 -u`) or the process gets SIGINT/SIGTERM/SIGHUP.
+public enum MountSession {
+    public struct Options: Sendable {
+        public var foreground = false
+        /// `-o` options for libfuse and the kernel (e.g. `allow_other`, `ro`).
+        public var fuseOptions: [String] = []
+        public var maxThreads: UInt32 = 16
+
+        public init() {}
+    }
+
+    /// Blocks until unmounted. Throws if the volume cannot be opened or mounted.
+    public static func run(backing: String, mountpoint: String, journal: HeaderJournal, options: Options) throws {
+        let header = try journal.open()
+        try ensureRootDirectoryIV(backing)
+        let frontend = try Frontend(backing: backing, journal: journal, header: header)
+        let logger = Logger(label: "epochfs.mount")
+
+        var fuseOptions = ["fsname=epochfs:\(backing)", "subtype=epochfs"] + options.fuseOptions
+        // As with gocryptfs: when others may enter, the kernel checks permissions for us.
+        if options.fuseOptions.contains("allow_other") { fuseOptions.append("default_permissions") }
+        var operations = makeOperations()
+        let words: [String] = ["epochfs", "-o", fuseOptions.joined(separator: ",")]
+        // libfuse keeps argv for the session's life; it is freed after the loop ends.
+        let argv = UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>.allocate(capacity: words.count + 1)
+        for (index, word) in words.enumerated() { argv[index] = strdup(word) }
+        argv[words.count] = nil
+        defer {
+            for index in 0..<words.count { free(argv[index]) }
+            argv.deallocate()
+        }
+        var fuseArgs = fuse_args(argc: Int32(words.count), argv: argv, allocated: 0)
+        // fuse_session_new replaces the arguments with its own allocated copy.
+        defer { fuse_opt_free_args(&fuseArgs) }
+
+        let userdata = Unmanaged.passRetained(frontend)
+        defer { userdata.release() }
+        guard let session = epochfs_session_new(&fuseArgs, &operations, MemoryLayout<fuse_lowlevel_ops>.size,
+                                                userdata.toOpaque()) else {
+            throw SystemError("fuse_session_new", path: mountpoint, errno: EINVAL)
+        }
+        defer { fuse_session_destroy(session) }
+        guard fuse_set_signal_handlers(session) == 0 else { throw SystemError("signal handlers", path: mountpoint) }
+        defer { fuse_remove_signal_handlers(session) }
+        guard fuse_session_mount(session, mountpoint) == 0 else { throw SystemError("mount", path: mountpoint, errno: EIO) }
+        defer { fuse_session_unmount(session) }
+        logger.info("mounted", metadata: ["backing": "\(backing)", "mountpoint": "\(mountpoint)", "epoch": "\(header.epoch)"])
+        fuse_daemonize(options.foreground ? 1 : 0)
+
+        let config = fuse_loop_cfg_create()
+        defer { fuse_loop_cfg_destroy(config) }
+        fuse_loop_cfg_set_max_threads(config, options.maxThreads)
+        let status = epochfs_session_loop_mt(session, config)
+        // Nothing is buffered in this process; make what the backing fs holds durable too.
+        epochfs_syncfs(frontend.table.root.fd)
+        logger.info("unmounting", metadata: ["mountpoint": "\(mountpoint)", "loop status": "\(status)"])
+    }
+
+    /// The root's name IV: made at init; created here only for a backing dir with no entries yet.
+    private static func ensureRootDirectoryIV(_ backing: String) throws {
+        let fd = open(backing, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard fd >= 0 else { throw SystemError("open", path: backing) }
+        defer { close(fd) }
+        guard (try? DirectoryIV.read(directoryFD: fd)) == nil else { return }
+        guard try BackingDirectory.names(fd: fd).allSatisfy({ NameCodec.isInternal($0.name) }) else {
+            throw SystemError("open", path: backing + "/" + DirectoryIV.fileName)
+        }
+        try DirectoryIV.create(directoryFD: fd)
+    }
+
+    private static func makeOperations() -> fuse_lowlevel_ops {
+        var ops = fuse_lowlevel_ops()
+        ops.lookup = { Operations.lookup($0, $1, $2) }
+        ops.forget = { Operations.forget($0, $1, $2) }
+        ops.forget_multi = { Operations.forgetMulti($0, $1, $2) }
+        ops.getattr = { Operations.getattr($0, $1, $2) }
+        ops.setattr = { Operations.setattr($0, $1, $2, $3, $4) }
+        ops.readlink = { Operations.readlink($0, $1) }
+        ops.mknod = { Operations.mknod($0, $1, $2, $3, $4) }
+        ops.mkdir = { Operations.mkdir($0, $1, $2, $3) }
+        ops.unlink = { Operations.unlink($0, $1, $2) }
+        ops.rmdir = { Operations.rmdir($0, $1, $2) }
+        ops.symlink = { Operations.symlink($0, $1, $2, $3) }
+        ops.rename = { Operations.rename($0, $1, $2, $3, $4, $5) }
+        ops.link = { Operations.link($0, $1, $2, $3) }
+        ops.open = { Operations.open($0, $1, $2) }
+        ops.read = { Operations.read($0, $1, $2, $3, $4) }
+        ops.write = { Operations.write($0, $1, $2, $3, $4, $5) }
+        ops.flush = { Operations.flush($0, $1, $2) }
+        ops.release = { Operations.release($0, $1, $2) }
+        ops.fsync = { Operations.fsync($0, $1, $2, $3) }
+        ops.opendir = { Operations.opendir($0, $1, $2) }
+        ops.readdir = { Operations.readdir($0, $1, $2, $3, $4) }
+        ops.releasedir = { Operations.releasedir($0, $1, $2) }
+        ops.fsyncdir = { Operations.fsyncdir($0, $1, $2, $3) }
+        ops.statfs = { Operations.statfs($0, $1) }
+        ops.create = { Operations.create($0, $1, $2, $3, $4) }
+        ops.fallocate = { Operations.fallocate($0, $1, $2, $3, $4, $5) }
+        return ops
+    }
+}

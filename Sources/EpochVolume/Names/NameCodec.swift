@@ -1,0 +1,131 @@
+import EpochCrypto
+import EpochFormat
+
+/// Why a backing name did not decrypt.
+public enum NameError: Error, Equatable, Sendable, CustomStringConvertible {
+    case notEncrypted(String)
+    case authenticationFailed(String)
+    case invalidPlaintext(String)
+
+    public var description: String {
+        switch self {
+        case let .notEncrypted(name): "backing name '\(name)' is not an epochfs name"
+        case let .authenticationFailed(name): "backing name '\(name)' failed authentication"
+        case let .invalidPlaintext(name): "backing name '\(name)' decrypts to an invalid name"
+        }
+    }
+}
+
+/// Names in the backing directory (docs/FORMAT.md §5): each plaintext name is sealed with
+/// AES-256-SIV under the volume's name key, with the directory's 16-byte IV as associated
+/// data, and written as unpadded base64url. Deterministic, so a lookup computes the backing
+/// name directly; authenticated, so a tampered name is an error, never another name.
+public struct NameCodec: Sendable {
+    /// Longest backing name most file systems take.
+    public static let maxBackingName = 255
+    public static let longNamePrefix = "epochfs.long."
+    public static let longNameSuffix = ".name"
+
+    private let siv: AESSIVKey
+
+    public init(nameKey: SecretBytes) throws {
+        siv = try AESSIVKey(nameKey)
+    }
+
+    /// The backing name for `name` in a directory with IV `directoryIV`: the encrypted name, or
+    /// for one longer than 255 bytes `epochfs.long.<base64url(SHA-256(encrypted name))>`, whose
+    /// full encrypted name is kept in the side file `<that>.name`.
+    public func encrypt(_ name: [UInt8], directoryIV: [UInt8]) throws -> BackingName {
+        let encoded = Base64URL.encode(try siv.seal(name, aad: directoryIV))
+        if encoded.utf8.count <= Self.maxBackingName { return BackingName(name: encoded, longName: nil) }
+        return BackingName(name: Self.longNamePrefix + Base64URL.encode(SHA256.hash(Array(encoded.utf8))), longName: encoded)
+    }
+
+    /// The plaintext of an encrypted backing name (for long names, the side file's content).
+    public func decrypt(_ encoded: String, directoryIV: [UInt8]) throws -> [UInt8] {
+        guard let sealed = Base64URL.decode(encoded), sealed.count > AESSIVKey.tagSize else {
+            throw NameError.notEncrypted(encoded)
+        }
+        let plain: [UInt8]
+        do {
+            plain = try siv.open(sealed, aad: directoryIV)
+        } catch CryptoError.authenticationFailed {
+            throw NameError.authenticationFailed(encoded)
+        }
+        guard !plain.isEmpty, !plain.contains(0), !plain.contains(UInt8(ascii: "/")), plain != [0x2e], plain != [0x2e, 0x2e] else {
+            throw NameError.invalidPlaintext(encoded)
+        }
+        return plain
+    }
+
+    /// Backing names that are epochfs's own bookkeeping (header, directory IV, long-name side
+    /// files) and never a user's entry. Encrypted names cannot start with "epochfs.": base64url
+    /// has no ".".
+    public static func isInternal(_ backingName: String) -> Bool {
+        backingName.hasPrefix("epochfs.") && !isLongName(backingName)
+    }
+
+    public static func isLongName(_ backingName: String) -> Bool {
+        backingName.hasPrefix(longNamePrefix) && !backingName.hasSuffix(longNameSuffix)
+    }
+}
+
+/// A name as stored in the backing directory.
+public struct BackingName: Equatable, Sendable {
+    /// The directory entry.
+    public let name: String
+    /// For a hashed long name, the full encrypted name kept in the side file `name + ".name"`.
+    public let longName: String?
+
+    public var sideFile: String? { longName == nil ? nil : name + NameCodec.longNameSuffix }
+}
+
+/// Unpadded base64url (RFC 4648 §5): safe in file names, never contains "." or "/".
+public enum Base64URL {
+    private static let alphabet = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_".utf8)
+    private static let values: [UInt8] = {
+        var table = [UInt8](repeating: 0xff, count: 256)
+        for (index, char) in alphabet.enumerated() { table[Int(char)] = UInt8(index) }
+        return table
+    }()
+
+    public static func encode(_ bytes: [UInt8]) -> String {
+        var out = [UInt8]()
+        out.reserveCapacity((bytes.count * 4 + 2) / 3)
+        var index = 0
+        while index + 3 <= bytes.count {
+            let value = UInt32(bytes[index]) << 16 | UInt32(bytes[index + 1]) << 8 | UInt32(bytes[index + 2])
+            for shift in [18, 12, 6, 0] { out.append(alphabet[Int((value >> UInt32(shift)) & 63)]) }
+            index += 3
+        }
+        let rest = bytes.count - index
+        if rest > 0 {
+            let value = UInt32(bytes[index]) << 16 | (rest == 2 ? UInt32(bytes[index + 1]) << 8 : 0)
+            for shift in [18, 12, 6].prefix(rest + 1) { out.append(alphabet[Int((value >> UInt32(shift)) & 63)]) }
+        }
+        return String(decoding: out, as: UTF8.self)
+    }
+
+    /// nil for characters outside the alphabet, padding, or an impossible length.
+    public static func decode(_ text: String) -> [UInt8]? {
+        let chars = Array(text.utf8)
+        guard chars.count % 4 != 1 else { return nil }
+        var out = [UInt8]()
+        out.reserveCapacity(chars.count * 3 / 4)
+        var accumulator: UInt32 = 0
+        var bits = 0
+        for char in chars {
+            let value = values[Int(char)]
+            guard value != 0xff else { return nil }
+            accumulator = accumulator << 6 | UInt32(value)
+            bits += 6
+            if bits >= 8 {
+                bits -= 8
+                out.append(UInt8(truncatingIfNeeded: accumulator >> UInt32(bits)))
+            }
+        }
+        // Leftover bits must be zero, so every byte string has exactly one encoding.
+        guard accumulator & ((1 << UInt32(bits)) - 1) == 0 else { return nil }
+        return out
+    }
+}

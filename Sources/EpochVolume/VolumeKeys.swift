@@ -1,0 +1,39 @@
+import EpochCrypto
+import EpochFormat
+import Synchronization
+
+/// The live keyring of a mounted volume. A rekey installs the new keyring; blocks sealed after
+/// that carry the new epoch, and older epochs stay readable while the keyring holds them.
+public final class VolumeKeys: Sendable {
+    public let volumeID: VolumeID
+    public let blockSize: Int
+    public let names: NameCodec
+    private let keyring: Mutex<Keyring>
+
+    public init(header: VolumeHeader) throws {
+        volumeID = header.volumeID
+        blockSize = Int(header.slot.blockSize)
+        names = try NameCodec(nameKey: header.keyring.nameKey)
+        keyring = Mutex(header.keyring)
+    }
+
+    public func install(_ newKeyring: Keyring) { keyring.withLock { $0 = newKeyring } }
+
+    public var current: Keyring { keyring.withLock { $0 } }
+
+    public var activeEpoch: UInt32 { keyring.withLock { $0.activeEpoch } }
+
+    public func storageDEK(epoch: UInt32) throws(EnvelopeError) -> SecretBytes {
+        let keys = try keyring.withLock { (ring) throws(EnvelopeError) in try ring.keys(for: epoch) }
+        return keys.storageDEK!
+    }
+}
+
+/// Counters shown in the status file.
+public final class VolumeCounters: Sendable {
+    public let blocksRead = Atomic<UInt64>(0)
+    public let blocksWritten = Atomic<UInt64>(0)
+    public let authenticationFailures = Atomic<UInt64>(0)
+
+    public init() {}
+}

@@ -1,0 +1,106 @@
+import ArgumentParser
+import EpochFUSE
+import EpochVolume
+import Foundation
+
+struct Mount: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Mount a volume with FUSE.",
+        discussion: """
+            Runs as a daemon unless -f is given. Unmount with `fusermount3 -u MOUNTPOINT` (or \
+            SIGINT/SIGTERM to the foreground process). -o options go to libfuse and the kernel \
+            (allow_other, which also turns on default_permissions; ro; ...). Rekey it live with \
+            `epochfs rekey --mount MOUNTPOINT EPOCH`.
+            """)
+
+    @OptionGroup var volume: VolumeOptions
+
+    @Argument(help: "Where to mount the plaintext view.")
+    var mountpoint: String
+
+    @Flag(name: .short, help: "Stay in the foreground.")
+    var foreground = false
+
+    @Option(name: .short, help: ArgumentHelp("Mount options, comma-separated (repeatable).", valueName: "OPTIONS"))
+    var options: [String] = []
+
+    func run() throws {
+        try runReportingErrors {
+            var settings = MountSession.Options()
+            settings.foreground = foreground
+            settings.fuseOptions = options.flatMap { $0.split(separator: ",").map(String.init) }
+            try MountSession.run(backing: volume.backing, mountpoint: mountpoint, journal: try volume.openJournal(),
+                                 options: settings)
+        }
+    }
+}
+
+struct Status: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Show a mounted volume's status (epoch, keyring, cutover, counters, last error).")
+
+    @Argument(help: "The mount point.")
+    var mountpoint: String
+
+    @Flag(help: "Print the status JSON as the mount reports it.")
+    var json = false
+
+    func run() throws {
+        try runReportingErrors {
+            let path = mountpoint + "/.epochfs/status"
+            guard let data = FileManager.default.contents(atPath: path) else {
+                throw CLIError("\(path): not readable; is \(mountpoint) an epochfs mount?")
+            }
+            if json {
+                print(String(decoding: data, as: UTF8.self), terminator: "")
+                return
+            }
+            let status = try JSONSerialization.jsonObject(with: data) as? [String: Any] ?? [:]
+            let keyring = (status["keyring"] as? [[String: Any]] ?? []).map { "\($0["epoch"] ?? "?") \($0["state"] ?? "?")" }
+            let counters = status["counters"] as? [String: Any] ?? [:]
+            let cutover = (status["raft_cutover"] as? UInt64).map { $0 == .max ? "none (inert)" : String($0) } ?? "?"
+            print("""
+                volume        \(status["volume_id"] ?? "?")
+                epoch         \(status["epoch"] ?? "?")
+                sequence      \(status["sequence"] ?? "?")
+                raft cutover  \(cutover)
+                keyring       \(keyring.joined(separator: ", "))
+                blocks        \(counters["blocks_read"] ?? 0) read, \(counters["blocks_written"] ?? 0) written, \
+                \(counters["authentication_failures"] ?? 0) authentication failures
+                last error    \(status["last_error"] as? String ?? "none")
+                """)
+        }
+    }
+}
+
+/// Sends one command to a mount's control file; its errno is the answer.
+func sendControlCommand(_ command: String, mountpoint: String) throws {
+    let path = mountpoint + "/.epochfs/control"
+    let fd = open(path, O_WRONLY | O_CLOEXEC)
+    guard fd >= 0 else { throw SystemError("open", path: path) }
+    defer { close(fd) }
+    let bytes = Array(command.utf8)
+    guard write(fd, bytes, bytes.count) == bytes.count else {
+        let failure = SystemError(command, path: path)
+        throw ControlCommandFailed(failure: failure, detail: lastControlError(mountpoint))
+    }
+}
+
+private func lastControlError(_ mountpoint: String) -> String? {
+    guard let data = FileManager.default.contents(atPath: mountpoint + "/.epochfs/status"),
+          let status = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else { return nil }
+    return status["last_error"] as? String
+}
+
+/// A control command the mount refused: the errno and, from status, why.
+struct ControlCommandFailed: Error, CustomStringConvertible {
+    let failure: SystemError
+    let detail: String?
+
+    var description: String { detail.map { "\(failure) (\($0))" } ?? failure.description }
+}
+
+struct CLIError: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}
