@@ -73,7 +73,6 @@ func aesKey(_ hexKey: String) -> AESGCMKey { try! AESGCMKey(SecretBytes(copying:
 /// envelopes.md C inputs.
 enum KnownAnswer {
     static let raftDEK7 = "202122232425262728292a2b2c2d2e2f303132333435363738393a3b3c3d3e3f"
-    static let storageDEK7 = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"
     static let nonce = hex("a0a1a2a3a4a5a6a7a8a9aaab")
     static let plaintext = Array(#"{"op":"put","key":"k1","value":"v1"}"#.utf8)
     static let rawEnvelope = hex("010000000007a0a1a2a3a4a5a6a7a8a9aaab051ecb44e6eda2dad45c8f96043613dfb345e36c0d960a0079f3a78cb64495da69641fc9d15938807e54a5a991dd0cbc04035b91")
