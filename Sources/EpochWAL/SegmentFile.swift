@@ -82,7 +82,7 @@ final class SegmentFile {
 
 /// A reusable output buffer for opened payloads; grows to the largest entry, never per entry.
 final class ScratchBuffer {
-    private(set) var storage = UnsafeMutableRawBufferPointer.allocate(byteCount: 4096, alignment: 16)
+    private var storage = UnsafeMutableRawBufferPointer.allocate(byteCount: 4096, alignment: 16)
 
     deinit { storage.deallocate() }
 
