@@ -28,7 +28,9 @@ let package = Package(
             "EpochCrypto", "EpochFormat",
             .product(name: "Logging", package: "swift-log"),
         ]),
-        .target(name: "EpochWAL", dependencies: ["EpochCrypto", "EpochFormat"]),
+        // CRC-32C for the WAL reader: SSE4.2 when the CPU has it, a table otherwise.
+        .target(name: "CCRC32C"),
+        .target(name: "EpochWAL", dependencies: ["CCRC32C", "EpochCrypto", "EpochFormat"]),
         .target(name: "EpochFUSE", dependencies: [
             "CFuse3", "CLinux", "EpochVolume",
             .product(name: "Logging", package: "swift-log"),

@@ -1,1 +1,0 @@
-// The etcd WAL segment reader and writer live here.
