@@ -50,7 +50,7 @@ let package = Package(
         .testTarget(name: "EpochWALTests", dependencies: ["EpochWAL"]),
         .testTarget(name: "CLITests", dependencies: ["epochfs", "Support"]),
         .testTarget(name: "CFuse3Tests", dependencies: ["CFuse3"]),
-        .testTarget(name: "EpochFUSETests", dependencies: ["epochfs", "EpochVolume", "Support"]),
+        .testTarget(name: "EpochFUSETests", dependencies: ["epochfs", "CLinux", "EpochVolume", "Support"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -20,3 +20,5 @@ int epochfs_renameat2(int olddirfd, const char *oldpath, int newdirfd, const cha
 }
 
 int epochfs_syncfs(int fd) { return syncfs(fd); }
+
+int epochfs_fallocate(int fd, int mode, long offset, long length) { return fallocate(fd, mode, offset, length); }

@@ -76,8 +76,11 @@ extension Operations {
             guard fd >= 0 else { throw SystemError("create", path: "") }
             do {
                 fs.giveOwnership(fd: directory.fd, name: backing.name, request: request!)
-                if flags & O_TRUNC != 0 { try check(ftruncate(fd, 0), "truncate") }
-                let (inode, info) = try fs.enter(backing.name, in: directory)
+                var (inode, info) = try fs.enter(backing.name, in: directory)
+                if flags & O_TRUNC != 0, let content = inode.content, info.st_size > 0 {
+                    try fs.epochGate.withReadLock { try content.truncate(fd: fd, to: 0) }
+                    info.st_size = 0
+                }
                 var entry = fs.entryParameters(inode, info)
                 file!.pointee.fh = Handle.make(fd: fd, append: flags & O_APPEND != 0)
                 fuse_reply_create(request, &entry, file)

@@ -49,13 +49,7 @@ final class Frontend: Sendable {
     /// Writes the side file a long name needs, before the entry itself is created.
     func prepare(_ name: BackingName, in directory: Inode) throws {
         guard let sideFile = name.sideFile, let full = name.longName else { return }
-        let fd = retryingOpenAt(directory.fd, sideFile, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0o400)
-        guard fd >= 0 else { throw SystemError("create", path: sideFile) }
-        defer { close(fd) }
-        let bytes = Array(full.utf8)
-        guard bytes.withUnsafeBytes({ write(fd, $0.baseAddress, $0.count) }) == bytes.count else {
-            throw SystemError("write", path: sideFile)
-        }
+        try BackingFile.create(at: directory.fd, sideFile, bytes: Array(full.utf8))
     }
 
     /// Removes the side file of a long name whose entry is gone.
@@ -91,7 +85,41 @@ final class Frontend: Sendable {
         var buffer = [UInt8](repeating: 0, count: Int(PATH_MAX) + 1)
         let length = buffer.withUnsafeMutableBufferPointer { readlinkat(fd, "", $0.baseAddress!, $0.count) }
         guard length >= 0 else { throw SystemError("readlink", path: "") }
-        return try symlinks.decrypt(Array(buffer.prefix(length)))
+        let backingTarget = Array(buffer.prefix(length))
+        guard let sideFile = SymlinkCodec.sideFileName(backingTarget) else { return try symlinks.decrypt(inline: backingTarget) }
+        let sideFD = retryingOpenAt(table.root.fd, SymlinkCodec.sidePrefix + sideFile, O_RDONLY | O_NOFOLLOW | O_CLOEXEC, 0)
+        guard sideFD >= 0 else { throw SystemError("readlink", path: SymlinkCodec.sidePrefix + sideFile) }
+        defer { close(sideFD) }
+        return try symlinks.decrypt(sealed: try BackingFile.readAll(fd: sideFD, limit: 2 * SymlinkCodec.maxTarget))
+    }
+
+    /// Creates the backing symlink for `target`, first writing the side file of a long one.
+    func createSymlink(target: [UInt8], in directory: Inode, name: String) throws {
+        let (backingTarget, side) = try symlinks.encrypt(target)
+        if let side {
+            if mkdirat(table.root.fd, SymlinkCodec.sideDirectory, 0o700) != 0 && Glibc.errno != EEXIST {
+                throw SystemError("mkdir", path: SymlinkCodec.sideDirectory)
+            }
+            try BackingFile.create(at: table.root.fd, SymlinkCodec.sidePrefix + side.name, bytes: side.bytes)
+        }
+        guard symlinkat(backingTarget, directory.fd, name) == 0 else {
+            let failure = SystemError("symlink", path: "")
+            if let side { unlinkat(table.root.fd, SymlinkCodec.sidePrefix + side.name, 0) }
+            throw failure
+        }
+    }
+
+    /// Before unlinking `name`: a long symlink's last link takes its side file along.
+    func removeSymlinkSideFile(ifLastLinkOf name: String, in directory: Inode) {
+        var info = stat()
+        guard fstatat(directory.fd, name, &info, AT_SYMLINK_NOFOLLOW) == 0, info.st_mode & S_IFMT == S_IFLNK, info.st_nlink == 1 else {
+            return
+        }
+        var buffer = [UInt8](repeating: 0, count: Int(PATH_MAX) + 1)
+        let length = buffer.withUnsafeMutableBufferPointer { readlinkat(directory.fd, name, $0.baseAddress!, $0.count) }
+        if length > 0, let sideFile = SymlinkCodec.sideFileName(Array(buffer.prefix(length))) {
+            unlinkat(table.root.fd, SymlinkCodec.sidePrefix + sideFile, 0)
+        }
     }
 
     /// Looks up `backingName` in `parent` and registers it with the kernel.

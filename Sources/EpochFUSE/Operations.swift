@@ -165,7 +165,7 @@ enum Operations {
         createEntry(request, "symlink", parent, name) { fs, directory, backing in
             let plain = Array(UnsafeRawBufferPointer(start: target!, count: strlen(target!)))
             guard plain.count <= SymlinkCodec.maxTarget else { throw SystemError("symlink", path: "", errno: ENAMETOOLONG) }
-            try check(symlinkat(try fs.symlinks.encrypt(plain), directory.fd, backing), "symlink")
+            try fs.createSymlink(target: plain, in: directory, name: backing)
         }
     }
 
@@ -181,6 +181,7 @@ enum Operations {
             guard !ControlFiles.owns(UInt64(parent)) else { throw SystemError("unlink", path: "", errno: EPERM) }
             let directory = fs.table.inode(UInt64(parent))
             let backing = try fs.backingName(name!, in: directory)
+            fs.removeSymlinkSideFile(ifLastLinkOf: backing.name, in: directory)
             try check(unlinkat(directory.fd, backing.name, 0), "unlink")
             fs.discard(backing, in: directory)
             fuse_reply_err(request, 0)

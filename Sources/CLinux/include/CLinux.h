@@ -14,5 +14,6 @@ extern const int epochfs_FALLOC_FL_KEEP_SIZE;
 
 int epochfs_renameat2(int olddirfd, const char *oldpath, int newdirfd, const char *newpath, unsigned int flags);
 int epochfs_syncfs(int fd);
+int epochfs_fallocate(int fd, int mode, long offset, long length);
 
 #endif

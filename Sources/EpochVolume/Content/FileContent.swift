@@ -28,9 +28,16 @@ public final class FileContent: Sendable {
 
     private struct Cache {
         /// nil until read from (or written to) the backing file's header.
-        var fileID: FileID?
-        /// One initialised AEAD per epoch, derived once (envelopes.md B.2).
+        private(set) var fileID: FileID?
+        /// One initialised AEAD per epoch for `fileID`, derived once (envelopes.md B.2).
         var fileKeys: [UInt32: AESGCMKey] = [:]
+
+        /// A truncate to zero ends a file id; the keys derived from it go with it.
+        mutating func adopt(_ id: FileID?) {
+            guard id != fileID else { return }
+            fileID = id
+            fileKeys = [:]
+        }
     }
 
     public init(keys: VolumeKeys, counters: VolumeCounters) {
@@ -126,7 +133,7 @@ public final class FileContent: Sendable {
             guard newSize != size else { return }
             guard newSize > 0 else {
                 try ftruncateChecked(fd, 0)
-                cache.withLock { $0.fileID = nil } // the next write starts a new file id
+                cache.withLock { $0.adopt(nil) } // the next write starts a new file id
                 return
             }
             let (fileID, _) = try prepareForWrite(fd)
@@ -155,7 +162,7 @@ public final class FileContent: Sendable {
         // Empty (or a header torn at creation, which held no data): start a new file id.
         let fileID = try FileID.random()
         try pwriteFully(fd, ContentLayout.header(fileID: fileID), count: ContentLayout.headerSize, at: 0)
-        cache.withLock { $0.fileID = fileID }
+        cache.withLock { $0.adopt(fileID) }
         return (fileID, 0)
     }
 
@@ -166,7 +173,7 @@ public final class FileContent: Sendable {
         let version = UInt16(header[0]) << 8 | UInt16(header[1])
         guard version == ContentLayout.headerVersion else { throw ContentError.badFileHeader(version: version) }
         let fileID = try FileID(header[2...])
-        cache.withLock { $0.fileID = fileID }
+        cache.withLock { $0.adopt(fileID) }
         return fileID
     }
 

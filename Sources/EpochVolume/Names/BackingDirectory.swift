@@ -37,7 +37,6 @@ public enum BackingDirectory {
         let fd = openat(directoryFD, sideFile, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)
         guard fd >= 0 else { throw SystemError("open", path: sideFile) }
         defer { close(fd) }
-        let bytes = try preadFully(fd, count: 4096, at: 0)
-        return String(decoding: bytes, as: UTF8.self)
+        return String(decoding: try BackingFile.readAll(fd: fd, limit: 4096), as: UTF8.self)
     }
 }

@@ -1,38 +1,64 @@
 import EpochCrypto
 import EpochFormat
 
-/// Symlink targets (docs/FORMAT.md §5.3): the backing symlink's target is
-/// `base64url(target_id(16) ‖ storage envelope of the plaintext target)`, the envelope sealed
-/// at block index 0 with the per-file key of a random 16-byte target id, so it is
-/// authenticated like file content and tied to this volume.
+/// Symlink targets (docs/FORMAT.md §5.3): a sealed target is
+/// `target_id(16) ‖ storage envelope of the plaintext target`, the envelope sealed at block
+/// index 0 with the per-file key of a random 16-byte target id, so it is authenticated like
+/// file content and tied to this volume. The backing symlink holds it in base64url; one too
+/// long for a symlink (over 4095 bytes) is kept in `epochfs.links/<base64url(SHA-256)>` and
+/// the backing symlink points there.
 public struct SymlinkCodec: Sendable {
     /// Longest backing symlink target Linux stores.
     public static let maxBackingTarget = 4095
-    /// Longest plaintext target that fits: base64url(16 + 34 + n) ≤ 4095.
-    public static let maxTarget = (maxBackingTarget * 3 / 4) - FileID.byteCount - Envelope.overhead
+    /// Longest target a symlink may have (Linux's PATH_MAX − 1).
+    public static let maxTarget = 4095
+    public static let sideDirectory = "epochfs.links"
+    public static let sidePrefix = "epochfs.links/"
 
     private let keys: VolumeKeys
 
     public init(keys: VolumeKeys) { self.keys = keys }
 
-    public func encrypt(_ target: [UInt8]) throws -> String {
+    /// The backing target for `target`, and for a long one the side file (name, bytes) to write
+    /// under `epochfs.links/` first.
+    public func encrypt(_ target: [UInt8]) throws -> (backingTarget: String, sideFile: (name: String, bytes: [UInt8])?) {
+        let sealed = try seal(target)
+        let inline = Base64URL.encode(sealed)
+        if inline.utf8.count <= Self.maxBackingTarget { return (inline, nil) }
+        let name = Base64URL.encode(SHA256.hash(sealed))
+        return (Self.sidePrefix + name, (name, sealed))
+    }
+
+    /// Whether a backing target points into `epochfs.links/`; the side file's name if so.
+    public static func sideFileName(_ backingTarget: [UInt8]) -> String? {
+        let text = String(decoding: backingTarget, as: UTF8.self)
+        return text.hasPrefix(sidePrefix) ? String(text.dropFirst(sidePrefix.count)) : nil
+    }
+
+    private func seal(_ target: [UInt8]) throws -> [UInt8] {
         let targetID = try FileID.random()
         let epoch = keys.activeEpoch
         let key = try AESGCMKey(StorageEnvelope.fileKey(storageDEK: try keys.storageDEK(epoch: epoch),
                                                         volumeID: keys.volumeID, fileID: targetID))
-        let envelope = try StorageEnvelope.seal(target, keyID: epoch, fileKey: key, location: location(targetID))
-        return Base64URL.encode(targetID.bytes + envelope)
+        return targetID.bytes + (try StorageEnvelope.seal(target, keyID: epoch, fileKey: key, location: location(targetID)))
     }
 
-    public func decrypt(_ backingTarget: [UInt8]) throws -> [UInt8] {
-        guard let raw = Base64URL.decode(String(decoding: backingTarget, as: UTF8.self)), raw.count >= FileID.byteCount + Envelope.overhead else {
-            throw NameError.notEncrypted(String(decoding: backingTarget, as: UTF8.self))
-        }
+    /// Opens a sealed target: the decoded inline target, or a side file's bytes.
+    public func decrypt(sealed raw: [UInt8]) throws -> [UInt8] {
+        guard raw.count >= FileID.byteCount + Envelope.overhead else { throw NameError.notEncrypted("symlink target") }
         let targetID = try FileID(raw.prefix(FileID.byteCount))
         return try StorageEnvelope.open(Array(raw.dropFirst(FileID.byteCount)), location: location(targetID)) { epoch in
             try AESGCMKey(StorageEnvelope.fileKey(storageDEK: try keys.storageDEK(epoch: epoch),
                                                   volumeID: keys.volumeID, fileID: targetID))
         }
+    }
+
+    /// Decodes an inline backing target.
+    public func decrypt(inline backingTarget: [UInt8]) throws -> [UInt8] {
+        guard let raw = Base64URL.decode(String(decoding: backingTarget, as: UTF8.self)) else {
+            throw NameError.notEncrypted(String(decoding: backingTarget, as: UTF8.self))
+        }
+        return try decrypt(sealed: raw)
     }
 
     private func location(_ targetID: FileID) -> BlockLocation {

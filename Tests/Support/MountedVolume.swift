@@ -1,0 +1,100 @@
+import Foundation
+import Glibc
+
+/// A volume created with the built `epochfs` binary and mounted by a child `epochfs mount -f`
+/// this test owns. `unmount()` must run in every teardown (use `defer`).
+public final class MountedVolume: @unchecked Sendable {
+    public let root: String
+    public var backing: String { root + "/backing" }
+    public var mountpoint: String { root + "/mnt" }
+    public var keys: String { root + "/keys" }
+    public let binary = productPath("epochfs")
+    private var process: Process?
+
+    /// Key files for epochs 1...`epochs`; the volume starts at epoch 1.
+    public init(epochs: Int = 3, blockSize: Int = 4096, mountOptions: [String] = []) throws {
+        root = NSTemporaryDirectory() + "epochfs-mount-" + UUID().uuidString
+        try FileManager.default.createDirectory(atPath: root + "/keys", withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(atPath: root + "/mnt", withIntermediateDirectories: true)
+        for epoch in 1...epochs { try addKey(epoch: epoch) }
+        let created = try run(binary, ["init", backing, "--key-source", "file:\(keys)/%d.key", "--block-size", String(blockSize)])
+        guard created.status == 0 else { throw FixtureError("init failed: \(created.stderr)") }
+        try mount(options: mountOptions)
+    }
+
+    public func addKey(epoch: Int) throws {
+        let key = (0..<32).map { _ in UInt8.random(in: 0...255) }
+        try Data(key).write(to: URL(fileURLWithPath: "\(keys)/\(epoch).key"))
+    }
+
+    public func path(_ relative: String) -> String { mountpoint + "/" + relative }
+
+    public func mount(options: [String] = []) throws {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: binary)
+        process.arguments = ["mount", backing, mountpoint, "-f"] + options.flatMap { ["-o", $0] }
+        process.standardOutput = FileHandle.nullDevice
+        if !FileManager.default.fileExists(atPath: root + "/mount.log") {
+            _ = FileManager.default.createFile(atPath: root + "/mount.log", contents: nil)
+        }
+        let log = try FileHandle(forWritingTo: URL(fileURLWithPath: root + "/mount.log"))
+        log.seekToEndOfFile()
+        process.standardError = log
+        try process.run()
+        self.process = process
+        let deadline = Date().addingTimeInterval(15)
+        while !isMounted {
+            guard process.isRunning, Date() < deadline else {
+                unmount()
+                throw FixtureError("mount did not appear: \(mountLog)")
+            }
+            usleep(20_000)
+        }
+    }
+
+    public var isMounted: Bool {
+        let table = (try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8)) ?? ""
+        return table.split(separator: "\n").contains { $0.split(separator: " ").dropFirst(4).first.map(String.init) == mountpoint }
+    }
+
+    public var mountLog: String { (try? String(contentsOfFile: root + "/mount.log", encoding: .utf8)) ?? "" }
+
+    /// Unmounts with fusermount3 and waits for the daemon to exit (killing only our own pid
+    /// if it does not). Safe to call twice.
+    public func unmount() {
+        if isMounted { _ = try? run("/bin/fusermount3", ["-u", "-z", mountpoint]) }
+        guard let process else { return }
+        let deadline = Date().addingTimeInterval(10)
+        while process.isRunning && Date() < deadline { usleep(20_000) }
+        if process.isRunning {
+            kill(process.processIdentifier, SIGKILL)
+            process.waitUntilExit()
+        }
+        self.process = nil
+    }
+
+    /// Unmounts and removes everything.
+    public func destroy() {
+        unmount()
+        try? FileManager.default.removeItem(atPath: root)
+    }
+
+    /// Writes one command to the control file; returns the errno (0 on success).
+    public func control(_ command: String) -> Int32 {
+        let fd = open(path(".epochfs/control"), O_WRONLY)
+        guard fd >= 0 else { return errno }
+        defer { close(fd) }
+        let bytes = Array(command.utf8)
+        return write(fd, bytes, bytes.count) == bytes.count ? 0 : errno
+    }
+
+    public func status() throws -> [String: Any] {
+        let data = try Data(contentsOf: URL(fileURLWithPath: path(".epochfs/status")))
+        return try JSONSerialization.jsonObject(with: data) as? [String: Any] ?? [:]
+    }
+}
+
+public struct FixtureError: Error, CustomStringConvertible {
+    public let description: String
+    public init(_ description: String) { self.description = description }
+}
