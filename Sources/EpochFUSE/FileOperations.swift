@@ -48,9 +48,13 @@ extension Operations {
             let flags = file!.pointee.flags
             let fd = retryingOpen(inode.procPath, backingFlags(flags))
             guard fd >= 0 else { throw SystemError("open", path: "") }
-            if flags & O_TRUNC != 0, let content = inode.content {
+            if let content = inode.content {
                 do {
-                    try fs.epochGate.withReadLock { try content.truncate(fd: fd, to: 0) }
+                    if flags & O_TRUNC != 0 {
+                        try fs.epochGate.withReadLock { try content.truncate(fd: fd, to: 0) }
+                    } else {
+                        try content.reloadHeader(fd: fd)
+                    }
                 } catch {
                     close(fd)
                     throw error

@@ -46,6 +46,15 @@ public final class FileContent: Sendable {
         self.layout = ContentLayout(blockSize: keys.blockSize)
     }
 
+    /// Re-reads the file header at open, so a header changed underneath (by anyone with access
+    /// to the backing dir) is noticed and never trusted from an earlier open.
+    public func reloadHeader(fd: Int32) throws {
+        try access.withWriteLock {
+            cache.withLock { $0.adopt(nil) }
+            if try backingSize(fd) >= ContentLayout.headerSize { _ = try loadFileID(fd) }
+        }
+    }
+
     /// The plaintext size, from the backing file's size.
     public func size(fd: Int32) throws -> Int {
         layout.plaintextSize(backingSize: try backingSize(fd))

@@ -1,0 +1,278 @@
+import Foundation
+import Glibc
+import Synchronization
+import Support
+import Testing
+
+/// The key_id (epoch) of each block of a backing file (docs/FORMAT.md §6).
+func blockEpochs(_ backingFile: String, blockSize: Int = 4096) throws -> [UInt32] {
+    let bytes = [UInt8](try Data(contentsOf: URL(fileURLWithPath: backingFile)))
+    return stride(from: 18, to: bytes.count, by: blockSize + 34).map { offset in
+        bytes[(offset + 2)..<(offset + 6)].reduce(UInt32(0)) { $0 << 8 | UInt32($1) }
+    }
+}
+
+/// Backing files (not epochfs's own) under the backing root, largest first.
+func backingFiles(_ volume: MountedVolume) -> [String] {
+    let enumerator = FileManager.default.enumerator(atPath: volume.backing)
+    var files: [(String, Int)] = []
+    while let relative = enumerator?.nextObject() as? String {
+        let name = (relative as NSString).lastPathComponent
+        guard !name.hasPrefix("epochfs.") else { continue }
+        let path = volume.backing + "/" + relative
+        var info = stat()
+        if lstat(path, &info) == 0, info.st_mode & S_IFMT == S_IFREG { files.append((path, Int(info.st_size))) }
+    }
+    return files.sorted { $0.1 > $1.1 }.map(\.0)
+}
+
+/// Reads a whole file through the mount: its bytes, or the errno.
+func readThrough(_ path: String) -> Result<[UInt8], POSIXError> {
+    let fd = open(path, O_RDONLY)
+    guard fd >= 0 else { return .failure(POSIXError(POSIXErrorCode(rawValue: errno)!)) }
+    defer { close(fd) }
+    var bytes: [UInt8] = []
+    var buffer = [UInt8](repeating: 0, count: 65_536)
+    while true {
+        let n = read(fd, &buffer, buffer.count)
+        if n < 0 { return .failure(POSIXError(POSIXErrorCode(rawValue: errno)!)) }
+        if n == 0 { return .success(bytes) }
+        bytes += buffer.prefix(n)
+    }
+}
+
+func isEIO(_ result: Result<[UInt8], POSIXError>) -> Bool {
+    if case let .failure(error) = result { return error.code == .EIO }
+    return false
+}
+
+@Suite(.serialized) struct IntegrityTests {
+    /// 8 threads write overlapping 32 KiB regions of one file (each write one request, so each
+    /// overlap ends up wholly one writer's) while readers read it, and 8 more write their own files.
+    @Test func concurrentWriters() throws {
+        let volume = try MountedVolume()
+        defer { volume.destroy() }
+        let shared = volume.path("shared")
+        let region = 32_768, stride = 24_576, rounds = 60
+        _ = FileManager.default.createFile(atPath: shared, contents: nil)
+        let readErrors = Mutex(0)
+        DispatchQueue.concurrentPerform(iterations: 18) { worker in
+            if worker < 8 { // overlapping writers
+                let fd = open(shared, O_WRONLY)
+                defer { close(fd) }
+                let bytes = [UInt8](repeating: UInt8(worker + 1), count: region)
+                for _ in 0..<rounds { _ = bytes.withUnsafeBytes { pwrite(fd, $0.baseAddress, region, off_t(worker * stride)) } }
+            } else if worker < 16 { // own files, random offsets, checked against a model
+                let path = volume.path("own-\(worker)")
+                var model = [UInt8]()
+                let fd = open(path, O_RDWR | O_CREAT, 0o644)
+                defer { close(fd) }
+                for round in 0..<rounds {
+                    let offset = Int.random(in: 0..<50_000), count = Int.random(in: 1..<9000)
+                    let bytes = [UInt8](repeating: UInt8(truncatingIfNeeded: worker * 31 + round), count: count)
+                    _ = bytes.withUnsafeBytes { pwrite(fd, $0.baseAddress, count, off_t(offset)) }
+                    if model.count < offset + count { model += [UInt8](repeating: 0, count: offset + count - model.count) }
+                    model.replaceSubrange(offset..<offset + count, with: bytes)
+                }
+                try? Data(model).write(to: URL(fileURLWithPath: volume.root + "/model-\(worker)"))
+            } else { // readers of the shared file: never an integrity error
+                for _ in 0..<rounds {
+                    if case .failure = readThrough(shared) { readErrors.withLock { $0 += 1 } }
+                }
+            }
+        }
+        #expect(readErrors.withLock { $0 } == 0)
+        guard case let .success(content) = readThrough(shared) else { Issue.record("shared file unreadable"); return }
+        #expect(content.count == 7 * stride + region)
+        for worker in 0..<8 {
+            let start = worker * stride
+            // The part only this worker writes.
+            let ownStart = worker == 0 ? 0 : start + (region - stride)
+            let ownEnd = worker == 7 ? start + region : start + stride
+            #expect(content[ownStart..<ownEnd].allSatisfy { $0 == UInt8(worker + 1) }, "worker \(worker) region")
+            if worker < 7 { // overlap with the next worker: one writer's bytes throughout
+                let overlap = content[(start + stride)..<(start + region)]
+                #expect(Set(overlap).count == 1 && [UInt8(worker + 1), UInt8(worker + 2)].contains(overlap.first!), "overlap \(worker)")
+            }
+        }
+        for worker in 8..<16 {
+            let model = [UInt8](try Data(contentsOf: URL(fileURLWithPath: volume.root + "/model-\(worker)")))
+            #expect(try readThrough(volume.path("own-\(worker)")).get() == model, "file of worker \(worker)")
+        }
+    }
+
+    /// A writer keeps writing while the control file rekeys 20 times; everything reads back and
+    /// blocks written after the last rekey carry the newest epoch.
+    @Test func rekeyUnderLoad() throws {
+        let volume = try MountedVolume(epochs: 21)
+        defer { volume.destroy() }
+        let path = volume.path("log")
+        let stop = Mutex(false)
+        let written = Mutex([UInt8]())
+        let writer = Thread {
+            let fd = open(path, O_WRONLY | O_CREAT | O_APPEND, 0o644)
+            defer { close(fd) }
+            var counter = 0
+            while !stop.withLock({ $0 }) {
+                let record = Array("record \(counter) ".utf8) + [UInt8](repeating: UInt8(counter % 251), count: 1000)
+                guard record.withUnsafeBytes({ write(fd, $0.baseAddress, $0.count) }) == record.count else { break }
+                written.withLock { $0 += record }
+                counter += 1
+            }
+        }
+        writer.start()
+        for epoch in 2...21 {
+            usleep(30_000)
+            #expect(volume.control("rekey \(epoch)") == 0, "rekey \(epoch)")
+        }
+        usleep(30_000)
+        stop.withLock { $0 = true }
+        while !writer.isFinished { usleep(10_000) }
+
+        let status = try volume.status()
+        #expect(status["epoch"] as? Int == 21)
+        #expect((status["keyring"] as? [[String: Any]])?.count == 21)
+        #expect(try readThrough(path).get() == written.withLock { $0 }, "the log does not read back")
+        // Blocks of the log carry several epochs; a file written now carries only the newest.
+        let logEpochs = try blockEpochs(backingFiles(volume)[0])
+        #expect(Set(logEpochs).count > 2, "epochs in the log: \(Set(logEpochs).sorted())")
+        #expect(logEpochs.allSatisfy { (1...21).contains($0) })
+        try Data(repeating: 0x42, count: 20_000).write(to: URL(fileURLWithPath: volume.path("after")))
+        // The newest backing file of 4 full blocks and one of 3616 bytes is "after".
+        let expectedSize = 18 + 4 * 4130 + 3616 + 34
+        let afterFile = backingFiles(volume).first { path in
+            ((try? FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? 0) == expectedSize
+        }
+        #expect(try afterFile.map { try blockEpochs($0) } == [21, 21, 21, 21, 21])
+        // A rekey below the current epoch is refused with ESTALE and shows in status.
+        #expect(volume.control("rekey 3") == ESTALE)
+        #expect((try volume.status()["last_error"] as? String)?.contains("epoch 3") == true)
+        // After a remount everything still reads back.
+        volume.unmount()
+        try volume.mount()
+        #expect(try readThrough(path).get() == written.withLock { $0 })
+    }
+
+    @Test func controlFileErrorsAndPermissions() throws {
+        let volume = try MountedVolume(epochs: 2)
+        defer { volume.destroy() }
+        #expect(volume.control("rekey") == EINVAL)
+        #expect(volume.control("launch missiles") == EINVAL)
+        #expect(volume.control("rekey 0") == EINVAL)
+        #expect(volume.control("rekey 5") == EIO) // no key file for epoch 5
+        #expect(try volume.status()["epoch"] as? Int == 1)
+        #expect(volume.control("raft-cutover 1200") == 0)
+        #expect(try volume.status()["raft_cutover"] as? Int == 1200)
+        #expect(volume.control("rekey 2") == 0)
+        #expect(try volume.status()["raft_cutover"] as? Int == 1200)
+        // Another user may not write control (EPERM), even with the file opened by root first.
+        let attempt = try run("/usr/bin/setpriv", ["--reuid=65534", "--regid=65534", "--clear-groups", "/bin/sh", "-c",
+                                                  "echo 'rekey 2' > \(volume.path(".epochfs/control"))"])
+        #expect(attempt.status != 0)
+        // Offline, the header agrees with what the mount reported.
+        volume.unmount()
+        let info = try run(volume.binary, ["info", volume.backing, "--json"])
+        #expect(info.stdout.contains("\"epoch\":2") && info.stdout.contains("\"raft_cutover\":1200"))
+    }
+
+    /// Flipping any byte of a backing file gives EIO, never other data.
+    @Test func everyFlippedByteIsAnIOError() throws {
+        let volume = try MountedVolume()
+        defer { volume.destroy() }
+        let content = (0..<5000).map { UInt8(truncatingIfNeeded: $0 * 7) }
+        try Data(content).write(to: URL(fileURLWithPath: volume.path("victim")))
+        let backing = backingFiles(volume)[0]
+        let original = [UInt8](try Data(contentsOf: URL(fileURLWithPath: backing)))
+        #expect(original.count == 18 + 4130 + 904 + 34)
+        var wrong = 0
+        for index in original.indices {
+            var tampered = original
+            tampered[index] ^= 0x5a
+            try Data(tampered).write(to: URL(fileURLWithPath: backing))
+            let result = readThrough(volume.path("victim"))
+            if !isEIO(result) { wrong += 1 }
+        }
+        #expect(wrong == 0, "\(wrong) flipped bytes did not give EIO")
+        try Data(original).write(to: URL(fileURLWithPath: backing))
+        #expect(try readThrough(volume.path("victim")).get() == content)
+        #expect(((try volume.status()["counters"] as? [String: Any])?["authentication_failures"] as? Int ?? 0) > 0)
+    }
+
+    @Test func movedCopiedAndReplayedBlocksAreIOErrors() throws {
+        let volume = try MountedVolume()
+        defer { volume.destroy() }
+        let a = (0..<12_288).map { UInt8(truncatingIfNeeded: $0 / 4096 + 1) } // three blocks: 1s, 2s, 3s
+        try Data(a).write(to: URL(fileURLWithPath: volume.path("a")))
+        try Data(repeating: 9, count: 8192).write(to: URL(fileURLWithPath: volume.path("b")))
+        let files = backingFiles(volume) // a (3 blocks) first, then b
+        let backingA = files[0], backingB = files[1]
+        let originalA = [UInt8](try Data(contentsOf: URL(fileURLWithPath: backingA)))
+        let originalB = [UInt8](try Data(contentsOf: URL(fileURLWithPath: backingB)))
+        func block(_ bytes: [UInt8], _ index: Int) -> ArraySlice<UInt8> { bytes[(18 + index * 4130)..<(18 + (index + 1) * 4130)] }
+        func check(_ tampered: [UInt8], _ what: String) throws {
+            try Data(tampered).write(to: URL(fileURLWithPath: backingA))
+            #expect(isEIO(readThrough(volume.path("a"))), "\(what) did not give EIO")
+            try Data(originalA).write(to: URL(fileURLWithPath: backingA))
+        }
+        var swapped = originalA
+        swapped.replaceSubrange(18..<4148, with: block(originalA, 1))
+        swapped.replaceSubrange(4148..<8278, with: block(originalA, 0))
+        try check(swapped, "swapping two blocks")
+        var foreign = originalA
+        foreign.replaceSubrange(4148..<8278, with: block(originalB, 1))
+        try check(foreign, "a block from another file")
+        // An older copy of the file, where its block 2 is put at position 1.
+        var replayed = originalA
+        replayed.replaceSubrange(4148..<8278, with: block(originalA, 2))
+        try check(replayed, "an older block at another position")
+        #expect(try readThrough(volume.path("a")).get() == a)
+        // A whole zeroed block is a hole and reads as zeros (FORMAT.md security note).
+        var zeroed = originalA
+        zeroed.replaceSubrange(4148..<8278, with: [UInt8](repeating: 0, count: 4130))
+        try Data(zeroed).write(to: URL(fileURLWithPath: backingA))
+        #expect(try readThrough(volume.path("a")).get()[4096..<8192].allSatisfy { $0 == 0 })
+    }
+
+    @Test func tamperedNamesAreErrors() throws {
+        let volume = try MountedVolume()
+        defer { volume.destroy() }
+        try Data([1]).write(to: URL(fileURLWithPath: volume.path("name-one")))
+        let backing = backingFiles(volume)[0]
+        var characters = Array((backing as NSString).lastPathComponent)
+        characters[3] = characters[3] == "A" ? "B" : "A"
+        let tampered = volume.backing + "/" + String(characters)
+        #expect(rename(backing, tampered) == 0)
+        // Fresh mount: no cached entries.
+        volume.unmount()
+        try volume.mount()
+        let directory = try #require(opendir(volume.mountpoint))
+        defer { closedir(directory) }
+        errno = 0
+        var names: [String] = []
+        while let entry = readdir(directory) {
+            names.append(withUnsafeBytes(of: entry.pointee.d_name) { String(cString: $0.bindMemory(to: CChar.self).baseAddress!) })
+        }
+        #expect(errno == EIO, "listing a directory with a tampered name gave \(names), errno \(errno)")
+        #expect(access(volume.path("name-one"), F_OK) != 0)
+        #expect(errno == ENOENT)
+    }
+
+    /// Markers written as content, names, symlink targets and directory names never appear in
+    /// any byte of the backing directory.
+    @Test func nothingPlainReachesTheBackingDirectory() throws {
+        let volume = try MountedVolume()
+        defer { volume.destroy() }
+        let marker = "EPOCHFS-MARKER-7f3a9c"
+        try FileManager.default.createDirectory(atPath: volume.path("dir-\(marker)"), withIntermediateDirectories: true)
+        try Data((String(repeating: marker, count: 500)).utf8).write(to: URL(fileURLWithPath: volume.path("dir-\(marker)/file-\(marker)")))
+        #expect(symlink("target-\(marker)", volume.path("link-\(marker)")) == 0)
+        #expect(symlink(String(repeating: marker, count: 150), volume.path("longlink")) == 0)
+        #expect(mkfifo(volume.path("fifo-\(marker)"), 0o600) == 0)
+        volume.unmount()
+        let scan = try run("/bin/grep", ["-r", "-a", "-l", "-e", marker, "-e", "MARKER", volume.backing])
+        #expect(scan.status == 1, "marker found in: \(scan.stdout)")
+        let names = try run("/usr/bin/find", [volume.backing])
+        #expect(!names.stdout.contains("MARKER"))
+    }
+}
+
