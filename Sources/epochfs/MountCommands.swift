@@ -29,8 +29,10 @@ struct Mount: ParsableCommand {
             var settings = MountSession.Options()
             settings.foreground = foreground
             settings.fuseOptions = options.flatMap { $0.split(separator: ",").map(String.init) }
-            try MountSession.run(backing: volume.backing, mountpoint: mountpoint, journal: try volume.openJournal(),
-                                 options: settings)
+            // libfuse unmounts by path after the daemon changed directory; the source shown in
+            // /proc/self/mountinfo should name the backing dir from anywhere.
+            try MountSession.run(backing: try absolutePath(volume.backing), mountpoint: try absolutePath(mountpoint),
+                                 journal: try volume.openJournal(), options: settings)
         }
     }
 }
@@ -103,4 +105,10 @@ struct ControlCommandFailed: Error, CustomStringConvertible {
 struct CLIError: Error, CustomStringConvertible {
     let description: String
     init(_ description: String) { self.description = description }
+}
+
+func absolutePath(_ path: String) throws -> String {
+    guard let resolved = realpath(path, nil) else { throw SystemError("resolve", path: path) }
+    defer { free(resolved) }
+    return String(cString: resolved)
 }

@@ -9,7 +9,7 @@ public final class MountedVolume: @unchecked Sendable {
     public var mountpoint: String { root + "/mnt" }
     public var keys: String { root + "/keys" }
     public let binary = productPath("epochfs")
-    private var process: Process?
+    private var process: ChildProcess?
 
     /// Key files for epochs 1...`epochs`; the volume starts at epoch 1.
     public init(epochs: Int = 3, blockSize: Int = 4096, mountOptions: [String] = []) throws {
@@ -30,17 +30,11 @@ public final class MountedVolume: @unchecked Sendable {
     public func path(_ relative: String) -> String { mountpoint + "/" + relative }
 
     public func mount(options: [String] = []) throws {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: binary)
-        process.arguments = ["mount", backing, mountpoint, "-f"] + options.flatMap { ["-o", $0] }
-        process.standardOutput = FileHandle.nullDevice
-        if !FileManager.default.fileExists(atPath: root + "/mount.log") {
-            _ = FileManager.default.createFile(atPath: root + "/mount.log", contents: nil)
-        }
-        let log = try FileHandle(forWritingTo: URL(fileURLWithPath: root + "/mount.log"))
-        log.seekToEndOfFile()
-        process.standardError = log
-        try process.run()
+        let log = open(root + "/mount.log", O_WRONLY | O_CREAT | O_APPEND, 0o600)
+        let null = open("/dev/null", O_RDWR)
+        defer { close(log); close(null) }
+        let process = try ChildProcess(binary, ["mount", backing, mountpoint, "-f"] + options.flatMap { ["-o", $0] },
+                                       stdinFD: null, stdoutFD: null, stderrFD: log)
         self.process = process
         let deadline = Date().addingTimeInterval(15)
         while !isMounted {
@@ -51,6 +45,9 @@ public final class MountedVolume: @unchecked Sendable {
             usleep(20_000)
         }
     }
+
+    /// The pid of the `epochfs mount -f` this fixture started.
+    public var daemonPID: pid_t? { process?.pid }
 
     public var isMounted: Bool {
         let table = (try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8)) ?? ""
@@ -67,8 +64,8 @@ public final class MountedVolume: @unchecked Sendable {
         let deadline = Date().addingTimeInterval(10)
         while process.isRunning && Date() < deadline { usleep(20_000) }
         if process.isRunning {
-            kill(process.processIdentifier, SIGKILL)
-            process.waitUntilExit()
+            kill(process.pid, SIGKILL)
+            process.wait()
         }
         self.process = nil
     }
