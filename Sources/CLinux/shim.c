@@ -3,6 +3,7 @@
 #include <linux/falloc.h>
 #include <stdio.h>
 #include <sys/stat.h>
+#include <sys/xattr.h>
 #include <unistd.h>
 #include "CLinux.h"
 
@@ -22,3 +23,12 @@ int epochfs_renameat2(int olddirfd, const char *oldpath, int newdirfd, const cha
 int epochfs_syncfs(int fd) { return syncfs(fd); }
 
 int epochfs_fallocate(int fd, int mode, long offset, long length) { return fallocate(fd, mode, offset, length); }
+
+long epochfs_getxattr(const char *path, const char *name, void *value, unsigned long size) {
+    return getxattr(path, name, value, size);
+}
+int epochfs_setxattr(const char *path, const char *name, const void *value, unsigned long size, int flags) {
+    return setxattr(path, name, value, size, flags);
+}
+long epochfs_listxattr(const char *path, char *list, unsigned long size) { return listxattr(path, list, size); }
+int epochfs_removexattr(const char *path, const char *name) { return removexattr(path, name); }

@@ -15,6 +15,7 @@ final class Frontend: Sendable {
     let keys: VolumeKeys
     let counters = VolumeCounters()
     let symlinks: SymlinkCodec
+    let xattrs: XattrCodec
     let control: ControlFiles
     /// Writes hold it shared; a live rekey holds it exclusively while it installs the new
     /// keyring, so no write that started before the rekey seals after it returns.
@@ -26,6 +27,7 @@ final class Frontend: Sendable {
         let keys = try VolumeKeys(header: header)
         self.keys = keys
         symlinks = SymlinkCodec(keys: keys)
+        xattrs = try XattrCodec(keys: keys, nameKey: header.keyring.nameKey)
         let rootFD = retryingOpen(backing, epochfs_O_PATH | O_DIRECTORY | O_CLOEXEC)
         guard rootFD >= 0 else { throw SystemError("open", path: backing) }
         var info = stat()

@@ -103,6 +103,10 @@ public enum MountSession {
         ops.statfs = { Operations.statfs($0, $1) }
         ops.create = { Operations.create($0, $1, $2, $3, $4) }
         ops.fallocate = { Operations.fallocate($0, $1, $2, $3, $4, $5) }
+        ops.setxattr = { Operations.setxattr($0, $1, $2, $3, $4, $5) }
+        ops.getxattr = { Operations.getxattr($0, $1, $2, $3) }
+        ops.listxattr = { Operations.listxattr($0, $1, $2) }
+        ops.removexattr = { Operations.removexattr($0, $1, $2) }
         return ops
     }
 }

@@ -7,8 +7,13 @@ public enum Volume {
     public static func create(backing: String, keySource spec: String, epoch: UInt32, blockSize: UInt32) throws -> VolumeHeader {
         let source = try KeySourceSpec.parse(spec)
         try prepareEmptyDirectory(backing)
-        return try HeaderJournal(store: try FileHeaderStore(creatingIn: backing), source: source)
+        let header = try HeaderJournal(store: try FileHeaderStore(creatingIn: backing), source: source)
             .create(epoch: epoch, blockSize: blockSize)
+        let root = open(backing, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard root >= 0 else { throw SystemError("open", path: backing) }
+        defer { close(root) }
+        try DirectoryIV.create(directoryFD: root)
+        return header
     }
 
     /// The journal of an existing volume, with the key source remembered in its header unless

@@ -1,3 +1,4 @@
+import CLinux
 import Foundation
 import Glibc
 import Synchronization
@@ -268,6 +269,7 @@ func isEIO(_ result: Result<[UInt8], POSIXError>) -> Bool {
         #expect(symlink("target-\(marker)", volume.path("link-\(marker)")) == 0)
         #expect(symlink(String(repeating: marker, count: 150), volume.path("longlink")) == 0)
         #expect(mkfifo(volume.path("fifo-\(marker)"), 0o600) == 0)
+        #expect(epochfs_setxattr(volume.path("dir-\(marker)"), "user.\(marker)", marker, UInt(marker.utf8.count), 0) == 0)
         volume.unmount()
         let scan = try run("/bin/grep", ["-r", "-a", "-l", "-e", marker, "-e", "MARKER", volume.backing])
         #expect(scan.status == 1, "marker found in: \(scan.stdout)")

@@ -167,6 +167,22 @@ let posixSteps: [Step] = [
         return writeFile(r + "/d2/" + name, [1, 2, 3]) + readAll(r + "/d2/" + name) + outcome(rename(r + "/d2/" + name, r + "/" + name))
             + readAll(r + "/" + name) + writeFile(r + "/" + name + "x", [1]) + outcome(mkdir(r + "/d2/" + String(repeating: "d", count: 200), 0o755))
     },
+    Step(name: "extended attributes") { r in
+        let set = outcome(epochfs_setxattr(r + "/fa", "user.color", "blue", 4, 0))
+        let create = outcome(epochfs_setxattr(r + "/fa", "user.color", "red", 3, 1)) // XATTR_CREATE on existing
+        var value = [CChar](repeating: 0, count: 64)
+        let length = epochfs_getxattr(r + "/fa", "user.color", &value, 64)
+        let sizeOnly = epochfs_getxattr(r + "/fa", "user.color", nil, 0)
+        let small = outcome(epochfs_getxattr(r + "/fa", "user.color", &value, 2))
+        let missing = outcome(epochfs_getxattr(r + "/fa", "user.none", &value, 64))
+        let dir = outcome(epochfs_setxattr(r + "/d2", "user.k", "v", 1, 0))
+        var list = [CChar](repeating: 0, count: 256)
+        let listed = epochfs_listxattr(r + "/fa", &list, 256)
+        let removed = outcome(epochfs_removexattr(r + "/fa", "user.color")) + outcome(epochfs_removexattr(r + "/fa", "user.color"))
+        let text = { (chars: [CChar]) in String(decoding: chars.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self) }
+        return set + create + " \(length) \(text(value)) \(sizeOnly) " + small + missing + dir
+            + " \(listed) \(text(list))" + removed
+    },
     Step(name: "readdir") { r in
         ((try? FileManager.default.contentsOfDirectory(atPath: r)) ?? ["error"]).sorted().joined(separator: ",")
     },

@@ -16,4 +16,10 @@ int epochfs_renameat2(int olddirfd, const char *oldpath, int newdirfd, const cha
 int epochfs_syncfs(int fd);
 int epochfs_fallocate(int fd, int mode, long offset, long length);
 
+// Extended attributes (sys/xattr.h is not in Swift's Glibc module).
+long epochfs_getxattr(const char *path, const char *name, void *value, unsigned long size);
+int epochfs_setxattr(const char *path, const char *name, const void *value, unsigned long size, int flags);
+long epochfs_listxattr(const char *path, char *list, unsigned long size);
+int epochfs_removexattr(const char *path, const char *name);
+
 #endif
