@@ -103,8 +103,9 @@ extension Operations {
                 return
             }
             guard let content = fs.table.inode(UInt64(node)).content else { throw SystemError("read", path: "", errno: EISDIR) }
-            let bytes = try content.read(fd: Handle.fd(file!.pointee.fh), offset: Int(offset), count: size)
-            bytes.withUnsafeBytes { _ = fuse_reply_buf(request, $0.baseAddress?.assumingMemoryBound(to: CChar.self), $0.count) }
+            try content.read(fd: Handle.fd(file!.pointee.fh), offset: Int(offset), count: size) { bytes in
+                _ = fuse_reply_buf(request, bytes.baseAddress?.assumingMemoryBound(to: CChar.self), bytes.count)
+            }
         }
     }
 

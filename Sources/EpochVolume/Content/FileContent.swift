@@ -60,35 +60,44 @@ public final class FileContent: Sendable {
         layout.plaintextSize(backingSize: try backingSize(fd))
     }
 
-    public func read(fd: Int32, offset: Int, count: Int) throws -> [UInt8] {
+    /// Reads up to `count` plaintext bytes at `offset` and hands them to `deliver` (empty at or
+    /// past the end). The bytes live in a reused buffer only for the duration of `deliver`.
+    public func read<R>(fd: Int32, offset: Int, count: Int, _ deliver: (UnsafeRawBufferPointer) throws -> R) throws -> R {
         try access.withReadLock {
             let backing = try backingSize(fd)
             let size = layout.plaintextSize(backingSize: backing)
-            guard offset < size, count > 0 else { return [] }
+            guard offset < size, count > 0 else { return try deliver(UnsafeRawBufferPointer(start: nil, count: 0)) }
             let end = min(offset + count, size)
             let fileID = try loadFileID(fd)
-            let first = offset / layout.blockSize
-            let last = (end - 1) / layout.blockSize
+            let blockSize = layout.blockSize
+            let first = offset / blockSize, last = (end - 1) / blockSize
             let start = layout.backingOffset(block: first)
-            let sealed = try preadFully(fd, count: min(backing, layout.backingOffset(block: last + 1)) - start, at: start)
-            var output = [UInt8](repeating: 0, count: end - offset)
-            try output.withUnsafeMutableBytes { out in
-                try sealed.withUnsafeBytes { all in
-                    for block in first...last {
-                        let plain = try openBlock(block, fileID: fileID,
-                                                  sealed: slice(all, from: (block - first) * layout.sealedBlockSize))
-                        let blockStart = block * layout.blockSize
-                        let lo = max(offset, blockStart), hi = min(end, blockStart + plain.count)
-                        if hi > lo {
-                            plain.withUnsafeBytes { p in
-                                UnsafeMutableRawBufferPointer(rebasing: out[(lo - offset)..<(hi - offset)])
-                                    .copyMemory(from: UnsafeRawBufferPointer(rebasing: p[(lo - blockStart)..<(hi - blockStart)]))
-                            }
-                        }
+            let sealedCount = min(backing, layout.backingOffset(block: last + 1)) - start
+            return try ScratchPool.shared.with(size: sealedCount + (end - offset) + blockSize) { scratch in
+                let sealed = UnsafeMutableRawBufferPointer(rebasing: scratch[0..<sealedCount])
+                let output = UnsafeMutableRawBufferPointer(rebasing: scratch[sealedCount..<(sealedCount + end - offset)])
+                let spare = UnsafeMutableRawBufferPointer(rebasing: scratch[(sealedCount + end - offset)..<(sealedCount + end - offset + blockSize)])
+                guard try preadInto(fd, sealed, at: start) == sealedCount else {
+                    throw SystemError("read", path: "backing file changed size while read", errno: EIO)
+                }
+                for block in first...last {
+                    let sealedStart = (block - first) * layout.sealedBlockSize
+                    let blockSealed = UnsafeRawBufferPointer(rebasing: sealed[sealedStart..<min(sealedStart + layout.sealedBlockSize, sealedCount)])
+                    let blockStart = block * blockSize
+                    let plainLength = blockSealed.count - Envelope.overhead
+                    let lo = max(offset, blockStart), hi = min(end, blockStart + plainLength)
+                    let target = UnsafeMutableRawBufferPointer(rebasing: output[(lo - offset)..<(hi - offset)])
+                    if lo == blockStart && hi == blockStart + plainLength {
+                        try openBlock(block, fileID: fileID, sealed: blockSealed, into: target)
+                    } else {
+                        // Only part of this block was asked for: open it aside, copy the part.
+                        try openBlock(block, fileID: fileID, sealed: blockSealed,
+                                      into: UnsafeMutableRawBufferPointer(rebasing: spare[0..<plainLength]))
+                        target.copyMemory(from: UnsafeRawBufferPointer(rebasing: spare[(lo - blockStart)..<(hi - blockStart)]))
                     }
                 }
+                return try deliver(UnsafeRawBufferPointer(output))
             }
-            return output
         }
     }
 
@@ -108,29 +117,35 @@ public final class FileContent: Sendable {
                 try rewriteBlock(size / blockSize, fileID: fileID, fd: fd, currentSize: size, newLength: blockSize)
             }
             let last = (end - 1) / blockSize
-            var sealed = [UInt8](repeating: 0, count: (last - first + 1) * layout.sealedBlockSize)
             let epoch = keys.activeEpoch
             let fileKey = try self.fileKey(epoch: epoch, fileID: fileID)
-            var sealedLength = 0
-            for block in first...last {
-                let blockStart = block * blockSize
-                let lo = max(offset, blockStart) - blockStart, hi = min(end, blockStart + blockSize) - blockStart
-                let existing = max(0, min(blockSize, size - blockStart))
-                var plain: [UInt8]
-                if lo == 0 && hi >= existing {
-                    plain = Array(UnsafeRawBufferPointer(rebasing: data[(blockStart + lo - offset)..<(blockStart + hi - offset)]))
-                } else {
-                    plain = try readBlock(block, fileID: fileID, fd: fd, length: existing)
-                    if plain.count < hi { plain += [UInt8](repeating: 0, count: hi - plain.count) }
-                    plain.withUnsafeMutableBytes {
-                        UnsafeMutableRawBufferPointer(rebasing: $0[lo..<hi])
-                            .copyMemory(from: UnsafeRawBufferPointer(rebasing: data[(blockStart + lo - offset)..<(blockStart + hi - offset)]))
+            let sealedCapacity = (last - first + 1) * layout.sealedBlockSize
+            try ScratchPool.shared.with(size: sealedCapacity + blockSize) { scratch in
+                let spare = UnsafeMutableRawBufferPointer(rebasing: scratch[sealedCapacity..<(sealedCapacity + blockSize)])
+                var sealedLength = 0
+                for block in first...last {
+                    let blockStart = block * blockSize
+                    let lo = max(offset, blockStart) - blockStart, hi = min(end, blockStart + blockSize) - blockStart
+                    let incoming = UnsafeRawBufferPointer(rebasing: data[(blockStart + lo - offset)..<(blockStart + hi - offset)])
+                    let existing = max(0, min(blockSize, size - blockStart))
+                    let plain: UnsafeRawBufferPointer
+                    if lo == 0 && hi >= existing {
+                        plain = incoming // the write replaces the whole block
+                    } else {
+                        // Read-modify-write: the old bytes, zeros up to the write, the new bytes.
+                        let old = try readBlock(block, fileID: fileID, fd: fd, length: existing)
+                        let length = max(existing, hi)
+                        spare.initializeMemory(as: UInt8.self, repeating: 0)
+                        old.withUnsafeBytes { spare.copyMemory(from: $0) }
+                        UnsafeMutableRawBufferPointer(rebasing: spare[lo..<hi]).copyMemory(from: incoming)
+                        plain = UnsafeRawBufferPointer(rebasing: spare[0..<length])
                     }
+                    try sealBlock(plain, block: block, epoch: epoch, key: fileKey, fileID: fileID,
+                                  into: UnsafeMutableRawBufferPointer(rebasing: scratch[sealedLength..<(sealedLength + plain.count + Envelope.overhead)]))
+                    sealedLength += plain.count + Envelope.overhead
                 }
-                try seal(plain, block: block, epoch: epoch, key: fileKey, fileID: fileID, into: &sealed, at: sealedLength)
-                sealedLength += plain.count + Envelope.overhead
+                try pwriteFully(fd, UnsafeRawBufferPointer(rebasing: scratch[0..<sealedLength]), at: layout.backingOffset(block: first))
             }
-            try pwriteFully(fd, sealed, count: sealedLength, at: layout.backingOffset(block: first))
             return offset
         }
     }
@@ -170,7 +185,7 @@ public final class FileContent: Sendable {
         }
         // Empty (or a header torn at creation, which held no data): start a new file id.
         let fileID = try FileID.random()
-        try pwriteFully(fd, ContentLayout.header(fileID: fileID), count: ContentLayout.headerSize, at: 0)
+        try ContentLayout.header(fileID: fileID).withUnsafeBytes { try pwriteFully(fd, $0, at: 0) }
         cache.withLock { $0.adopt(fileID) }
         return (fileID, 0)
     }
@@ -194,49 +209,51 @@ public final class FileContent: Sendable {
         if plain.count < newLength { plain += [UInt8](repeating: 0, count: newLength - plain.count) }
         let epoch = keys.activeEpoch
         var sealed = [UInt8](repeating: 0, count: newLength + Envelope.overhead)
-        try seal(plain, block: index, epoch: epoch, key: try fileKey(epoch: epoch, fileID: fileID), fileID: fileID,
-                 into: &sealed, at: 0)
-        try pwriteFully(fd, sealed, count: sealed.count, at: layout.backingOffset(block: index))
+        let key = try fileKey(epoch: epoch, fileID: fileID)
+        try plain.withUnsafeBytes { p in
+            try sealed.withUnsafeMutableBytes { try sealBlock(p, block: index, epoch: epoch, key: key, fileID: fileID, into: $0) }
+        }
+        try sealed.withUnsafeBytes { try pwriteFully(fd, $0, at: layout.backingOffset(block: index)) }
     }
 
     /// The `length` plaintext bytes of block `index` (zeros past the end of the backing file).
     private func readBlock(_ index: Int, fileID: FileID, fd: Int32, length: Int) throws -> [UInt8] {
         guard length > 0 else { return [] }
         let sealed = try preadFully(fd, count: length + Envelope.overhead, at: layout.backingOffset(block: index))
-        let plain = try sealed.withUnsafeBytes { try openBlock(index, fileID: fileID, sealed: $0) }
-        return plain.count >= length ? plain : plain + [UInt8](repeating: 0, count: length - plain.count)
+        guard sealed.count > Envelope.overhead else { return [UInt8](repeating: 0, count: length) }
+        var plain = [UInt8](repeating: 0, count: length)
+        try sealed.withUnsafeBytes { s in
+            try plain.withUnsafeMutableBytes { p in
+                try openBlock(index, fileID: fileID, sealed: s, into: UnsafeMutableRawBufferPointer(rebasing: p[0..<(s.count - Envelope.overhead)]))
+            }
+        }
+        return plain
     }
 
-    /// Opens one stored block. All zeros is a hole and reads as zeros (envelopes.md B.6).
-    private func openBlock(_ index: Int, fileID: FileID, sealed: UnsafeRawBufferPointer) throws -> [UInt8] {
-        guard sealed.count > 0 else { return [] }
-        if sealed.allSatisfy({ $0 == 0 }) { return [UInt8](repeating: 0, count: max(0, sealed.count - Envelope.overhead)) }
+    /// Opens one stored block into `output` (its plaintext length). All zeros is a hole and
+    /// reads as zeros (envelopes.md B.6).
+    private func openBlock(_ index: Int, fileID: FileID, sealed: UnsafeRawBufferPointer, into output: UnsafeMutableRawBufferPointer) throws {
+        if sealed.allSatisfy({ $0 == 0 }) {
+            output.initializeMemory(as: UInt8.self, repeating: 0)
+            return
+        }
         guard sealed.count >= Envelope.overhead else { throw ContentError.block(index: index, .shortInput(length: sealed.count)) }
-        var plain = [UInt8](repeating: 0, count: sealed.count - Envelope.overhead)
         let location = BlockLocation(volumeID: keys.volumeID, fileID: fileID, blockIndex: UInt64(index))
         do {
-            try plain.withUnsafeMutableBytes { out in
-                try Envelope.open(sealed, lookup: { try self.fileKey(epoch: $0, fileID: fileID) },
-                                  aad: { StorageEnvelope.aad(keyID: $0, location: location) }, into: out)
-            }
+            try Envelope.open(sealed, lookup: { try self.fileKey(epoch: $0, fileID: fileID) },
+                              aad: { StorageEnvelope.aad(keyID: $0, location: location) }, into: output)
         } catch let error as EnvelopeError {
             counters.authenticationFailures.add(1, ordering: .relaxed)
             throw ContentError.block(index: index, error)
         }
         counters.blocksRead.add(1, ordering: .relaxed)
-        return plain
     }
 
-    private func seal(_ plain: [UInt8], block: Int, epoch: UInt32, key: AESGCMKey, fileID: FileID,
-                      into buffer: inout [UInt8], at position: Int) throws {
+    private func sealBlock(_ plain: UnsafeRawBufferPointer, block: Int, epoch: UInt32, key: AESGCMKey, fileID: FileID,
+                           into output: UnsafeMutableRawBufferPointer) throws {
         let location = BlockLocation(volumeID: keys.volumeID, fileID: fileID, blockIndex: UInt64(block))
-        try plain.withUnsafeBytes { p in
-            try StorageEnvelope.aad(keyID: epoch, location: location).withUnsafeBytes { aad in
-                try buffer.withUnsafeMutableBytes { out in
-                    try Envelope.seal(plaintext: p, keyID: epoch, key: key, aad: aad,
-                                      into: UnsafeMutableRawBufferPointer(rebasing: out[position..<(position + plain.count + Envelope.overhead)]))
-                }
-            }
+        try StorageEnvelope.aad(keyID: epoch, location: location).withUnsafeBytes { aad in
+            try Envelope.seal(plaintext: plain, keyID: epoch, key: key, aad: aad, into: output)
         }
         counters.blocksWritten.add(1, ordering: .relaxed)
     }
@@ -247,10 +264,6 @@ public final class FileContent: Sendable {
                                                         volumeID: keys.volumeID, fileID: fileID))
         cache.withLock { $0.fileKeys[epoch] = key }
         return key
-    }
-
-    private func slice(_ all: UnsafeRawBufferPointer, from start: Int) -> UnsafeRawBufferPointer {
-        UnsafeRawBufferPointer(rebasing: all[min(start, all.count)..<min(start + layout.sealedBlockSize, all.count)])
     }
 }
 
@@ -265,27 +278,29 @@ func backingSize(_ fd: Int32) throws -> Int {
 func preadFully(_ fd: Int32, count: Int, at offset: Int) throws -> [UInt8] {
     guard count > 0 else { return [] }
     var buffer = [UInt8](repeating: 0, count: count)
-    var filled = 0
-    try buffer.withUnsafeMutableBytes { raw in
-        while filled < count {
-            let n = retryingEINTR { pread(fd, raw.baseAddress! + filled, count - filled, off_t(offset + filled)) }
-            guard n >= 0 else { throw SystemError("read", path: "backing file") }
-            if n == 0 { break }
-            filled += n
-        }
-    }
+    let filled = try buffer.withUnsafeMutableBytes { try preadInto(fd, $0, at: offset) }
     if filled < count { buffer.removeLast(count - filled) }
     return buffer
 }
 
-func pwriteFully(_ fd: Int32, _ bytes: [UInt8], count: Int, at offset: Int) throws {
+/// Fills `buffer` from `offset`, stopping early only at end of file; returns the bytes read.
+func preadInto(_ fd: Int32, _ buffer: UnsafeMutableRawBufferPointer, at offset: Int) throws -> Int {
+    var filled = 0
+    while filled < buffer.count {
+        let n = retryingEINTR { pread(fd, buffer.baseAddress! + filled, buffer.count - filled, off_t(offset + filled)) }
+        guard n >= 0 else { throw SystemError("read", path: "backing file") }
+        if n == 0 { break }
+        filled += n
+    }
+    return filled
+}
+
+func pwriteFully(_ fd: Int32, _ bytes: UnsafeRawBufferPointer, at offset: Int) throws {
     var written = 0
-    try bytes.withUnsafeBytes { raw in
-        while written < count {
-            let n = retryingEINTR { pwrite(fd, raw.baseAddress! + written, count - written, off_t(offset + written)) }
-            guard n > 0 else { throw SystemError("write", path: "backing file") }
-            written += n
-        }
+    while written < bytes.count {
+        let n = retryingEINTR { pwrite(fd, bytes.baseAddress! + written, bytes.count - written, off_t(offset + written)) }
+        guard n > 0 else { throw SystemError("write", path: "backing file") }
+        written += n
     }
 }
 

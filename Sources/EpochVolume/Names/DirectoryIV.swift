@@ -30,6 +30,6 @@ public enum DirectoryIV {
         let fd = retryingEINTR { openat(directoryFD, fileName, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0o440) }
         guard fd >= 0 else { throw SystemError("create", path: fileName) }
         defer { close(fd) }
-        try pwriteFully(fd, iv, count: size, at: 0)
+        try iv.withUnsafeBytes { try pwriteFully(fd, $0, at: 0) }
     }
 }

@@ -14,6 +14,6 @@ public enum BackingFile {
         let fd = retryingEINTR { openat(directoryFD, name, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0o400) }
         guard fd >= 0 else { throw SystemError("create", path: name) }
         defer { close(fd) }
-        try pwriteFully(fd, bytes, count: bytes.count, at: 0)
+        try bytes.withUnsafeBytes { try pwriteFully(fd, $0, at: 0) }
     }
 }
