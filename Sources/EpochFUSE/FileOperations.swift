@@ -21,6 +21,8 @@ final class DirectoryListing: Sendable {
         let name: [UInt8]
         let inode: UInt64
         let type: UInt8
+        /// The entry in the backing directory; nil for "." and ".." and virtual entries.
+        var backingName: String? = nil
     }
 
     let fd: Int32
@@ -188,11 +190,24 @@ extension Operations {
 
     static func readdir(_ request: fuse_req_t?, _ node: fuse_ino_t, _ size: Int, _ offset: off_t,
                         _ file: UnsafeMutablePointer<fuse_file_info>?) {
-        replying(request, "readdir") { fs in
+        listEntries(request, node, size, offset, file, plus: false)
+    }
+
+    /// readdir with attributes: `ls -l` and `find` get every entry's attributes (and a kernel
+    /// lookup reference) in the listing instead of one lookup request per name.
+    static func readdirplus(_ request: fuse_req_t?, _ node: fuse_ino_t, _ size: Int, _ offset: off_t,
+                            _ file: UnsafeMutablePointer<fuse_file_info>?) {
+        listEntries(request, node, size, offset, file, plus: true)
+    }
+
+    static func listEntries(_ request: fuse_req_t?, _ node: fuse_ino_t, _ size: Int, _ offset: off_t,
+                            _ file: UnsafeMutablePointer<fuse_file_info>?, plus: Bool) {
+        replying(request, plus ? "readdirplus" : "readdir") { fs in
             let entries: [DirectoryListing.Entry]
-            if let listing = listing(file!) {
+            let directory = ControlFiles.owns(UInt64(node)) ? nil : fs.table.inode(UInt64(node))
+            if let listing = listing(file!), let directory {
                 if offset == 0 {
-                    let fresh = try decryptedListing(fs, directory: fs.table.inode(UInt64(node)), fd: listing.fd)
+                    let fresh = try decryptedListing(fs, directory: directory, fd: listing.fd)
                     listing.entries.withLock { $0 = fresh }
                 }
                 entries = listing.entries.withLock { $0 }
@@ -204,16 +219,31 @@ extension Operations {
             var index = Int(offset)
             while index < entries.count {
                 let entry = entries[index]
-                var info = stat()
-                info.st_ino = ino_t(entry.inode)
-                info.st_mode = mode_t(entry.type) << 12
                 let name = entry.name.map { CChar(bitPattern: $0) } + [0]
+                var param = fuse_entry_param()
+                param.attr.st_ino = ino_t(entry.inode)
+                param.attr.st_mode = mode_t(entry.type) << 12
+                var entered: Inode?
+                if plus, let directory, let backingName = entry.backingName {
+                    // An entry that vanished since the listing was taken is simply left out.
+                    guard let (inode, info) = try? fs.enter(backingName, in: directory) else {
+                        index += 1
+                        continue
+                    }
+                    entered = inode
+                    param = fs.entryParameters(inode, info)
+                }
                 let needed = buffer.withUnsafeMutableBufferPointer { out in
-                    name.withUnsafeBufferPointer {
-                        fuse_add_direntry(request, out.baseAddress! + used, size - used, $0.baseAddress, &info, off_t(index + 1))
+                    name.withUnsafeBufferPointer { name in
+                        plus ? fuse_add_direntry_plus(request, out.baseAddress! + used, size - used, name.baseAddress, &param, off_t(index + 1))
+                            : fuse_add_direntry(request, out.baseAddress! + used, size - used, name.baseAddress, &param.attr, off_t(index + 1))
                     }
                 }
-                if used + needed > size { break }
+                if used + needed > size {
+                    // Not sent: the kernel never saw this lookup reference.
+                    if let entered { fs.table.forget(fs.table.nodeID(of: entered), count: 1) }
+                    break
+                }
                 used += needed
                 index += 1
             }
@@ -231,7 +261,8 @@ extension Operations {
         for raw in try BackingDirectory.names(fd: fd) where !NameCodec.isInternal(raw.name) {
             let encrypted = NameCodec.isLongName(raw.name)
                 ? try BackingDirectory.longName(raw.name + NameCodec.longNameSuffix, in: fd) : raw.name
-            entries.append(.init(name: try fs.keys.names.decrypt(encrypted, directoryIV: iv), inode: raw.inode, type: raw.type))
+            entries.append(.init(name: try fs.keys.names.decrypt(encrypted, directoryIV: iv), inode: raw.inode, type: raw.type,
+                                 backingName: raw.name))
         }
         return entries
     }

@@ -98,6 +98,7 @@ public enum MountSession {
         ops.fsync = { Operations.fsync($0, $1, $2, $3) }
         ops.opendir = { Operations.opendir($0, $1, $2) }
         ops.readdir = { Operations.readdir($0, $1, $2, $3, $4) }
+        ops.readdirplus = { Operations.readdirplus($0, $1, $2, $3, $4) }
         ops.releasedir = { Operations.releasedir($0, $1, $2) }
         ops.fsyncdir = { Operations.fsyncdir($0, $1, $2, $3) }
         ops.statfs = { Operations.statfs($0, $1) }
