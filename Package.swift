@@ -51,6 +51,7 @@ let package = Package(
         .testTarget(name: "CLITests", dependencies: ["epochfs", "Support"]),
         .testTarget(name: "CFuse3Tests", dependencies: ["CFuse3"]),
         .testTarget(name: "EpochFUSETests", dependencies: ["epochfs", "EpochVolume", "Support"]),
+        .testTarget(name: "EtcdTests", dependencies: ["epochfs", "EpochVolume", "EpochWAL", "Support"]),
     ],
     swiftLanguageModes: [.v6]
 )
