@@ -22,11 +22,12 @@ final class EtcdMember {
     private(set) var process: ChildProcess?
     private var starts = 0
 
-    /// `walDirectory` nil keeps the WAL in DATA/member/wal.
-    init(_ endpoint: Endpoint, cluster: [Endpoint], dataDirectory: String, walDirectory: String? = nil,
+    /// `cluster` lists every member (default: this one alone); `walDirectory` nil keeps the
+    /// WAL in DATA/member/wal.
+    init(_ endpoint: Endpoint, cluster: [Endpoint]? = nil, dataDirectory: String, walDirectory: String? = nil,
          logDirectory: TemporaryDirectory) {
         self.endpoint = endpoint
-        self.cluster = cluster
+        self.cluster = cluster ?? [endpoint]
         self.dataDirectory = dataDirectory
         self.walDirectory = walDirectory
         self.logDirectory = logDirectory
@@ -168,27 +169,53 @@ final class EtcdClient {
         }
     }
 
+    /// Reads one reply: the head, then a body of Content-Length bytes or in chunks.
     private func receiveReply() throws -> Data {
-        let separator = Data("\r\n\r\n".utf8)
-        while pending.range(of: separator) == nil { try receiveMore() }
-        let headerEnd = pending.range(of: separator)!
-        let head = String(decoding: pending[pending.startIndex..<headerEnd.lowerBound], as: UTF8.self)
-        pending = Data(pending[headerEnd.upperBound...])
+        let head = try receiveLine(through: "\r\n\r\n")
         let lines = head.split(separator: "\r\n")
-        guard let statusLine = lines.first, statusLine.split(separator: " ").dropFirst().first != nil else {
-            throw TestFailure("malformed HTTP reply from 127.0.0.1:\(port): \(head)")
+        let statusLine = lines.first.map(String.init) ?? ""
+        let fields = Dictionary(lines.dropFirst().map { line -> (String, String) in
+            let parts = line.split(separator: ":", maxSplits: 1)
+            return (parts[0].lowercased(), parts.count > 1 ? parts[1].trimmingCharacters(in: .whitespaces) : "")
+        }, uniquingKeysWith: { $1 })
+        var body = Data()
+        if fields["transfer-encoding"] == "chunked" {
+            while true {
+                let sizeLine = try receiveLine(through: "\r\n")
+                guard let size = Int(sizeLine.split(separator: ";")[0], radix: 16) else {
+                    throw TestFailure("bad chunk size '\(sizeLine)' from 127.0.0.1:\(port)")
+                }
+                if size == 0 { break }
+                body += try receiveBytes(size)
+                _ = try receiveLine(through: "\r\n")
+            }
+            while try !receiveLine(through: "\r\n").isEmpty {} // trailers
+        } else if let length = fields["content-length"].flatMap({ Int($0) }) {
+            body = try receiveBytes(length)
+        } else {
+            throw TestFailure("HTTP reply with neither Content-Length nor chunks from 127.0.0.1:\(port): \(head)")
         }
-        guard let lengthLine = lines.first(where: { $0.lowercased().hasPrefix("content-length:") }),
-              let length = Int(lengthLine.split(separator: ":")[1].trimmingCharacters(in: .whitespaces)) else {
-            throw TestFailure("HTTP reply without Content-Length from 127.0.0.1:\(port): \(head)")
-        }
-        while pending.count < length { try receiveMore() }
-        let body = Data(pending.prefix(length))
-        pending = Data(pending.dropFirst(length))
-        guard statusLine.split(separator: " ")[1] == "200" else {
+        guard statusLine.split(separator: " ").dropFirst().first == "200" else {
             throw TestFailure("\(statusLine): \(String(decoding: body, as: UTF8.self))")
         }
         return body
+    }
+
+    /// The text up to `terminator`, which is consumed and not returned.
+    private func receiveLine(through terminator: String) throws -> String {
+        let separator = Data(terminator.utf8)
+        while pending.range(of: separator) == nil { try receiveMore() }
+        let end = pending.range(of: separator)!
+        let line = String(decoding: pending[pending.startIndex..<end.lowerBound], as: UTF8.self)
+        pending = Data(pending[end.upperBound...])
+        return line
+    }
+
+    private func receiveBytes(_ count: Int) throws -> Data {
+        while pending.count < count { try receiveMore() }
+        let bytes = Data(pending.prefix(count))
+        pending = Data(pending.dropFirst(count))
+        return bytes
     }
 
     private func receiveMore() throws {
@@ -203,7 +230,8 @@ final class EtcdClient {
 }
 
 /// Puts `prefix-NNNNN` keys from a background thread until told to stop or a put fails, and
-/// records which puts etcd acknowledged.
+/// records which puts etcd acknowledged. With `retrySeconds`, a failed put is retried (as a
+/// client does across a leader election) until it succeeds or that long has passed.
 final class WriteLoad: @unchecked Sendable {
     let prefix: String
     private let port: UInt16
@@ -213,24 +241,39 @@ final class WriteLoad: @unchecked Sendable {
     private var failure: String?
     private let finished = DispatchSemaphore(value: 0)
 
-    init(port: UInt16, prefix: String, limit: Int) {
+    init(port: UInt16, prefix: String, limit: Int, retrySeconds: Double = 0) {
         self.port = port
         self.prefix = prefix
         Thread { [self] in
             let client = EtcdClient(port: port)
             for number in 0..<limit where !lock.withLock({ stopRequested }) {
-                let key = String(format: "%@-%05d", prefix, number)
+                let key = WriteLoad.key(prefix, number)
                 let value = "value-\(number)-" + String(repeating: "v", count: number % 64)
-                do {
-                    try client.put(key, value)
-                } catch {
-                    lock.withLock { failure = "\(key): \(error)" }
+                let deadline = monotonicSeconds() + retrySeconds
+                var lastError: (any Error)?
+                repeat {
+                    do {
+                        try client.put(key, value)
+                        lastError = nil
+                    } catch {
+                        lastError = error
+                        usleep(100_000)
+                    }
+                } while lastError != nil && monotonicSeconds() < deadline
+                if let lastError {
+                    lock.withLock { failure = "\(key): \(lastError)" }
                     break
                 }
                 lock.withLock { acknowledged[key] = value }
             }
             finished.signal()
         }.start()
+    }
+
+    /// `PREFIX-NNNNN`.
+    static func key(_ prefix: String, _ number: Int) -> String {
+        let digits = String(number)
+        return prefix + "-" + String(repeating: "0", count: max(0, 5 - digits.count)) + digits
     }
 
     var acknowledgedCount: Int { lock.withLock { acknowledged.count } }
