@@ -287,99 +287,165 @@ private func unescapeMountField(_ field: String) -> String {
     return String(decoding: bytes, as: UTF8.self)
 }
 
-/// Standard output through one reusable buffer, written out in large pieces.
+/// Standard output through one reusable buffer, written out in large pieces. Entries are
+/// formatted straight into the buffer through a pointer: per-byte appends to an array cost
+/// more than the decryption.
 private final class OutputBuffer {
-    private static let flushThreshold = 1 << 20
-    private var bytes: [UInt8] = []
+    private static let capacity = 1 << 20
+    private var storage = UnsafeMutableRawBufferPointer.allocate(byteCount: capacity, alignment: 64)
+    private var count = 0
 
-    init() { bytes.reserveCapacity(Self.flushThreshold + 64 * 1024) }
+    deinit { storage.deallocate() }
 
     func append(_ text: String) {
-        bytes.append(contentsOf: text.utf8)
-        flushIfFull()
+        var text = text
+        text.withUTF8 { utf8 in withRoom(utf8.count) { $0.copyMemory(from: UnsafeRawBufferPointer(utf8)); return utf8.count } }
     }
 
     /// `INDEX TERM TYPE DATA`: printable ASCII kept, everything else (and `\`) as `\xNN`.
     func appendText(_ entry: WALEntry) {
-        append(decimal: entry.index)
-        bytes.append(0x20)
-        append(decimal: entry.term)
-        bytes.append(0x20)
-        bytes.append(contentsOf: entry.type.description.utf8)
-        bytes.append(0x20)
-        for byte in entry.data {
-            if byte >= 0x20, byte < 0x7f, byte != UInt8(ascii: "\\") {
-                bytes.append(byte)
-            } else {
-                bytes.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "x"), Self.hexDigits[Int(byte >> 4)], Self.hexDigits[Int(byte & 15)]])
+        appendPrefix(entry, separator: " ")
+        withRoom(4 * entry.data.count + 1) { out in
+            let data = entry.data
+            var input = 0
+            var position = 0
+            while input < data.count {
+                // Sixteen plain bytes at once; a block with anything to escape goes byte by byte.
+                if input + 16 <= data.count {
+                    let low = data.loadUnaligned(fromByteOffset: input, as: UInt64.self)
+                    let high = data.loadUnaligned(fromByteOffset: input + 8, as: UInt64.self)
+                    if Self.escapeMarks(low) | Self.escapeMarks(high) == 0 {
+                        out.storeBytes(of: low, toByteOffset: position, as: UInt64.self)
+                        out.storeBytes(of: high, toByteOffset: position + 8, as: UInt64.self)
+                        input += 16
+                        position += 16
+                        continue
+                    }
+                }
+                let end = min(input + 16, data.count)
+                while input < end {
+                    position += Self.escape(data[input], into: out, at: position)
+                    input += 1
+                }
             }
+            out[position] = 0x0a
+            return position + 1
         }
-        bytes.append(0x0a)
-        flushIfFull()
+    }
+
+    private static let lowBits: UInt64 = 0x0101_0101_0101_0101
+    private static let highBits: UInt64 = 0x8080_8080_8080_8080
+
+    /// Non-zero when a byte of `word` is outside 0x20...0x7e or is `\` (SWAR: a zero byte in
+    /// `w ^ c` marks a byte equal to c; a borrow into the high bit marks a byte below 0x20).
+    @inline(__always)
+    private static func escapeMarks(_ word: UInt64) -> UInt64 {
+        func zeroByteMarks(_ value: UInt64) -> UInt64 { (value &- lowBits) & ~value & highBits }
+        let belowSpace = (word &- lowBits &* 0x20) & ~word & highBits
+        return (word & highBits) | belowSpace | zeroByteMarks(word ^ (lowBits &* 0x7f)) | zeroByteMarks(word ^ (lowBits &* 0x5c))
+    }
+
+    /// Writes `byte` as itself or as `\xNN`; returns the length written.
+    private static func escape(_ byte: UInt8, into out: UnsafeMutableRawBufferPointer, at position: Int) -> Int {
+        if byte >= 0x20, byte < 0x7f, byte != 0x5c {
+            out[position] = byte
+            return 1
+        }
+        let digits: StaticString = "0123456789abcdef"
+        out[position] = 0x5c
+        out[position + 1] = UInt8(ascii: "x")
+        out[position + 2] = digits.utf8Start[Int(byte >> 4)]
+        out[position + 3] = digits.utf8Start[Int(byte & 15)]
+        return 4
     }
 
     /// `{"index":…,"term":…,"type":"…","data":"BASE64"[,"key_id":…[,"request_id":…]]}`.
     func appendJSON(_ entry: WALEntry) {
-        bytes.append(contentsOf: #"{"index":"#.utf8)
-        append(decimal: entry.index)
-        bytes.append(contentsOf: #","term":"#.utf8)
-        append(decimal: entry.term)
-        bytes.append(contentsOf: #","type":""#.utf8)
-        bytes.append(contentsOf: entry.type.description.utf8)
-        bytes.append(contentsOf: #"","data":""#.utf8)
-        appendBase64(entry.data)
-        bytes.append(UInt8(ascii: "\""))
+        append(#"{"index":"#)
+        appendPrefix(entry, separator: nil)
+        withRoom((entry.data.count + 2) / 3 * 4) { Self.base64($0, entry.data) }
+        append("\"")
         if let keyID = entry.envelopeKeyID {
-            bytes.append(contentsOf: #","key_id":"#.utf8)
-            append(decimal: UInt64(keyID))
+            append(#","key_id":"#)
+            appendDecimal(UInt64(keyID))
         }
         if let requestID = entry.proposalRequestID {
-            bytes.append(contentsOf: #","request_id":"#.utf8)
-            append(decimal: requestID)
+            append(#","request_id":"#)
+            appendDecimal(requestID)
         }
-        bytes.append(contentsOf: "}\n".utf8)
-        flushIfFull()
+        append("}\n")
     }
 
     func flush() {
         var written = 0
-        while written < bytes.count {
-            let result = bytes.withUnsafeBytes { write(STDOUT_FILENO, $0.baseAddress! + written, $0.count - written) }
+        while written < count {
+            let result = write(STDOUT_FILENO, storage.baseAddress! + written, count - written)
             if result < 0, errno == EINTR { continue }
             guard result > 0 else { break } // stdout closed: nothing left to tell anyone
             written += result
         }
-        bytes.removeAll(keepingCapacity: true)
+        count = 0
     }
 
-    private func flushIfFull() {
-        if bytes.count >= Self.flushThreshold { flush() }
+    /// Index, term and type: `I T TYPE ` as text, `I,"term":T,"type":"TYPE","data":"` as JSON.
+    private func appendPrefix(_ entry: WALEntry, separator: String?) {
+        appendDecimal(entry.index)
+        append(separator ?? #","term":"#)
+        appendDecimal(entry.term)
+        append(separator ?? #","type":""#)
+        append(entry.type == .normal ? "EntryNormal" : entry.type.description)
+        append(separator ?? #"","data":""#)
     }
 
-    private func append(decimal value: UInt64) {
-        bytes.append(contentsOf: String(value).utf8)
-    }
-
-    private static let hexDigits = Array("0123456789abcdef".utf8)
-    private static let base64Digits = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/".utf8)
-
-    private func appendBase64(_ data: UnsafeRawBufferPointer) {
-        let digits = Self.base64Digits
-        var position = 0
-        while position + 3 <= data.count {
-            let group = UInt32(data[position]) << 16 | UInt32(data[position + 1]) << 8 | UInt32(data[position + 2])
-            bytes.append(digits[Int(group >> 18)])
-            bytes.append(digits[Int(group >> 12 & 63)])
-            bytes.append(digits[Int(group >> 6 & 63)])
-            bytes.append(digits[Int(group & 63)])
-            position += 3
+    private func appendDecimal(_ value: UInt64) {
+        withRoom(20) { out in
+            var digits = 1
+            var rest = value / 10
+            while rest > 0 { digits += 1; rest /= 10 }
+            var remaining = value
+            for position in stride(from: digits - 1, through: 0, by: -1) {
+                out[position] = UInt8(ascii: "0") + UInt8(remaining % 10)
+                remaining /= 10
+            }
+            return digits
         }
-        let left = data.count - position
-        guard left > 0 else { return }
-        let group = UInt32(data[position]) << 16 | (left == 2 ? UInt32(data[position + 1]) << 8 : 0)
-        bytes.append(digits[Int(group >> 18)])
-        bytes.append(digits[Int(group >> 12 & 63)])
-        bytes.append(left == 2 ? digits[Int(group >> 6 & 63)] : UInt8(ascii: "="))
-        bytes.append(UInt8(ascii: "="))
+    }
+
+    /// Lets `body` write up to `size` bytes at the end of the buffer; it returns how many it wrote.
+    private func withRoom(_ size: Int, _ body: (UnsafeMutableRawBufferPointer) -> Int) {
+        if count + size > storage.count {
+            flush()
+            if size > storage.count {
+                storage.deallocate()
+                storage = .allocate(byteCount: size, alignment: 64)
+            }
+        }
+        count += body(UnsafeMutableRawBufferPointer(rebasing: storage[count..<count + size]))
+    }
+
+    private static let base64Digits: [UInt8] = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/".utf8)
+
+    /// Standard base64 with padding; returns the length written.
+    private static func base64(_ out: UnsafeMutableRawBufferPointer, _ data: UnsafeRawBufferPointer) -> Int {
+        let digits = base64Digits
+        var input = 0
+        var position = 0
+        while input + 3 <= data.count {
+            let group = UInt32(data[input]) << 16 | UInt32(data[input + 1]) << 8 | UInt32(data[input + 2])
+            out[position] = digits[Int(group >> 18)]
+            out[position + 1] = digits[Int(group >> 12 & 63)]
+            out[position + 2] = digits[Int(group >> 6 & 63)]
+            out[position + 3] = digits[Int(group & 63)]
+            input += 3
+            position += 4
+        }
+        let left = data.count - input
+        guard left > 0 else { return position }
+        let group = UInt32(data[input]) << 16 | (left == 2 ? UInt32(data[input + 1]) << 8 : 0)
+        out[position] = digits[Int(group >> 18)]
+        out[position + 1] = digits[Int(group >> 12 & 63)]
+        out[position + 2] = left == 2 ? digits[Int(group >> 6 & 63)] : UInt8(ascii: "=")
+        out[position + 3] = UInt8(ascii: "=")
+        return position + 4
     }
 }
