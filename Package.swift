@@ -42,6 +42,8 @@ let package = Package(
         ]),
         .executableTarget(name: "epochfs-bench", dependencies: ["EpochCrypto", "EpochFormat"],
                           path: "bench/Sources/epochfs-bench"),
+        .executableTarget(name: "epochfs-walgen", dependencies: ["EpochCrypto", "EpochWAL"],
+                          path: "bench/Sources/epochfs-walgen"),
 
         .target(name: "Support", path: "Tests/Support"),
         .testTarget(name: "EpochCryptoTests", dependencies: ["EpochCrypto", "Support"]),
