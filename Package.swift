@@ -42,6 +42,8 @@ let package = Package(
         ]),
         .executableTarget(name: "epochfs-bench", dependencies: ["EpochCrypto", "EpochFormat"],
                           path: "bench/Sources/epochfs-bench"),
+        .executableTarget(name: "epochfs-walgen", dependencies: ["EpochCrypto", "EpochWAL"],
+                          path: "bench/Sources/epochfs-walgen"),
 
         .target(name: "Support", path: "Tests/Support"),
         .testTarget(name: "EpochCryptoTests", dependencies: ["EpochCrypto", "Support"]),
@@ -51,6 +53,7 @@ let package = Package(
         .testTarget(name: "CLITests", dependencies: ["epochfs", "Support"]),
         .testTarget(name: "CFuse3Tests", dependencies: ["CFuse3"]),
         .testTarget(name: "EpochFUSETests", dependencies: ["epochfs", "CLinux", "EpochVolume", "Support"]),
+        .testTarget(name: "EtcdTests", dependencies: ["epochfs", "EpochVolume", "EpochWAL", "Support"]),
     ],
     swiftLanguageModes: [.v6]
 )

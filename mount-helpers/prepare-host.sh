@@ -5,7 +5,8 @@
 #   --allow-other  also enable user_allow_other in /etc/fuse.conf
 set -euo pipefail
 
-packages=(fuse3 libfuse3-dev libssl-dev pkg-config openssl util-linux git sqlite3 tar etcd-server etcd-client)
+packages=(fuse3 libfuse3-dev libssl-dev pkg-config openssl util-linux git sqlite3 tar etcd-server etcd-client
+          golang-go golang-etcd-server-dev time)
 
 missing=()
 for package in "${packages[@]}"; do

@@ -25,13 +25,15 @@ public enum ProposalHeader {
 /// The cutover-gated unwrap (DESIGN.md §5, envelopes.md A.3/B.5): an entry with index <= cutover
 /// passes through untouched; above it, an EntryNormal entry with data carries a raft envelope
 /// that must open, while empty entries (leader no-ops) and conf changes pass through. The inert
-/// default cutover, u64 max, unwraps nothing. One AES key per key id is built on first use and
-/// kept, so no key is expanded per entry. Not thread-safe: one gate per reader.
+/// default cutover, u64 max, unwraps nothing. One AES key and one AAD per key id are built on
+/// first use and kept, so nothing is expanded or allocated per entry. Not thread-safe: one gate
+/// per reader.
 public final class CutoverGate {
     public let cutover: UInt64
     public let layout: PayloadLayout
     private let raftKeys: EnvelopeKeyLookup?
     private var keys: [UInt32: AESGCMKey] = [:]
+    private var aads: [UInt32: [UInt8]] = [:]
     private let scratch = ScratchBuffer()
 
     /// `raftKeys` returns the raft DEK for a key id, or throws `EnvelopeError.unknownKeyID` /
@@ -70,7 +72,7 @@ public final class CutoverGate {
         let output = scratch.reserve(data.count - Envelope.overhead)
         output.copyMemory(from: UnsafeRawBufferPointer(rebasing: data[0..<headerSize]))
         do {
-            try Envelope.open(envelope, lookup: { try self.key(for: $0, lookup: raftKeys) }, aad: RaftEnvelope.aad(keyID:),
+            try Envelope.open(envelope, lookup: { try self.key(for: $0, lookup: raftKeys) }, aad: aad(keyID:),
                               into: UnsafeMutableRawBufferPointer(rebasing: output[headerSize...]))
         } catch let error as EnvelopeError {
             throw .envelope(error)
@@ -91,6 +93,13 @@ public final class CutoverGate {
         var admitted = entry
         admitted.data = try data.get()
         return admitted
+    }
+
+    private func aad(keyID: UInt32) -> [UInt8] {
+        if let aad = aads[keyID] { return aad }
+        let aad = RaftEnvelope.aad(keyID: keyID)
+        aads[keyID] = aad
+        return aad
     }
 
     /// Envelope errors from the lookup (unknown, retired key) pass as they are; any other

@@ -13,7 +13,7 @@ struct EpochFS: ParsableCommand {
             (wrong key, key source failed or timed out); 3 refused (rekey below the current epoch); \
             64 usage error (including a malformed key source spec).
             """,
-        subcommands: [Init.self, Info.self, Rekey.self, Mount.self, Status.self])
+        subcommands: [Init.self, Info.self, Rekey.self, Mount.self, Status.self, WAL.self])
 }
 
 /// Options every command that opens an existing volume takes.

@@ -1,0 +1,451 @@
+import ArgumentParser
+import EpochCrypto
+import EpochFormat
+import EpochVolume
+import EpochWAL
+import Foundation
+
+struct WAL: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "wal",
+        abstract: "Read a directory of etcd WAL segments: dump its entries or verify it.",
+        discussion: """
+            Entries above the raft cutover carry raft envelopes and are opened with the raft key \
+            their key id names. Keys come from a mounted volume (--mount), a backing directory \
+            (--backing, with its remembered key source or --key-source), or raw key files \
+            (--raft-key ID:FILE, repeatable; 32 raw bytes or 64 hex digits). The cutover is the \
+            volume's unless --cutover is given; with raw key files only, it is inert (2^64-1) \
+            unless --cutover is given. Key material is never printed.
+            """,
+        subcommands: [Dump.self, Verify.self])
+
+    struct Dump: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Print the entries of the log, one per line, in log order.",
+            discussion: """
+                Text: `INDEX TERM TYPE DATA`, DATA with printable ASCII kept and every other byte \
+                (and the backslash) as \\xNN. --json: one object per line, {"index", "term", \
+                "type", "data"} with data in base64, plus "key_id" (and "request_id" in the \
+                proposal layout) for an entry whose raft envelope was opened. Opened entries show \
+                their plaintext. When a later entry replaces earlier ones (a raft leader \
+                overwrote the log), a line `truncated FROM` (JSON {"truncated_from": FROM}) says \
+                that entries from index FROM on, as printed so far, are replaced by what follows.
+                """)
+
+        @Argument(help: "The WAL directory (e.g. DATA_DIR/member/wal).")
+        var directory: String
+
+        @OptionGroup var keys: RaftKeyOptions
+
+        @Flag(help: "One JSON object per entry.")
+        var json = false
+
+        func run() throws {
+            try runReportingErrors {
+                let gate = try keys.gate()
+                let output = OutputBuffer()
+                defer { output.flush() }
+                let summary = try WALReader(directory: directory, gate: gate).read { event in
+                    switch event {
+                    case let .entry(entry):
+                        json ? output.appendJSON(entry) : output.appendText(entry)
+                    case let .truncated(from):
+                        output.append(json ? "{\"truncated_from\":\(from)}\n" : "truncated \(from)\n")
+                    case .metadata, .hardState, .snapshot:
+                        break
+                    }
+                }
+                if case .torn = summary.end {
+                    output.flush()
+                    printError("epochfs: \(summary.end) (ignored, as etcd ignores it)")
+                }
+            }
+        }
+    }
+
+    struct Verify: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Read the whole log, checking frames, CRCs and every raft envelope above the cutover.",
+            discussion: """
+                Prints a summary and exits 0, or names the segment, offset and entry index of the \
+                first error and exits non-zero. A torn tail in the last segment is not an error \
+                (etcd ignores it too); the summary says where it is.
+                """)
+
+        @Argument(help: "The WAL directory (e.g. DATA_DIR/member/wal).")
+        var directory: String
+
+        @OptionGroup var keys: RaftKeyOptions
+
+        func run() throws {
+            try runReportingErrors {
+                let gate = try keys.gate()
+                let summary = try WALReader(directory: directory, gate: gate).verify()
+                printSummary(summary, gate: gate)
+            }
+        }
+
+        private func printSummary(_ summary: WALSummary, gate: CutoverGate) {
+            let range = summary.firstIndex.map { "\($0)...\(summary.lastIndex!)" } ?? "none"
+            let state = summary.hardState.map { "term \($0.term), vote \($0.vote), commit \($0.commit)" } ?? "none"
+            let cutover = gate.cutover == .max ? "none (inert)" : String(gate.cutover)
+            print("""
+                segments    \(summary.segments.count) (\(summary.segments.first!) ... \(summary.segments.last!))
+                records     \(summary.records) (\(summary.bytes) bytes)
+                entries     \(summary.entries) (index \(range); \(summary.entryRecords) entry records, \
+                \(summary.replacedEntries) replaced)
+                unwrapped   \(summary.unwrappedEntries) (cutover \(cutover), layout \(gate.layout.rawValue))
+                hard state  \(state)
+                crc         0x\(String(summary.crc, radix: 16))
+                end         \(summary.end)
+                ok
+                """)
+        }
+    }
+}
+
+extension PayloadLayout: ExpressibleByArgument {}
+
+/// Where the raft keys and the cutover come from (one key source at most).
+struct RaftKeyOptions: ParsableArguments {
+    @Option(help: ArgumentHelp("Take raft keys and cutover from this mounted volume.", valueName: "MOUNTPOINT"))
+    var mount: String?
+
+    @Option(help: ArgumentHelp("Take raft keys and cutover from this volume's backing directory.", valueName: "BACKING"))
+    var backing: String?
+
+    @Option(help: ArgumentHelp("Key source for --backing, overriding the one remembered in the volume.", valueName: "SPEC"))
+    var keySource: String?
+
+    @Option(name: .customLong("raft-key"),
+            help: ArgumentHelp("A raft key file and the key id (epoch) it opens (repeatable).", valueName: "ID:FILE"))
+    var raftKeys: [String] = []
+
+    @Option(help: "Unwrap entries with an index above N (default: the volume's cutover, else none).")
+    var cutover: UInt64?
+
+    @Option(help: "How the raft envelope sits in the entry data: proposal (9-byte clear header) or raw.")
+    var layout: PayloadLayout = .proposal
+
+    func validate() throws {
+        let sources = [mount != nil, backing != nil, !raftKeys.isEmpty].filter { $0 }.count
+        guard sources <= 1 else { throw ValidationError("give at most one of --mount, --backing and --raft-key") }
+        if keySource != nil, backing == nil { throw ValidationError("--key-source goes with --backing") }
+        for spec in raftKeys { _ = try RawRaftKey(spec) }
+    }
+
+    /// The gate for the chosen keys: the volume's cutover unless --cutover overrides it.
+    func gate() throws -> CutoverGate {
+        let (volumeCutover, lookup) = try keysAndCutover()
+        return CutoverGate(cutover: cutover ?? volumeCutover ?? .max, layout: layout, raftKeys: lookup)
+    }
+
+    private func keysAndCutover() throws -> (UInt64?, EnvelopeKeyLookup?) {
+        if let mount {
+            let status = try MountStatus.read(mountpoint: mount)
+            let header = try Volume.journal(backing: try backingDirectory(ofMount: mount)).open()
+            guard header.volumeID.description == status.volumeID else {
+                throw CLIError("\(mount) serves volume \(status.volumeID), but its backing directory holds \(header.volumeID)")
+            }
+            return (status.raftCutover, volumeKeyLookup(header.keyring))
+        }
+        if let backing {
+            let header = try Volume.journal(backing: backing, keySourceOverride: keySource).open()
+            return (header.slot.raftCutover, volumeKeyLookup(header.keyring))
+        }
+        guard !raftKeys.isEmpty else { return (nil, nil) }
+        var keys: [UInt32: AESGCMKey] = [:]
+        for spec in raftKeys {
+            let key = try RawRaftKey(spec)
+            guard keys[key.keyID] == nil else { throw ValidationError("--raft-key gives key id \(key.keyID) twice") }
+            keys[key.keyID] = try AESGCMKey(try key.read())
+        }
+        return (nil, { keyID in
+            guard let key = keys[keyID] else { throw EnvelopeError.unknownKeyID(keyID) }
+            return key
+        })
+    }
+}
+
+/// The raft DEKs of a volume's keyring, by key id (= epoch). Unknown and retired epochs fail
+/// as the envelope layer names them.
+private func volumeKeyLookup(_ keyring: Keyring) -> EnvelopeKeyLookup {
+    { keyID in
+        guard let raftDEK = try keyring.keys(for: keyID).raftDEK else { throw EnvelopeError.retiredKey(keyID) }
+        return try AESGCMKey(raftDEK)
+    }
+}
+
+/// `--raft-key ID:FILE`.
+private struct RawRaftKey {
+    let keyID: UInt32
+    let path: String
+
+    init(_ spec: String) throws {
+        guard let colon = spec.firstIndex(of: ":"), let keyID = UInt32(spec[..<colon]), keyID != 0,
+              spec.index(after: colon) < spec.endIndex else {
+            throw ValidationError("--raft-key expects ID:FILE with ID from 1 to 4294967295, got '\(spec)'")
+        }
+        self.keyID = keyID
+        path = String(spec[spec.index(after: colon)...])
+    }
+
+    /// 32 raw bytes, or 64 hex digits with optional surrounding whitespace.
+    func read() throws -> SecretBytes {
+        let descriptor = open(path, O_RDONLY | O_CLOEXEC)
+        guard descriptor >= 0 else { throw SystemError("open", path: path) }
+        defer { close(descriptor) }
+        var count = 0
+        let contents = try SecretBytes(count: 4096) { buffer in
+            while count < buffer.count {
+                let result = Foundation.read(descriptor, buffer.baseAddress! + count, buffer.count - count)
+                if result < 0, errno == EINTR { continue }
+                guard result >= 0 else { throw SystemError("read", path: path) }
+                if result == 0 { break }
+                count += result
+            }
+        }
+        return try contents.withUnsafeBytes { buffer in
+            let bytes = UnsafeRawBufferPointer(rebasing: buffer[..<count])
+            if count == AESGCMKey.keySize { return SecretBytes(copying: bytes) }
+            let isSpace: (UInt8) -> Bool = { " \t\r\n".utf8.contains($0) }
+            let first = bytes.firstIndex { !isSpace($0) } ?? 0
+            let last = bytes.lastIndex { !isSpace($0) } ?? -1
+            guard last - first + 1 == 2 * AESGCMKey.keySize,
+                  bytes[first...last].allSatisfy({ $0.hexValue != nil }) else {
+                throw CLIError("raft key file \(path): expected 32 raw bytes or 64 hex digits")
+            }
+            return SecretBytes(count: AESGCMKey.keySize) { out in
+                for index in 0..<AESGCMKey.keySize {
+                    out[index] = bytes[first + 2 * index].hexValue! << 4 | bytes[first + 2 * index + 1].hexValue!
+                }
+            }
+        }
+    }
+}
+
+private extension UInt8 {
+    var hexValue: UInt8? {
+        switch self {
+        case 0x30...0x39: self - 0x30
+        case 0x41...0x46, 0x61...0x66: (self | 0x20) - 0x61 + 10
+        default: nil
+        }
+    }
+}
+
+/// The fields of `MOUNT/.epochfs/status` the WAL commands use.
+private struct MountStatus: Decodable {
+    let volumeID: String
+    let raftCutover: UInt64
+
+    enum CodingKeys: String, CodingKey {
+        case volumeID = "volume_id", raftCutover = "raft_cutover"
+    }
+
+    static func read(mountpoint: String) throws -> MountStatus {
+        let path = mountpoint + "/.epochfs/status"
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw CLIError("\(path): not readable; is \(mountpoint) an epochfs mount?")
+        }
+        return try JSONDecoder().decode(MountStatus.self, from: data)
+    }
+}
+
+/// The backing directory of an epochfs mount: the mount source `epochfs:BACKING` in
+/// /proc/self/mountinfo (fields 5, the mount point, and the one after `-` and the fs type).
+private func backingDirectory(ofMount mountpoint: String) throws -> String {
+    let target = URL(fileURLWithPath: mountpoint).resolvingSymlinksInPath().path
+    guard let mountinfo = try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8) else {
+        throw CLIError("/proc/self/mountinfo: not readable")
+    }
+    let source = mountinfo.split(separator: "\n").reversed().lazy.compactMap { line -> String? in
+        let fields = line.split(separator: " ").map { unescapeMountField(String($0)) }
+        guard fields.count > 5, fields[4] == target, let separator = fields.firstIndex(of: "-"),
+              separator + 2 < fields.count else { return nil }
+        return fields[separator + 2]
+    }.first
+    guard let source, source.hasPrefix("epochfs:") else {
+        throw CLIError("\(mountpoint) is not an epochfs mount (no mount source epochfs:BACKING in /proc/self/mountinfo)")
+    }
+    return String(source.dropFirst("epochfs:".count))
+}
+
+/// mountinfo writes space, tab, newline and backslash as `\ooo`.
+private func unescapeMountField(_ field: String) -> String {
+    guard field.contains("\\") else { return field }
+    var bytes: [UInt8] = []
+    var input = Array(field.utf8)[...]
+    while let byte = input.popFirst() {
+        if byte == UInt8(ascii: "\\"), input.count >= 3, let value = UInt8(String(decoding: input.prefix(3), as: UTF8.self), radix: 8) {
+            bytes.append(value)
+            input = input.dropFirst(3)
+        } else {
+            bytes.append(byte)
+        }
+    }
+    return String(decoding: bytes, as: UTF8.self)
+}
+
+/// Standard output through one reusable buffer, written out in large pieces. Entries are
+/// formatted straight into the buffer through a pointer: per-byte appends to an array cost
+/// more than the decryption.
+private final class OutputBuffer {
+    private static let capacity = 1 << 20
+    private var storage = UnsafeMutableRawBufferPointer.allocate(byteCount: capacity, alignment: 64)
+    private var count = 0
+
+    deinit { storage.deallocate() }
+
+    func append(_ text: String) {
+        var text = text
+        text.withUTF8 { utf8 in withRoom(utf8.count) { $0.copyMemory(from: UnsafeRawBufferPointer(utf8)); return utf8.count } }
+    }
+
+    /// `INDEX TERM TYPE DATA`: printable ASCII kept, everything else (and `\`) as `\xNN`.
+    func appendText(_ entry: WALEntry) {
+        appendPrefix(entry, separator: " ")
+        withRoom(4 * entry.data.count + 1) { out in
+            let data = entry.data
+            var input = 0
+            var position = 0
+            while input < data.count {
+                // Sixteen plain bytes at once; a block with anything to escape goes byte by byte.
+                if input + 16 <= data.count {
+                    let low = data.loadUnaligned(fromByteOffset: input, as: UInt64.self)
+                    let high = data.loadUnaligned(fromByteOffset: input + 8, as: UInt64.self)
+                    if Self.escapeMarks(low) | Self.escapeMarks(high) == 0 {
+                        out.storeBytes(of: low, toByteOffset: position, as: UInt64.self)
+                        out.storeBytes(of: high, toByteOffset: position + 8, as: UInt64.self)
+                        input += 16
+                        position += 16
+                        continue
+                    }
+                }
+                let end = min(input + 16, data.count)
+                while input < end {
+                    position += Self.escape(data[input], into: out, at: position)
+                    input += 1
+                }
+            }
+            out[position] = 0x0a
+            return position + 1
+        }
+    }
+
+    private static let lowBits: UInt64 = 0x0101_0101_0101_0101
+    private static let highBits: UInt64 = 0x8080_8080_8080_8080
+
+    /// Non-zero when a byte of `word` is outside 0x20...0x7e or is `\` (SWAR: a zero byte in
+    /// `w ^ c` marks a byte equal to c; a borrow into the high bit marks a byte below 0x20).
+    @inline(__always)
+    private static func escapeMarks(_ word: UInt64) -> UInt64 {
+        func zeroByteMarks(_ value: UInt64) -> UInt64 { (value &- lowBits) & ~value & highBits }
+        let belowSpace = (word &- lowBits &* 0x20) & ~word & highBits
+        return (word & highBits) | belowSpace | zeroByteMarks(word ^ (lowBits &* 0x7f)) | zeroByteMarks(word ^ (lowBits &* 0x5c))
+    }
+
+    /// Writes `byte` as itself or as `\xNN`; returns the length written.
+    private static func escape(_ byte: UInt8, into out: UnsafeMutableRawBufferPointer, at position: Int) -> Int {
+        if byte >= 0x20, byte < 0x7f, byte != 0x5c {
+            out[position] = byte
+            return 1
+        }
+        let digits: StaticString = "0123456789abcdef"
+        out[position] = 0x5c
+        out[position + 1] = UInt8(ascii: "x")
+        out[position + 2] = digits.utf8Start[Int(byte >> 4)]
+        out[position + 3] = digits.utf8Start[Int(byte & 15)]
+        return 4
+    }
+
+    /// `{"index":…,"term":…,"type":"…","data":"BASE64"[,"key_id":…[,"request_id":…]]}`.
+    func appendJSON(_ entry: WALEntry) {
+        append(#"{"index":"#)
+        appendPrefix(entry, separator: nil)
+        withRoom((entry.data.count + 2) / 3 * 4) { Self.base64($0, entry.data) }
+        append("\"")
+        if let keyID = entry.envelopeKeyID {
+            append(#","key_id":"#)
+            appendDecimal(UInt64(keyID))
+        }
+        if let requestID = entry.proposalRequestID {
+            append(#","request_id":"#)
+            appendDecimal(requestID)
+        }
+        append("}\n")
+    }
+
+    func flush() {
+        var written = 0
+        while written < count {
+            let result = write(STDOUT_FILENO, storage.baseAddress! + written, count - written)
+            if result < 0, errno == EINTR { continue }
+            guard result > 0 else { break } // stdout closed: nothing left to tell anyone
+            written += result
+        }
+        count = 0
+    }
+
+    /// Index, term and type: `I T TYPE ` as text, `I,"term":T,"type":"TYPE","data":"` as JSON.
+    private func appendPrefix(_ entry: WALEntry, separator: String?) {
+        appendDecimal(entry.index)
+        append(separator ?? #","term":"#)
+        appendDecimal(entry.term)
+        append(separator ?? #","type":""#)
+        append(entry.type == .normal ? "EntryNormal" : entry.type.description)
+        append(separator ?? #"","data":""#)
+    }
+
+    private func appendDecimal(_ value: UInt64) {
+        withRoom(20) { out in
+            var digits = 1
+            var rest = value / 10
+            while rest > 0 { digits += 1; rest /= 10 }
+            var remaining = value
+            for position in stride(from: digits - 1, through: 0, by: -1) {
+                out[position] = UInt8(ascii: "0") + UInt8(remaining % 10)
+                remaining /= 10
+            }
+            return digits
+        }
+    }
+
+    /// Lets `body` write up to `size` bytes at the end of the buffer; it returns how many it wrote.
+    private func withRoom(_ size: Int, _ body: (UnsafeMutableRawBufferPointer) -> Int) {
+        if count + size > storage.count {
+            flush()
+            if size > storage.count {
+                storage.deallocate()
+                storage = .allocate(byteCount: size, alignment: 64)
+            }
+        }
+        count += body(UnsafeMutableRawBufferPointer(rebasing: storage[count..<count + size]))
+    }
+
+    private static let base64Digits: [UInt8] = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/".utf8)
+
+    /// Standard base64 with padding; returns the length written.
+    private static func base64(_ out: UnsafeMutableRawBufferPointer, _ data: UnsafeRawBufferPointer) -> Int {
+        let digits = base64Digits
+        var input = 0
+        var position = 0
+        while input + 3 <= data.count {
+            let group = UInt32(data[input]) << 16 | UInt32(data[input + 1]) << 8 | UInt32(data[input + 2])
+            out[position] = digits[Int(group >> 18)]
+            out[position + 1] = digits[Int(group >> 12 & 63)]
+            out[position + 2] = digits[Int(group >> 6 & 63)]
+            out[position + 3] = digits[Int(group & 63)]
+            input += 3
+            position += 4
+        }
+        let left = data.count - input
+        guard left > 0 else { return position }
+        let group = UInt32(data[input]) << 16 | (left == 2 ? UInt32(data[input + 1]) << 8 : 0)
+        out[position] = digits[Int(group >> 18)]
+        out[position + 1] = digits[Int(group >> 12 & 63)]
+        out[position + 2] = left == 2 ? digits[Int(group >> 6 & 63)] : UInt8(ascii: "=")
+        out[position + 3] = UInt8(ascii: "=")
+        return position + 4
+    }
+}
