@@ -111,17 +111,21 @@ final class Frontend: Sendable {
         }
     }
 
-    /// Before unlinking `name`: a long symlink's last link takes its side file along.
-    func removeSymlinkSideFile(ifLastLinkOf name: String, in directory: Inode) {
+    /// The side file of `name` in `directory` if it is the last link of a long symlink: to be
+    /// removed once the entry is gone (unlinked or renamed over).
+    func longSymlinkSideFile(ifLastLinkOf name: String, in directory: Inode) -> String? {
         var info = stat()
         guard fstatat(directory.fd, name, &info, AT_SYMLINK_NOFOLLOW) == 0, info.st_mode & S_IFMT == S_IFLNK, info.st_nlink == 1 else {
-            return
+            return nil
         }
         var buffer = [UInt8](repeating: 0, count: Int(PATH_MAX) + 1)
         let length = buffer.withUnsafeMutableBufferPointer { readlinkat(directory.fd, name, $0.baseAddress!, $0.count) }
-        if length > 0, let sideFile = SymlinkCodec.sideFileName(Array(buffer.prefix(length))) {
-            unlinkat(table.root.fd, SymlinkCodec.sidePrefix + sideFile, 0)
-        }
+        guard length > 0 else { return nil }
+        return SymlinkCodec.sideFileName(Array(buffer.prefix(length))).map { SymlinkCodec.sidePrefix + $0 }
+    }
+
+    func removeSideFile(_ path: String?) {
+        if let path { unlinkat(table.root.fd, path, 0) }
     }
 
     /// Looks up `backingName` in `parent` and registers it with the kernel.

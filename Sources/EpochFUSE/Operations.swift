@@ -181,9 +181,10 @@ enum Operations {
             guard !ControlFiles.owns(UInt64(parent)) else { throw SystemError("unlink", path: "", errno: EPERM) }
             let directory = fs.table.inode(UInt64(parent))
             let backing = try fs.backingName(name!, in: directory)
-            fs.removeSymlinkSideFile(ifLastLinkOf: backing.name, in: directory)
+            let sideFile = fs.longSymlinkSideFile(ifLastLinkOf: backing.name, in: directory)
             try check(unlinkat(directory.fd, backing.name, 0), "unlink")
             fs.discard(backing, in: directory)
+            fs.removeSideFile(sideFile)
             fuse_reply_err(request, 0)
         }
     }
@@ -223,9 +224,14 @@ enum Operations {
             let old = try fs.backingName(name!, in: from)
             let new = try fs.backingName(newName!, in: to)
             try fs.prepare(new, in: to)
+            let moving = flags & epochfs_RENAME_EXCHANGE == 0 && !(from === to && old == new)
+            let replacedSideFile = moving ? fs.longSymlinkSideFile(ifLastLinkOf: new.name, in: to) : nil
             try check(epochfs_renameat2(from.fd, old.name, to.fd, new.name, flags), "rename")
             // An exchange keeps both names in place; a move leaves the old name unused.
-            if flags & epochfs_RENAME_EXCHANGE == 0, !(from === to && old == new) { fs.discard(old, in: from) }
+            if moving {
+                fs.discard(old, in: from)
+                fs.removeSideFile(replacedSideFile)
+            }
             fuse_reply_err(request, 0)
         }
     }

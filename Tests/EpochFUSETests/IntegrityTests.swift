@@ -164,7 +164,17 @@ func isEIO(_ result: Result<[UInt8], POSIXError>) -> Bool {
         #expect(try volume.status()["epoch"] as? Int == 1)
         #expect(volume.control("raft-cutover 1200") == 0)
         #expect(try volume.status()["raft_cutover"] as? Int == 1200)
-        #expect(volume.control("rekey 2") == 0)
+        // The CLI wraps both files: exit codes as documented, status as text and JSON.
+        let rekeyed = try run(volume.binary, ["rekey", "--mount", volume.mountpoint, "2"])
+        #expect(rekeyed.status == 0, "\(rekeyed.stderr)")
+        #expect(try run(volume.binary, ["rekey", "--mount", volume.mountpoint, "1"]).status == 3)
+        let missingKey = try run(volume.binary, ["rekey", "--mount", volume.mountpoint, "9"])
+        #expect(missingKey.status == 2)
+        #expect(missingKey.stderr.contains("epoch 9"), "\(missingKey.stderr)")
+        let text = try run(volume.binary, ["status", volume.mountpoint])
+        #expect(text.stdout.contains("epoch         2") && text.stdout.contains("1 read-only, 2 active"), "\(text.stdout)")
+        let json = try run(volume.binary, ["status", volume.mountpoint, "--json"])
+        #expect(json.stdout.contains("\"epoch\":2") && json.stdout.contains("\"last_error\":"))
         #expect(try volume.status()["raft_cutover"] as? Int == 1200)
         // Another user may not write control (EPERM), even with the file opened by root first.
         let attempt = try run("/usr/bin/setpriv", ["--reuid=65534", "--regid=65534", "--clear-groups", "/bin/sh", "-c",

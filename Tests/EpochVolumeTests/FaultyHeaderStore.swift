@@ -1,3 +1,4 @@
+import Support
 import EpochFormat
 import EpochVolume
 import Synchronization

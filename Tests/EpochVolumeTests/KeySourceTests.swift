@@ -7,7 +7,6 @@ import Testing
 @Suite struct KeySourceTests {
     @Test func fileSourceReadsRawAndHexKeys() throws {
         let dir = TemporaryDirectory()
-        defer { dir.remove() }
         let raw = try SecureRandom.bytes(32)
         let hexKey = try SecureRandom.bytes(32)
         dir.write(raw, to: "1.key")
@@ -20,7 +19,6 @@ import Testing
 
     @Test func fileSourceErrorsAreClear() throws {
         let dir = TemporaryDirectory()
-        defer { dir.remove() }
         dir.write([1, 2, 3], to: "1.key")
         dir.write(Array(String(repeating: "zz", count: 32).utf8), to: "2.key")
         let source = try FileKeySource(template: dir.path + "/%d.key")
@@ -46,7 +44,6 @@ import Testing
 
     @Test func commandSourceGetsTheEpochAsLastArgument() throws {
         let dir = TemporaryDirectory()
-        defer { dir.remove() }
         let key = try SecureRandom.bytes(32)
         dir.write(Array(toHex(key).utf8), to: "7.hex")
         // CMD keeps its own arguments; the epoch comes after them.
@@ -70,7 +67,6 @@ import Testing
 
     @Test func passphraseSourceUsesScryptWithTheStoredSalt() throws {
         let dir = TemporaryDirectory()
-        defer { dir.remove() }
         dir.write(Array("correct horse\n".utf8), to: "pass")
         let cheap = ScryptParameters(log2N: 10, r: 8, p: 1)
         let source = try PassphraseKeySource(path: dir.path + "/pass", parameters: cheap)
@@ -88,7 +84,6 @@ import Testing
     @Test func fileHeaderStoreRoundTrip() throws {
         let keys = try KeyFiles()
         let backing = TemporaryDirectory()
-        defer { keys.directory.remove(); backing.remove() }
         let created = try HeaderJournal(store: try FileHeaderStore(creatingIn: backing.path), source: keys.source)
             .create(epoch: 2, blockSize: 8192)
         #expect(throws: SystemError.self) { try FileHeaderStore(creatingIn: backing.path) }

@@ -1,3 +1,4 @@
+import Support
 import EpochCrypto
 import EpochFormat
 @testable import EpochVolume
@@ -51,7 +52,6 @@ struct KeyringFingerprint: Equatable {
     @Test(arguments: [false, true])
     func crashAtEveryStepReopensAtOldOrNewEpochAndConverges(warm: Bool) throws {
         let keys = try KeyFiles()
-        defer { keys.directory.remove() }
         let old: UInt32 = warm ? 2 : 1
         let new: UInt32 = old + 3
         for fault in Self.faults {
@@ -98,7 +98,6 @@ struct KeyringFingerprint: Equatable {
 
     @Test func rekeyWritesTheInactiveSlotWithTheNextSequence() throws {
         let keys = try KeyFiles()
-        defer { keys.directory.remove() }
         let (store, journal) = try makeVolume(keys: keys, warm: false)
         let first = try journal.open()
         #expect(first.slotIndex == 0)
@@ -118,7 +117,6 @@ struct KeyringFingerprint: Equatable {
 
     @Test func lowerEpochIsRefusedWithoutWriting() throws {
         let keys = try KeyFiles()
-        defer { keys.directory.remove() }
         let (store, journal) = try makeVolume(keys: keys, warm: true)
         store.resetWriteCount()
         #expect(throws: JournalError.epochBelowCurrent(current: 2, requested: 1)) { try journal.rekey(to: 1) }
@@ -130,7 +128,6 @@ struct KeyringFingerprint: Equatable {
     /// fails closed although the older slot (epoch 1) would open with the key files present.
     @Test func wrongKeyFailsClosedWithoutFallback() throws {
         let keys = try KeyFiles()
-        defer { keys.directory.remove() }
         let (store, journal) = try makeVolume(keys: keys, warm: true)
         // Epoch 2's key file now holds epoch 1's key, which opens the older slot.
         keys.directory.write(Array((keys.keys[1]!.hexString + "\n").utf8), to: "2.key")
@@ -144,7 +141,6 @@ struct KeyringFingerprint: Equatable {
 
     @Test func twoTornSlotsFailClosed() throws {
         let keys = try KeyFiles()
-        defer { keys.directory.remove() }
         let (store, journal) = try makeVolume(keys: keys, warm: true)
         for slot in 0..<2 {
             var bytes = try store.read(slot: slot)
@@ -158,7 +154,6 @@ struct KeyringFingerprint: Equatable {
     /// epoch found is recorded by one ordinary commit.
     @Test func trialRecoveryFindsAndRecordsTheEpoch() throws {
         let keys = try KeyFiles(epochs: 1...6)
-        defer { keys.directory.remove() }
         let store = FaultyHeaderStore()
         let journal = HeaderJournal(store: store, source: keys.source)
         _ = try journal.create(epoch: 1, blockSize: 4096)
@@ -185,7 +180,6 @@ struct KeyringFingerprint: Equatable {
 
     @Test func trialRecoveryWithNoMatchingKeyFailsWithoutWriting() throws {
         let keys = try KeyFiles(epochs: 1...3)
-        defer { keys.directory.remove() }
         let store = FaultyHeaderStore()
         let journal = HeaderJournal(store: store, source: keys.source)
         let current = try journal.create(epoch: 1, blockSize: 4096)

@@ -1,3 +1,4 @@
+import Support
 import CCRC32C
 import Testing
 @testable import EpochWAL

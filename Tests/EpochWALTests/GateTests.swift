@@ -1,3 +1,4 @@
+import Support
 import EpochCrypto
 import EpochFormat
 import Testing

@@ -1,4 +1,6 @@
 import EpochFormat
+import Glibc
+import Support
 import Testing
 @testable import EpochWAL
 
@@ -114,7 +116,7 @@ import Testing
     @Test func missingMiddleSegmentIsASequenceGap() throws {
         let directory = TemporaryDirectory()
         let writer = try writeLog(directory.path, entryCount: 60, segmentSize: 1024)
-        removeTree(directory.file(writer.segments[1].fileName))
+        unlink(directory.file(writer.segments[1].fileName))
         #expect { try WALReader(directory: directory.path).verify() } throws: { error in
             guard case WALError.sequenceGap = error else { return false }
             return true
@@ -126,7 +128,7 @@ import Testing
     @Test func purgedPrefixSeedsTheChain() throws {
         let directory = TemporaryDirectory()
         let writer = try writeLog(directory.path, entryCount: 60, segmentSize: 1024)
-        removeTree(directory.file(writer.segments[0].fileName))
+        unlink(directory.file(writer.segments[0].fileName))
         let (log, result) = readAll(directory.path)
         let summary = try result.get()
         #expect(summary.crc == writer.runningCRC)

@@ -1,39 +1,8 @@
 import EpochCrypto
 import EpochFormat
 import Glibc
+import Support
 @testable import EpochWAL
-
-/// A fresh directory under /tmp, removed with its files when the value goes away.
-final class TemporaryDirectory {
-    let path: String
-
-    init() {
-        var template = Array("/tmp/epochwal-test-XXXXXX".utf8CString)
-        path = template.withUnsafeMutableBufferPointer { String(cString: mkdtemp($0.baseAddress!)!) }
-    }
-
-    deinit { removeTree(path) }
-
-    func file(_ name: String) -> String { path + "/" + name }
-
-    func subdirectory(_ name: String) -> String { path + "/" + name }
-}
-
-func removeTree(_ path: String) {
-    if let handle = opendir(path) {
-        while let entry = readdir(handle) {
-            let name = withUnsafePointer(to: entry.pointee.d_name) {
-                $0.withMemoryRebound(to: CChar.self, capacity: 256) { String(cString: $0) }
-            }
-            if name == "." || name == ".." { continue }
-            removeTree(path + "/" + name)
-        }
-        closedir(handle)
-        rmdir(path)
-    } else {
-        unlink(path)
-    }
-}
 
 func readFile(_ path: String) -> [UInt8] {
     let descriptor = open(path, O_RDONLY)

@@ -1,3 +1,4 @@
+import Support
 import Foundation
 import Glibc
 import Testing
@@ -32,7 +33,7 @@ final class MountedVolume {
             try (key + "\n").write(toFile: keyPath(epoch: epoch), atomically: true, encoding: .utf8)
         }
         let created = try runBounded([epochfsPath, "init", backing, "--key-source", "file:\(keysDirectory)/%d.key"],
-                                     seconds: 30, in: directory)
+                                     seconds: 30)
         guard created.status == 0 else { throw TestFailure("epochfs init failed: \(created.stderr)") }
         try mount()
     }
@@ -57,10 +58,10 @@ final class MountedVolume {
     func unmount() {
         guard let process = mountProcess else { return }
         mountProcess = nil
-        if isListedInMountinfo { _ = try? runBounded(["/usr/bin/fusermount3", "-u", mountpoint], seconds: 20, in: directory) }
+        if isListedInMountinfo { _ = try? runBounded(["/usr/bin/fusermount3", "-u", mountpoint], seconds: 20) }
         if process.wait(seconds: 20) == nil {
             process.kill9()
-            _ = try? runBounded(["/usr/bin/fusermount3", "-uz", mountpoint], seconds: 20, in: directory)
+            _ = try? runBounded(["/usr/bin/fusermount3", "-uz", mountpoint], seconds: 20)
         }
     }
 
@@ -90,7 +91,7 @@ final class MountedVolume {
     }
 
     /// `epochfs ARGUMENTS...`, bounded in time.
-    func epochfs(_ arguments: String...) throws -> BoundedResult {
-        try runBounded([epochfsPath] + arguments, seconds: 120, in: directory)
+    func epochfs(_ arguments: String...) throws -> CommandResult {
+        try runBounded([epochfsPath] + arguments, seconds: 120)
     }
 }

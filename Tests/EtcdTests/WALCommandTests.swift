@@ -74,8 +74,8 @@ private func randomKey() -> [UInt8] { (0..<32).map { _ in UInt8.random(in: 0...2
 
 private func hexString(_ bytes: [UInt8]) -> String { bytes.map { String(format: "%02x", $0) }.joined() }
 
-private func epochfs(_ arguments: [String], in directory: TemporaryDirectory) throws -> BoundedResult {
-    try runBounded([epochfsPath] + arguments, seconds: 60, in: directory)
+private func epochfs(_ arguments: [String]) throws -> CommandResult {
+    try runBounded([epochfsPath] + arguments, seconds: 60)
 }
 
 @Suite struct WALCommandTests {
@@ -91,12 +91,12 @@ private func epochfs(_ arguments: [String], in directory: TemporaryDirectory) th
         let keyOptions = ["--raft-key", "2:\(directory.path)/raft2.key", "--raft-key", "9:\(directory.path)/raft9.key",
                           "--cutover", String(WrappedLog.cutover)]
 
-        let text = try epochfs(["wal", "dump", log.walDirectory] + keyOptions, in: directory)
+        let text = try epochfs(["wal", "dump", log.walDirectory] + keyOptions)
         #expect(text.status == 0, "\(text.stderr)")
         #expect(text.stdout.split(separator: "\n").map(String.init) == log.plain.map(WrappedLog.textLine))
         #expect(text.stderr.isEmpty)
 
-        let json = try epochfs(["wal", "dump", log.walDirectory, "--json"] + keyOptions, in: directory)
+        let json = try epochfs(["wal", "dump", log.walDirectory, "--json"] + keyOptions)
         #expect(json.status == 0, "\(json.stderr)")
         let objects = try json.stdout.split(separator: "\n").map {
             try #require(try JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any])
@@ -116,7 +116,7 @@ private func epochfs(_ arguments: [String], in directory: TemporaryDirectory) th
         }
 
         // Without --cutover the raw keys leave the gate inert: the stored bytes come out.
-        let inert = try epochfs(["wal", "dump", log.walDirectory, "--raft-key", "2:\(directory.path)/raft2.key"], in: directory)
+        let inert = try epochfs(["wal", "dump", log.walDirectory, "--raft-key", "2:\(directory.path)/raft2.key"])
         #expect(inert.status == 0, "\(inert.stderr)")
         #expect(inert.stdout.split(separator: "\n").map(String.init) == log.stored.map(WrappedLog.textLine))
     }
@@ -132,27 +132,26 @@ private func epochfs(_ arguments: [String], in directory: TemporaryDirectory) th
         let raftDEK = try #require(try header.keyring.keys(for: 1).raftDEK)
         let log = try WrappedLog(in: directory, wrapper: try RaftPayloadWrapper(keyID: 1, raftDEK: AESGCMKey(raftDEK)))
 
-        let dump = try epochfs(["wal", "dump", log.walDirectory, "--backing", backing], in: directory)
+        let dump = try epochfs(["wal", "dump", log.walDirectory, "--backing", backing])
         #expect(dump.status == 0, "\(dump.stderr)")
         #expect(dump.stdout.split(separator: "\n").map(String.init) == log.plain.map(WrappedLog.textLine))
         let raftKeyHex = raftDEK.withUnsafeBytes { hexString(Array($0)) }
         #expect(!dump.stdout.contains(raftKeyHex))
 
-        let verify = try epochfs(["wal", "verify", log.walDirectory, "--backing", backing], in: directory)
+        let verify = try epochfs(["wal", "verify", log.walDirectory, "--backing", backing])
         #expect(verify.status == 0, "\(verify.stderr)")
         #expect(verify.stdout.contains("unwrapped   \(WrappedLog.lastIndex - 6) (cutover 5, layout proposal)"), "\(verify.stdout)")
         #expect(verify.stdout.contains("entries     \(WrappedLog.lastIndex) (index 1...\(WrappedLog.lastIndex);"))
         #expect(verify.stdout.hasSuffix("ok\n"))
 
         // --cutover overrides the volume's: above the last index nothing is opened.
-        let overridden = try epochfs(["wal", "dump", log.walDirectory, "--backing", backing, "--cutover", String(WrappedLog.lastIndex), "--json"],
-                                     in: directory)
+        let overridden = try epochfs(["wal", "dump", log.walDirectory, "--backing", backing, "--cutover", String(WrappedLog.lastIndex), "--json"])
         #expect(overridden.status == 0, "\(overridden.stderr)")
         #expect(!overridden.stdout.contains("key_id"))
         #expect(overridden.stdout.split(separator: "\n").count == Int(WrappedLog.lastIndex))
 
         // Below the real cutover, entry 4 is clear data, not an envelope: the reader stops there.
-        let tooLow = try epochfs(["wal", "verify", log.walDirectory, "--backing", backing, "--cutover", "3"], in: directory)
+        let tooLow = try epochfs(["wal", "verify", log.walDirectory, "--backing", backing, "--cutover", "3"])
         #expect(tooLow.status == 1)
         #expect(tooLow.stderr.hasPrefix("epochfs: entry index 4 above the cutover did not open"), "\(tooLow.stderr)")
         #expect(tooLow.stderr.contains("\(log.segments[0]) at offset"))
@@ -167,19 +166,19 @@ private func epochfs(_ arguments: [String], in directory: TemporaryDirectory) th
         try Data(randomKey()).write(to: URL(fileURLWithPath: directory.path + "/wrong.key"))
         let options = ["--raft-key", "2:\(directory.path)/wrong.key", "--cutover", "5"]
 
-        let dump = try epochfs(["wal", "dump", log.walDirectory] + options, in: directory)
+        let dump = try epochfs(["wal", "dump", log.walDirectory] + options)
         #expect(dump.status == 1)
         // Everything up to the failing entry is printed, nothing after it.
         #expect(dump.stdout.split(separator: "\n").map(String.init) == log.plain.prefix(6).map(WrappedLog.textLine))
         #expect(dump.stderr.contains("entry index 7 above the cutover did not open: envelope under key id 2 failed authentication"),
                 "\(dump.stderr)")
 
-        let verify = try epochfs(["wal", "verify", log.walDirectory] + options, in: directory)
+        let verify = try epochfs(["wal", "verify", log.walDirectory] + options)
         #expect(verify.status == 1)
         #expect(verify.stderr.contains("entry index 7") && verify.stderr.contains("last delivered index 6"))
 
         // No keys at all and no cutover: structure and CRCs only, which hold.
-        let plain = try epochfs(["wal", "verify", log.walDirectory], in: directory)
+        let plain = try epochfs(["wal", "verify", log.walDirectory])
         #expect(plain.status == 0, "\(plain.stderr)")
         #expect(plain.stdout.contains("unwrapped   0 (cutover none (inert)"))
     }
@@ -197,13 +196,13 @@ private func epochfs(_ arguments: [String], in directory: TemporaryDirectory) th
         bytes[(frames[4] + frames[5]) / 2] ^= 0x40
         try Data(bytes).write(to: URL(fileURLWithPath: path))
 
-        let verify = try epochfs(["wal", "verify", log.walDirectory], in: directory)
+        let verify = try epochfs(["wal", "verify", log.walDirectory])
         #expect(verify.status == 1)
         #expect(verify.stderr.hasPrefix("epochfs: corrupt WAL: record crc mismatch"), "\(verify.stderr)")
         #expect(verify.stderr.contains("in \(segment) at offset \(frames[4]) (after entry index"), "\(verify.stderr)")
         #expect(verify.stdout.isEmpty)
 
-        let dump = try epochfs(["wal", "dump", log.walDirectory], in: directory)
+        let dump = try epochfs(["wal", "dump", log.walDirectory])
         #expect(dump.status == 1)
         #expect(dump.stderr.contains("\(segment) at offset \(frames[4])"))
         #expect(!dump.stdout.isEmpty)
@@ -214,17 +213,17 @@ private func epochfs(_ arguments: [String], in directory: TemporaryDirectory) th
         let wal = directory.path + "/wal"
         for arguments in [["--mount", "/x", "--raft-key", "1:/k"], ["--key-source", "file:/k%d"], ["--raft-key", "0:/k"],
                           ["--raft-key", "/k"], ["--backing", "/b", "--raft-key", "1:/k"], ["--layout", "zip"]] {
-            let result = try epochfs(["wal", "dump", wal] + arguments, in: directory)
+            let result = try epochfs(["wal", "dump", wal] + arguments)
             #expect(result.status == 64, "\(arguments): \(result.stderr)")
         }
         try "not a key".write(toFile: directory.path + "/bad.key", atomically: true, encoding: .utf8)
-        let badKey = try epochfs(["wal", "verify", wal, "--raft-key", "1:\(directory.path)/bad.key"], in: directory)
+        let badKey = try epochfs(["wal", "verify", wal, "--raft-key", "1:\(directory.path)/bad.key"])
         #expect(badKey.status == 1)
         #expect(badKey.stderr == "epochfs: raft key file \(directory.path)/bad.key: expected 32 raw bytes or 64 hex digits\n")
-        let noSegments = try epochfs(["wal", "verify", directory.path], in: directory)
+        let noSegments = try epochfs(["wal", "verify", directory.path])
         #expect(noSegments.status == 1)
         #expect(noSegments.stderr.contains("no WAL segments"))
-        let notMounted = try epochfs(["wal", "verify", directory.path, "--mount", directory.path], in: directory)
+        let notMounted = try epochfs(["wal", "verify", directory.path, "--mount", directory.path])
         #expect(notMounted.status == 1)
         #expect(notMounted.stderr.contains("not readable; is \(directory.path) an epochfs mount?"))
     }

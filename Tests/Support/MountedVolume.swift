@@ -18,7 +18,7 @@ public final class MountedVolume: @unchecked Sendable {
         try FileManager.default.createDirectory(atPath: root + "/mnt", withIntermediateDirectories: true)
         for epoch in 1...epochs { try addKey(epoch: epoch) }
         let created = try run(binary, ["init", backing, "--key-source", "file:\(keys)/%d.key", "--block-size", String(blockSize)])
-        guard created.status == 0 else { throw FixtureError("init failed: \(created.stderr)") }
+        guard created.status == 0 else { throw TestFailure("init failed: \(created.stderr)") }
         try mount(options: mountOptions)
     }
 
@@ -30,17 +30,14 @@ public final class MountedVolume: @unchecked Sendable {
     public func path(_ relative: String) -> String { mountpoint + "/" + relative }
 
     public func mount(options: [String] = []) throws {
-        let log = open(root + "/mount.log", O_WRONLY | O_CREAT | O_APPEND, 0o600)
-        let null = open("/dev/null", O_RDWR)
-        defer { close(log); close(null) }
-        let process = try ChildProcess(binary, ["mount", backing, mountpoint, "-f"] + options.flatMap { ["-o", $0] },
-                                       stdinFD: null, stdoutFD: null, stderrFD: log)
+        let process = try ChildProcess([binary, "mount", backing, mountpoint, "-f"] + options.flatMap { ["-o", $0] },
+                                       stdoutPath: "/dev/null", stderrPath: root + "/mount.log")
         self.process = process
         let deadline = Date().addingTimeInterval(15)
         while !isMounted {
             guard process.isRunning, Date() < deadline else {
                 unmount()
-                throw FixtureError("mount did not appear: \(mountLog)")
+                throw TestFailure("mount did not appear: \(mountLog)")
             }
             usleep(20_000)
         }
@@ -63,10 +60,7 @@ public final class MountedVolume: @unchecked Sendable {
         guard let process else { return }
         let deadline = Date().addingTimeInterval(10)
         while process.isRunning && Date() < deadline { usleep(20_000) }
-        if process.isRunning {
-            kill(process.pid, SIGKILL)
-            process.wait()
-        }
+        if process.isRunning { process.kill9() }
         self.process = nil
     }
 
@@ -89,9 +83,4 @@ public final class MountedVolume: @unchecked Sendable {
         let data = try Data(contentsOf: URL(fileURLWithPath: path(".epochfs/status")))
         return try JSONSerialization.jsonObject(with: data) as? [String: Any] ?? [:]
     }
-}
-
-public struct FixtureError: Error, CustomStringConvertible {
-    public let description: String
-    public init(_ description: String) { self.description = description }
 }
