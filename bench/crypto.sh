@@ -21,8 +21,8 @@ for _ in $(seq $runs); do
     | awk '/^AES-256-GCM/ { sub(/k$/, "", $NF); print $NF }')
   openssl_runs+=("$(awk -v k="$kbps" 'BEGIN { printf "%d", k / 1000 }')")
   figures=$(taskset -c $core "$bench" "$seconds")
-  seal_runs+=("$(awk '/^seal_4k_mbps/ { print $2 }' <<<"$figures")")
-  open_runs+=("$(awk '/^open_4k_mbps/ { print $2 }' <<<"$figures")")
+  seal_runs+=("$(awk '/^seal_mbps/ { print $2 }' <<<"$figures")")
+  open_runs+=("$(awk '/^open_mbps/ { print $2 }' <<<"$figures")")
 done
 openssl_mbps=$(printf '%s\n' "${openssl_runs[@]}" | median)
 seal_mbps=$(printf '%s\n' "${seal_runs[@]}" | median)
