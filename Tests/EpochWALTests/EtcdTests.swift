@@ -1,3 +1,4 @@
+import Foundation
 import Glibc
 import Support
 import Testing
@@ -125,50 +126,13 @@ private func contains(_ haystack: [UInt8], _ needle: [UInt8]) -> Bool {
     }
 }
 
-/// A ~30-line Go program over Debian's etcd 3.4 sources (etcd-wal.md §4), built offline once
-/// per machine into /tmp.
+/// etcd's own reader: bench/etcd-wal-reader (a small Go program over Debian's etcd 3.4
+/// sources, etcd-wal.md §4), built offline once per machine into /tmp.
 struct GoOracle {
     static let buildRoot = "/tmp/epochfs-waloracle"
+    static let sourceFile = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent().appendingPathComponent("bench/etcd-wal-reader/main.go").path
     let executable: String
-
-    static let source = #"""
-        package main
-
-        import (
-        	"encoding/hex"
-        	"fmt"
-        	"os"
-
-        	"go.etcd.io/etcd/wal"
-        	"go.etcd.io/etcd/wal/walpb"
-        	"go.uber.org/zap"
-        )
-
-        func main() {
-        	dir := os.Args[2]
-        	if os.Args[1] == "verify" {
-        		if err := wal.Verify(zap.NewNop(), dir, walpb.Snapshot{}); err != nil {
-        			fmt.Println("verify error:", err)
-        			os.Exit(1)
-        		}
-        		return
-        	}
-        	w, err := wal.OpenForRead(zap.NewNop(), dir, walpb.Snapshot{})
-        	if err != nil {
-        		fmt.Println("open error:", err)
-        		os.Exit(1)
-        	}
-        	_, state, ents, err := w.ReadAll()
-        	if err != nil {
-        		fmt.Println("readall error:", err)
-        		os.Exit(1)
-        	}
-        	for _, e := range ents {
-        		fmt.Printf("%d %d %d %s\n", e.Index, e.Term, e.Type, hex.EncodeToString(e.Data))
-        	}
-        	fmt.Printf("state %d %d %d\n", state.Term, state.Vote, state.Commit)
-        }
-        """#
 
     static func build() throws -> GoOracle {
         try requireTools([(goPath, "golang-go")])
@@ -178,9 +142,10 @@ struct GoOracle {
         let oracle = GoOracle(executable: buildRoot + "/waloracle")
         let sourceDirectory = buildRoot + "/src/waloracle"
         let sourcePath = sourceDirectory + "/main.go"
-        if access(oracle.executable, X_OK) == 0, readFileIfPresent(sourcePath) == Array(source.utf8) { return oracle }
+        let source = readFile(sourceFile)
+        if access(oracle.executable, X_OK) == 0, readFileIfPresent(sourcePath) == source { return oracle }
         for path in [buildRoot, buildRoot + "/src", sourceDirectory] { mkdir(path, 0o755) }
-        writeFile(sourcePath, Array(source.utf8))
+        writeFile(sourcePath, source)
         let scratch = TemporaryDirectory()
         let build = try runBounded([goPath, "build", "-o", oracle.executable, "waloracle"],
                                    environment: ["GO111MODULE": "off", "GOPATH": buildRoot + ":/usr/share/gocode",

@@ -1,9 +1,12 @@
-// etcd's own WAL reader on a directory of segments, for bench/wal.sh: `verify DIR` runs
-// wal.Verify, `readall DIR` runs wal.OpenForRead and ReadAll (every entry in memory, as etcd
-// does at startup). Built offline against Debian's golang-etcd-server-dev (etcd 3.4).
+// etcd's own WAL reader on a directory of segments, for bench/wal.sh and the EpochWAL tests:
+// `verify DIR` runs wal.Verify, `readall DIR` runs wal.OpenForRead and ReadAll (every entry in
+// memory, as etcd does at startup), `dump DIR` does the same and prints each entry
+// (index term type hex-data) and the HardState. Built offline against Debian's
+// golang-etcd-server-dev (etcd 3.4).
 package main
 
 import (
+	"encoding/hex"
 	"fmt"
 	"os"
 
@@ -14,7 +17,7 @@ import (
 
 func main() {
 	if len(os.Args) != 3 {
-		fmt.Fprintln(os.Stderr, "usage: etcd-wal-reader verify|readall DIR")
+		fmt.Fprintln(os.Stderr, "usage: etcd-wal-reader verify|readall|dump DIR")
 		os.Exit(64)
 	}
 	dir := os.Args[2]
@@ -25,7 +28,7 @@ func main() {
 			os.Exit(1)
 		}
 		fmt.Println("verified")
-	case "readall":
+	case "readall", "dump":
 		w, err := wal.OpenForRead(zap.NewNop(), dir, walpb.Snapshot{})
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "wal.OpenForRead:", err)
@@ -36,9 +39,16 @@ func main() {
 			fmt.Fprintln(os.Stderr, "ReadAll:", err)
 			os.Exit(1)
 		}
-		fmt.Printf("%d entries, commit %d\n", len(entries), state.Commit)
+		if os.Args[1] == "readall" {
+			fmt.Printf("%d entries, commit %d\n", len(entries), state.Commit)
+			return
+		}
+		for _, e := range entries {
+			fmt.Printf("%d %d %d %s\n", e.Index, e.Term, e.Type, hex.EncodeToString(e.Data))
+		}
+		fmt.Printf("state %d %d %d\n", state.Term, state.Vote, state.Commit)
 	default:
-		fmt.Fprintln(os.Stderr, "usage: etcd-wal-reader verify|readall DIR")
+		fmt.Fprintln(os.Stderr, "usage: etcd-wal-reader verify|readall|dump DIR")
 		os.Exit(64)
 	}
 }
