@@ -30,8 +30,6 @@ final class Inode: Sendable {
 
     deinit { close(fd) }
 
-    var isDirectory: Bool { fileType == S_IFDIR }
-    var isRegular: Bool { fileType == S_IFREG }
     var isSymlink: Bool { fileType == S_IFLNK }
 
     /// A path that reaches the object through procfs (for calls without an `*at` form).

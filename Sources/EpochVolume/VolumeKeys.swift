@@ -19,8 +19,6 @@ public final class VolumeKeys: Sendable {
 
     public func install(_ newKeyring: Keyring) { keyring.withLock { $0 = newKeyring } }
 
-    public var current: Keyring { keyring.withLock { $0 } }
-
     public var activeEpoch: UInt32 { keyring.withLock { $0.activeEpoch } }
 
     public func storageDEK(epoch: UInt32) throws(EnvelopeError) -> SecretBytes {
