@@ -20,6 +20,7 @@ final class Frontend: Sendable {
     /// Writes hold it shared; a live rekey holds it exclusively while it installs the new
     /// keyring, so no write that started before the rekey seals after it returns.
     let epochGate = ReadWriteLock()
+    let readahead = Readahead()
     let logger = Logger(label: "epochfs.mount")
 
     init(backing: String, journal: HeaderJournal, header: VolumeHeader) throws {

@@ -8,7 +8,9 @@ import Glibc
 /// its worker threads. Each finds the shared `Frontend` through the session's userdata.
 enum Operations {
     static func frontend(_ request: fuse_req_t?) -> Frontend {
-        Unmanaged<Frontend>.fromOpaque(fuse_req_userdata(request)!).takeUnretainedValue()
+        let fs = Unmanaged<Frontend>.fromOpaque(fuse_req_userdata(request)!).takeUnretainedValue()
+        fs.readahead.applyIfPending()
+        return fs
     }
 
     /// Runs `body`, replying with the errno of whatever it throws.

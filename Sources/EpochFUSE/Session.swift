@@ -1,6 +1,7 @@
 import CFuse3
 import CLinux
 import EpochVolume
+import Foundation
 import Glibc
 import Logging
 
@@ -51,6 +52,7 @@ public enum MountSession {
         defer { fuse_remove_signal_handlers(session) }
         guard fuse_session_mount(session, mountpoint) == 0 else { throw SystemError("mount", path: mountpoint, errno: EIO) }
         defer { fuse_session_unmount(session) }
+        frontend.readahead.prepare(mountpoint: mountpoint)
         logger.info("mounted", metadata: ["backing": "\(backing)", "mountpoint": "\(mountpoint)", "epoch": "\(header.epoch)"])
         fuse_daemonize(options.foreground ? 1 : 0)
 

@@ -62,6 +62,17 @@ import Testing
         #expect(!volume.isMounted)
     }
 
+    /// As root the mount raises its readahead to 1 MiB (after the kernel's INIT reset it).
+    @Test func readaheadIsRaised() throws {
+        let volume = try MountedVolume()
+        defer { volume.destroy() }
+        _ = try FileManager.default.contentsOfDirectory(atPath: volume.mountpoint) // a request after INIT
+        var info = stat()
+        #expect(stat(volume.mountpoint, &info) == 0)
+        let bdi = "/sys/class/bdi/\(info.st_dev >> 8 & 0xfff):\(info.st_dev & 0xff | (info.st_dev >> 12) & 0xfff00)/read_ahead_kb"
+        #expect(try String(contentsOfFile: bdi, encoding: .utf8) == "1024\n")
+    }
+
     /// SIGTERM to a foreground mount unmounts it after flushing; the data is there afterwards.
     @Test func sigtermUnmountsCleanly() throws {
         let volume = try MountedVolume()
