@@ -155,7 +155,7 @@ finally:
 metrics = list(results["epochfs"].keys())
 median = {name: {m: statistics.median(values) for m, values in figures.items()} for name, figures in results.items()}
 cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
-print(f"# {time.strftime('%Y-%m-%d %H:%M')} UTC, {cpu}, {os.cpu_count()} cores; median of {args.runs} runs; "
+print(f"Run: {time.strftime('%Y-%m-%d %H:%M')} UTC, {cpu}, {os.cpu_count()} cores; median of {args.runs} runs; "
       f"seq {args.size_mb} MiB, random {args.random_seconds} s on {min(256, args.size_mb)} MiB")
 print(f"| metric | epochfs | gocryptfs | bindfs | plain | vs gocryptfs | vs bindfs | vs plain |")
 print("|---|---|---|---|---|---|---|---|")
