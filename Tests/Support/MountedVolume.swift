@@ -2,7 +2,8 @@ import Foundation
 import Glibc
 
 /// A volume created with the built `epochfs` binary and mounted by a child `epochfs mount -f`
-/// this test owns. `unmount()` must run in every teardown (use `defer`).
+/// this test owns. It is unmounted and removed when released; `destroy()` does it at a point of
+/// the test's choosing (use `defer`).
 public final class MountedVolume: @unchecked Sendable {
     public let root: String
     public var backing: String { root + "/backing" }
@@ -11,9 +12,13 @@ public final class MountedVolume: @unchecked Sendable {
     public let binary = productPath("epochfs")
     private var process: ChildProcess?
 
-    /// Key files for epochs 1...`epochs`; the volume starts at epoch 1.
-    public init(epochs: Int = 3, blockSize: Int = 4096, mountOptions: [String] = []) throws {
-        root = NSTemporaryDirectory() + "epochfs-mount-" + UUID().uuidString
+    /// Key files for epochs 1...`epochs`; the volume starts at epoch 1. It lives in its own
+    /// temporary directory, or in `directory/name` (several volumes side by side).
+    public init(in directory: TemporaryDirectory? = nil, name: String = "volume", epochs: Int = 3, blockSize: Int = 4096,
+                mountOptions: [String] = []) throws {
+        try requireTools([("/bin/fusermount3", "fuse3")])
+        guard access("/dev/fuse", R_OK | W_OK) == 0 else { throw TestFailure("/dev/fuse is missing; run mount-helpers/prepare-host.sh") }
+        root = directory.map { $0.path + "/" + name } ?? NSTemporaryDirectory() + "epochfs-mount-" + UUID().uuidString
         try FileManager.default.createDirectory(atPath: root + "/keys", withIntermediateDirectories: true)
         try FileManager.default.createDirectory(atPath: root + "/mnt", withIntermediateDirectories: true)
         for epoch in 1...epochs { try addKey(epoch: epoch) }
@@ -27,7 +32,14 @@ public final class MountedVolume: @unchecked Sendable {
         try Data(key).write(to: URL(fileURLWithPath: "\(keys)/\(epoch).key"))
     }
 
+    deinit { destroy() }
+
     public func path(_ relative: String) -> String { mountpoint + "/" + relative }
+
+    /// `epochfs ARGUMENTS...`, bounded in time.
+    public func epochfs(_ arguments: String...) throws -> CommandResult {
+        try runBounded([binary] + arguments, seconds: 120)
+    }
 
     public func mount(options: [String] = []) throws {
         let process = try ChildProcess([binary, "mount", backing, mountpoint, "-f"] + options.flatMap { ["-o", $0] },
