@@ -88,7 +88,9 @@ import Testing
         let written = { loads.reduce(0) { $0 + $1.acknowledgedCount } }
         for (epoch, threshold) in [(UInt32(2), 400), (3, 800)] {
             try #require(waitUntil(seconds: 60) { written() >= threshold }, "\(loads.compactMap(\.failureMessage))")
-            try #require(volume.control("rekey \(epoch)") == 0, "rekey \(epoch): \(try volume.status()["last_error"] ?? "")")
+            let errno = volume.control("rekey \(epoch)")
+            let lastError = (try? volume.status()["last_error"]).flatMap { $0 as? String } ?? "none"
+            try #require(errno == 0, "rekey \(epoch): errno \(errno), last error \(lastError)")
         }
         try #require(waitUntil(seconds: 60) { written() >= 1200 }, "\(loads.compactMap(\.failureMessage))")
         let acknowledged = try loads.reduce(into: [String: String]()) { $0.merge(try $1.finish()) { $1 } }
