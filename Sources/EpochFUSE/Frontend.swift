@@ -154,8 +154,10 @@ final class Frontend: Sendable {
     }
 
     /// As root with `allow_other`, what another user creates belongs to them in the backing dir.
+    /// Only when the caller is someone else: a chown is a metadata write on the backing fs.
     func giveOwnership(fd: Int32, name: String, request: fuse_req_t) {
-        guard geteuid() == 0, let context = fuse_req_ctx(request) else { return }
+        guard geteuid() == 0, let context = fuse_req_ctx(request),
+              context.pointee.uid != geteuid() || context.pointee.gid != getegid() else { return }
         fchownat(fd, name, context.pointee.uid, context.pointee.gid, AT_SYMLINK_NOFOLLOW)
     }
 
