@@ -141,8 +141,9 @@ final class ControlFiles: Sendable {
             try execute(try ControlCommand.parse(text))
             state.withLock { $0.lastError = nil }
         } catch {
-            let failure = SystemError("control", path: text.trimmingCharacters(in: .whitespacesAndNewlines), errno: errno(for: error))
-            let message = "\(text.trimmingCharacters(in: .whitespacesAndNewlines)): \(error)"
+            let command = text.trimmingCharacters(in: .whitespacesAndNewlines)
+            let failure = SystemError("control", path: command, errno: errno(for: error))
+            let message = "\(command): \(error)"
             state.withLock { $0.lastError = message }
             logger.error("control command failed", metadata: ["error": "\(message)"])
             throw failure
@@ -172,7 +173,7 @@ final class ControlFiles: Sendable {
 
     private func errno(for error: any Error) -> Int32 {
         switch error {
-        case is ControlError where "\(error)".hasPrefix("caller"): EPERM
+        case ControlError.notOwner: EPERM
         case is ControlError: EINVAL
         case JournalError.epochBelowCurrent: ESTALE
         case JournalError.reservedEpoch: EINVAL

@@ -48,7 +48,7 @@ extension Operations {
             }
             let inode = fs.table.inode(UInt64(node))
             let flags = file!.pointee.flags
-            let fd = retryingOpen(inode.procPath, backingFlags(flags))
+            let fd = retryingEINTR { Glibc.open(inode.procPath, backingFlags(flags)) }
             guard fd >= 0 else { throw SystemError("open", path: "") }
             if let content = inode.content {
                 do {
@@ -78,7 +78,7 @@ extension Operations {
             let backing = try fs.backingName(name!, in: directory)
             try fs.prepare(backing, in: directory)
             let flags = file!.pointee.flags
-            let fd = retryingOpenAt(directory.fd, backing.name, backingFlags(flags) | O_CREAT | (flags & O_EXCL) | O_NOFOLLOW, mode)
+            let fd = retryingEINTR { openat(directory.fd, backing.name, backingFlags(flags) | O_CREAT | (flags & O_EXCL) | O_NOFOLLOW, mode) }
             guard fd >= 0 else { throw SystemError("create", path: "") }
             do {
                 fs.giveOwnership(fd: directory.fd, name: backing.name, request: request!)
@@ -176,7 +176,7 @@ extension Operations {
                 fuse_reply_open(request, file)
                 return
             }
-            let fd = retryingOpenAt(fs.table.inode(UInt64(node)).fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0)
+            let fd = retryingEINTR { openat(fs.table.inode(UInt64(node)).fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0) }
             guard fd >= 0 else { throw SystemError("opendir", path: "") }
             file!.pointee.fh = UInt64(UInt(bitPattern: Unmanaged.passRetained(DirectoryListing(fd: fd)).toOpaque()))
             fuse_reply_open(request, file)

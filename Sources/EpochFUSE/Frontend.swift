@@ -29,7 +29,7 @@ final class Frontend: Sendable {
         self.keys = keys
         symlinks = SymlinkCodec(keys: keys)
         xattrs = try XattrCodec(keys: keys, nameKey: header.keyring.nameKey)
-        let rootFD = retryingOpen(backing, epochfs_O_PATH | O_DIRECTORY | O_CLOEXEC)
+        let rootFD = retryingEINTR { open(backing, epochfs_O_PATH | O_DIRECTORY | O_CLOEXEC) }
         guard rootFD >= 0 else { throw SystemError("open", path: backing) }
         var info = stat()
         guard fstat(rootFD, &info) == 0 else { throw SystemError("stat", path: backing) }
@@ -84,13 +84,18 @@ final class Frontend: Sendable {
         }
     }
 
-    func readSymlink(fd: Int32) throws -> [UInt8] {
+    /// The target stored in a backing symlink (`name` "" for the object `fd` itself).
+    func backingLinkTarget(_ fd: Int32, _ name: String = "") throws -> [UInt8] {
         var buffer = [UInt8](repeating: 0, count: Int(PATH_MAX) + 1)
-        let length = buffer.withUnsafeMutableBufferPointer { readlinkat(fd, "", $0.baseAddress!, $0.count) }
+        let length = buffer.withUnsafeMutableBufferPointer { readlinkat(fd, name, $0.baseAddress!, $0.count) }
         guard length >= 0 else { throw SystemError("readlink", path: "") }
-        let backingTarget = Array(buffer.prefix(length))
+        return Array(buffer.prefix(length))
+    }
+
+    func readSymlink(fd: Int32) throws -> [UInt8] {
+        let backingTarget = try backingLinkTarget(fd)
         guard let sideFile = SymlinkCodec.sideFileName(backingTarget) else { return try symlinks.decrypt(inline: backingTarget) }
-        let sideFD = retryingOpenAt(table.root.fd, SymlinkCodec.sidePrefix + sideFile, O_RDONLY | O_NOFOLLOW | O_CLOEXEC, 0)
+        let sideFD = retryingEINTR { openat(table.root.fd, SymlinkCodec.sidePrefix + sideFile, O_RDONLY | O_NOFOLLOW | O_CLOEXEC, 0) }
         guard sideFD >= 0 else { throw SystemError("readlink", path: SymlinkCodec.sidePrefix + sideFile) }
         defer { close(sideFD) }
         return try symlinks.decrypt(sealed: try BackingFile.readAll(fd: sideFD, limit: 2 * SymlinkCodec.maxTarget))
@@ -119,10 +124,8 @@ final class Frontend: Sendable {
         guard fstatat(directory.fd, name, &info, AT_SYMLINK_NOFOLLOW) == 0, info.st_mode & S_IFMT == S_IFLNK, info.st_nlink == 1 else {
             return nil
         }
-        var buffer = [UInt8](repeating: 0, count: Int(PATH_MAX) + 1)
-        let length = buffer.withUnsafeMutableBufferPointer { readlinkat(directory.fd, name, $0.baseAddress!, $0.count) }
-        guard length > 0 else { return nil }
-        return SymlinkCodec.sideFileName(Array(buffer.prefix(length))).map { SymlinkCodec.sidePrefix + $0 }
+        guard let target = try? backingLinkTarget(directory.fd, name) else { return nil }
+        return SymlinkCodec.sideFileName(target).map { SymlinkCodec.sidePrefix + $0 }
     }
 
     func removeSideFile(_ path: String?) {
@@ -131,7 +134,7 @@ final class Frontend: Sendable {
 
     /// Looks up `backingName` in `parent` and registers it with the kernel.
     func enter(_ backingName: String, in parent: Inode) throws -> (Inode, stat) {
-        let fd = retryingOpenAt(parent.fd, backingName, epochfs_O_PATH | O_NOFOLLOW | O_CLOEXEC, 0)
+        let fd = retryingEINTR { openat(parent.fd, backingName, epochfs_O_PATH | O_NOFOLLOW | O_CLOEXEC, 0) }
         guard fd >= 0 else { throw SystemError("lookup", path: "") }
         var info = stat()
         guard fstatat(fd, "", &info, epochfs_AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) == 0 else {
@@ -180,19 +183,5 @@ final class Frontend: Sendable {
             logger.error("failure", metadata: ["operation": "\(operation)", "error": "\(error)"])
             return EIO
         }
-    }
-}
-
-func retryingOpen(_ path: String, _ flags: Int32, _ mode: mode_t = 0) -> Int32 {
-    while true {
-        let fd = open(path, flags, mode)
-        if fd >= 0 || Glibc.errno != EINTR { return fd }
-    }
-}
-
-func retryingOpenAt(_ directory: Int32, _ name: String, _ flags: Int32, _ mode: mode_t) -> Int32 {
-    while true {
-        let fd = openat(directory, name, flags, mode)
-        if fd >= 0 || Glibc.errno != EINTR { return fd }
     }
 }

@@ -102,7 +102,7 @@ enum Operations {
     /// The open handle's descriptor, or a fresh read-write one for a truncate by path.
     static func withWritableFD(_ inode: Inode, _ file: UnsafeMutablePointer<fuse_file_info>?, _ body: (Int32) throws -> Void) throws {
         if let file, file.pointee.fh != 0 { return try body(Handle.fd(file.pointee.fh)) }
-        let fd = retryingOpen(inode.procPath, O_RDWR | O_CLOEXEC)
+        let fd = retryingEINTR { Glibc.open(inode.procPath, O_RDWR | O_CLOEXEC) }
         guard fd >= 0 else { throw SystemError("open", path: "") }
         defer { close(fd) }
         try body(fd)
@@ -150,7 +150,7 @@ enum Operations {
     static func mkdir(_ request: fuse_req_t?, _ parent: fuse_ino_t, _ name: UnsafePointer<CChar>?, _ mode: mode_t) {
         createEntry(request, "mkdir", parent, name) { fs, directory, backing in
             try check(mkdirat(directory.fd, backing, mode), "mkdir")
-            let fd = retryingOpenAt(directory.fd, backing, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC, 0)
+            let fd = retryingEINTR { openat(directory.fd, backing, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC, 0) }
             do {
                 guard fd >= 0 else { throw SystemError("open", path: "") }
                 defer { close(fd) }
@@ -196,7 +196,7 @@ enum Operations {
             guard !ControlFiles.owns(UInt64(parent)) else { throw SystemError("rmdir", path: "", errno: EPERM) }
             let directory = fs.table.inode(UInt64(parent))
             let backing = try fs.backingName(name!, in: directory)
-            let fd = retryingOpenAt(directory.fd, backing.name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC, 0)
+            let fd = retryingEINTR { openat(directory.fd, backing.name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC, 0) }
             guard fd >= 0 else { throw SystemError("rmdir", path: "") }
             defer { close(fd) }
             // Only the IV may be left: then it goes, and the directory with it.

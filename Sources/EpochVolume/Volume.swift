@@ -44,11 +44,6 @@ public enum Volume {
     private static func prepareEmptyDirectory(_ path: String) throws {
         if mkdir(path, 0o700) == 0 { return }
         guard errno == EEXIST else { throw SystemError("mkdir", path: path) }
-        guard let dir = opendir(path) else { throw SystemError("opendir", path: path) }
-        defer { closedir(dir) }
-        while let entry = readdir(dir) {
-            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(cString: $0.bindMemory(to: CChar.self).baseAddress!) }
-            if name != "." && name != ".." { throw SystemError("init", path: path, errno: ENOTEMPTY) }
-        }
+        guard try BackingDirectory.names(path: path).isEmpty else { throw SystemError("init", path: path, errno: ENOTEMPTY) }
     }
 }

@@ -35,7 +35,6 @@ func patchFile(_ path: String, at offset: Int, _ transform: (UInt8) -> UInt8) {
 
 func fileSize(_ path: String) -> Int { readFile(path).count }
 
-func hex(_ text: String) -> [UInt8] { [UInt8](hexString: text)! }
 
 func aesKey(_ hexKey: String) -> AESGCMKey { try! AESGCMKey(SecretBytes(copying: hex(hexKey))) }
 

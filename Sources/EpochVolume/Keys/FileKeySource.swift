@@ -38,13 +38,14 @@ public struct FileKeySource: KeySource {
         let directory = String(template[..<slash])
         let pattern = template[template.index(after: slash)...].split(separator: "%d", omittingEmptySubsequences: false)
         guard pattern.count == 2 else { return nil } // %d in a directory component: not listable
-        guard let dir = opendir(directory.isEmpty ? "/" : directory) else {
-            throw KeySourceError.unavailable(epoch: 0, reason: SystemError("opendir", path: directory).description)
+        let entries: [BackingDirectory.Entry]
+        do {
+            entries = try BackingDirectory.names(path: directory.isEmpty ? "/" : directory)
+        } catch let error as SystemError {
+            throw KeySourceError.unavailable(epoch: 0, reason: error.description)
         }
-        defer { closedir(dir) }
         var epochs: [UInt32] = []
-        while let entry = readdir(dir) {
-            let name = withUnsafeBytes(of: entry.pointee.d_name) { String(cString: $0.bindMemory(to: CChar.self).baseAddress!) }
+        for name in entries.map(\.name) {
             guard name.hasPrefix(pattern[0]), name.hasSuffix(pattern[1]),
                   name.count > pattern[0].count + pattern[1].count else { continue }
             let middle = name.dropFirst(pattern[0].count).dropLast(pattern[1].count)

@@ -32,6 +32,14 @@ public enum BackingDirectory {
         }
     }
 
+    /// Every entry of the directory at `path`, except "." and "..".
+    public static func names(path: String) throws -> [Entry] {
+        let fd = retryingEINTR { open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC) }
+        guard fd >= 0 else { throw SystemError("opendir", path: path) }
+        defer { close(fd) }
+        return try names(fd: fd)
+    }
+
     /// Reads a long name's side file: the full encrypted name.
     public static func longName(_ sideFile: String, in directoryFD: Int32) throws -> String {
         let fd = openat(directoryFD, sideFile, O_RDONLY | O_CLOEXEC | O_NOFOLLOW)

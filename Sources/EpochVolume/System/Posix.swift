@@ -24,7 +24,7 @@ func currentDirectory() -> String {
 
 /// Retries a system call interrupted by a signal.
 @discardableResult
-func retryingEINTR<T: SignedInteger>(_ call: () -> T) -> T {
+public func retryingEINTR<T: SignedInteger>(_ call: () -> T) -> T {
     while true {
         let result = call()
         if result != -1 || errno != EINTR { return result }
