@@ -10,8 +10,8 @@ public final class AESGCMKey: Sendable {
     public static let tagSize = 16
 
     private let template: CipherContext
-    private let encryptPool = Mutex<[CipherContext]>([])
-    private let decryptPool = Mutex<[CipherContext]>([])
+    private let encryptPool = ContextPool()
+    private let decryptPool = ContextPool()
 
     public init(_ key: SecretBytes) throws {
         guard key.count == Self.keySize else {
@@ -27,7 +27,6 @@ public final class AESGCMKey: Sendable {
     }
 
     deinit {
-        for ctx in encryptPool.withLock({ $0 }) + decryptPool.withLock({ $0 }) { EVP_CIPHER_CTX_free(ctx.pointer) }
         EVP_CIPHER_CTX_free(template.pointer)
     }
 
@@ -133,31 +132,51 @@ public final class AESGCMKey: Sendable {
     }
 
     private func withContext<R>(encrypting: Bool, _ body: (OpaquePointer) throws -> R) throws -> R {
-        let ctx: CipherContext
-        let pooled = encrypting ? encryptPool.withLock { $0.popLast() } : decryptPool.withLock { $0.popLast() }
-        if let pooled {
-            ctx = pooled
-        } else {
-            guard let fresh = EVP_CIPHER_CTX_new() else { throw CryptoError.fromQueue("EVP_CIPHER_CTX_new") }
-            guard EVP_CIPHER_CTX_copy(fresh, template.pointer) == 1 else {
-                EVP_CIPHER_CTX_free(fresh)
-                throw CryptoError.fromQueue("EVP_CIPHER_CTX_copy")
-            }
-            // The copy keeps the expanded key; only the direction changes here.
-            guard EVP_CipherInit_ex(fresh, nil, nil, nil, nil, encrypting ? 1 : 0) == 1 else {
-                EVP_CIPHER_CTX_free(fresh)
-                throw CryptoError.fromQueue("EVP_CipherInit_ex(direction)")
-            }
-            ctx = CipherContext(fresh)
+        let pool = encrypting ? encryptPool : decryptPool
+        let ctx = try pool.take() ?? freshContext(encrypting: encrypting)
+        defer { pool.give(ctx) }
+        return try body(ctx)
+    }
+
+    private func freshContext(encrypting: Bool) throws -> OpaquePointer {
+        guard let fresh = EVP_CIPHER_CTX_new() else { throw CryptoError.fromQueue("EVP_CIPHER_CTX_new") }
+        guard EVP_CIPHER_CTX_copy(fresh, template.pointer) == 1 else {
+            EVP_CIPHER_CTX_free(fresh)
+            throw CryptoError.fromQueue("EVP_CIPHER_CTX_copy")
         }
-        defer {
-            if encrypting { encryptPool.withLock { $0.append(ctx) } } else { decryptPool.withLock { $0.append(ctx) } }
+        // The copy keeps the expanded key; only the direction changes here.
+        guard EVP_CipherInit_ex(fresh, nil, nil, nil, nil, encrypting ? 1 : 0) == 1 else {
+            EVP_CIPHER_CTX_free(fresh)
+            throw CryptoError.fromQueue("EVP_CipherInit_ex(direction)")
         }
-        return try body(ctx.pointer)
+        return fresh
     }
 }
 
-/// An OpenSSL cipher context owned by one pool; used by one thread at a time.
+/// Idle keyed contexts of one direction. One thread at a time, the common case, takes and
+/// returns the context in `spare` (its address; 0 when empty) with one atomic exchange each;
+/// threads that overlap fall back to the locked list.
+private final class ContextPool: Sendable {
+    private let spare = Atomic<UInt>(0)
+    private let others = Mutex<[CipherContext]>([])
+
+    func take() -> OpaquePointer? {
+        OpaquePointer(bitPattern: spare.exchange(0, ordering: .acquiring)) ?? others.withLock { $0.popLast()?.pointer }
+    }
+
+    func give(_ ctx: OpaquePointer) {
+        let address = UInt(bitPattern: Int(bitPattern: UnsafeRawPointer(ctx)))
+        guard !spare.compareExchange(expected: 0, desired: address, ordering: .releasing).exchanged else { return }
+        others.withLock { $0.append(CipherContext(ctx)) }
+    }
+
+    deinit {
+        if let ctx = OpaquePointer(bitPattern: spare.load(ordering: .acquiring)) { EVP_CIPHER_CTX_free(ctx) }
+        for ctx in others.withLock({ $0 }) { EVP_CIPHER_CTX_free(ctx.pointer) }
+    }
+}
+
+/// An OpenSSL cipher context owned by one AESGCMKey; used by one thread at a time.
 struct CipherContext: @unchecked Sendable {
     let pointer: OpaquePointer
     init(_ pointer: OpaquePointer) { self.pointer = pointer }

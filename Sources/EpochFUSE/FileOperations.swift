@@ -128,11 +128,6 @@ extension Operations {
         }
     }
 
-    static func flush(_ request: fuse_req_t?, _ node: fuse_ino_t, _ file: UnsafeMutablePointer<fuse_file_info>?) {
-        // Writes go straight to the backing file; there is nothing buffered here to flush.
-        fuse_reply_err(request, 0)
-    }
-
     static func release(_ request: fuse_req_t?, _ node: fuse_ino_t, _ file: UnsafeMutablePointer<fuse_file_info>?) {
         let fs = frontend(request)
         if !fs.control.release(UInt64(node), file: file!) { close(Handle.fd(file!.pointee.fh)) }

@@ -27,6 +27,12 @@ enum Operations {
         if result != 0 { throw SystemError(operation, path: "") }
     }
 
+    /// Every readdir is a readdirplus, not only those the kernel guesses a stat will follow
+    /// (READDIRPLUS_AUTO): `rm -rf` and `find` would otherwise send a LOOKUP per entry.
+    static func negotiate(_ connection: UnsafeMutablePointer<fuse_conn_info>) {
+        connection.pointee.want &= ~UInt32(FUSE_CAP_READDIRPLUS_AUTO)
+    }
+
     // MARK: Entries
 
     static func lookup(_ request: fuse_req_t?, _ parent: fuse_ino_t, _ name: UnsafePointer<CChar>?) {

@@ -79,6 +79,9 @@ public enum MountSession {
 
     private static func makeOperations() -> fuse_lowlevel_ops {
         var ops = fuse_lowlevel_ops()
+        ops.`init` = { _, connection in Operations.negotiate(connection!) }
+        // No flush: writes reach the backing file before they are answered, so a close has
+        // nothing to flush. Left unset, it is answered ENOSYS once and the kernel stops sending it.
         ops.lookup = { Operations.lookup($0, $1, $2) }
         ops.forget = { Operations.forget($0, $1, $2) }
         ops.forget_multi = { Operations.forgetMulti($0, $1, $2) }
@@ -95,7 +98,6 @@ public enum MountSession {
         ops.open = { Operations.open($0, $1, $2) }
         ops.read = { Operations.read($0, $1, $2, $3, $4) }
         ops.write = { Operations.write($0, $1, $2, $3, $4, $5) }
-        ops.flush = { Operations.flush($0, $1, $2) }
         ops.release = { Operations.release($0, $1, $2) }
         ops.fsync = { Operations.fsync($0, $1, $2, $3) }
         ops.opendir = { Operations.opendir($0, $1, $2) }

@@ -77,13 +77,18 @@ public enum Envelope {
     public static func open(_ envelope: UnsafeRawBufferPointer, lookup: EnvelopeKeyLookup,
                             aad: (UInt32) -> [UInt8], into output: UnsafeMutableRawBufferPointer) throws {
         let keyID = try keyID(of: envelope)
-        precondition(output.count == envelope.count - overhead, "plaintext buffer has the wrong size")
         let key = try lookup(keyID)
+        try aad(keyID).withUnsafeBytes { try open(envelope, keyID: keyID, key: key, aad: $0, into: output) }
+    }
+
+    /// Opens `envelope`, whose key id `keyID(of:)` has returned, with `key` and `aad`: for a
+    /// caller that keeps its keys and AADs at hand rather than looking them up per envelope.
+    public static func open(_ envelope: UnsafeRawBufferPointer, keyID: UInt32, key: AESGCMKey,
+                            aad: UnsafeRawBufferPointer, into output: UnsafeMutableRawBufferPointer) throws {
+        precondition(output.count == envelope.count - overhead, "plaintext buffer has the wrong size")
         do {
-            try aad(keyID).withUnsafeBytes { aadBytes in
-                try key.open(nonce: UnsafeRawBufferPointer(rebasing: envelope[6..<headerSize]), aad: aadBytes,
-                             sealed: UnsafeRawBufferPointer(rebasing: envelope[headerSize...]), into: output)
-            }
+            try key.open(nonce: UnsafeRawBufferPointer(rebasing: envelope[6..<headerSize]), aad: aad,
+                         sealed: UnsafeRawBufferPointer(rebasing: envelope[headerSize...]), into: output)
         } catch CryptoError.authenticationFailed {
             throw EnvelopeError.authenticationFailed(keyID: keyID)
         }

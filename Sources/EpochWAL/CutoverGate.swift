@@ -26,14 +26,14 @@ public enum ProposalHeader {
 /// passes through untouched; above it, an EntryNormal entry with data carries a raft envelope
 /// that must open, while empty entries (leader no-ops) and conf changes pass through. The inert
 /// default cutover, u64 max, unwraps nothing. One AES key and one AAD per key id are built on
-/// first use and kept, so nothing is expanded or allocated per entry. Not thread-safe: one gate
-/// per reader.
+/// first use and kept, so nothing is expanded, allocated or hashed per entry of a run under one
+/// key id. Not thread-safe: one gate per reader.
 public final class CutoverGate {
     public let cutover: UInt64
     public let layout: PayloadLayout
     private let raftKeys: EnvelopeKeyLookup?
-    private var keys: [UInt32: AESGCMKey] = [:]
-    private var aads: [UInt32: [UInt8]] = [:]
+    private var openingKeys: [UInt32: OpeningKey] = [:]
+    private var lastOpeningKey: OpeningKey?
     private let scratch = ScratchBuffer()
 
     /// `raftKeys` returns the raft DEK for a key id, or throws `EnvelopeError.unknownKeyID` /
@@ -69,15 +69,21 @@ public final class CutoverGate {
         let envelope = UnsafeRawBufferPointer(rebasing: data[headerSize...])
         let keyID: UInt32
         do { keyID = try Envelope.keyID(of: envelope) } catch { throw .envelope(error) }
+        let opening: OpeningKey
+        do { opening = try openingKey(for: keyID, lookup: raftKeys) } catch let error as EnvelopeError {
+            throw .envelope(error)
+        } catch {
+            throw .keyLookup(String(describing: error))
+        }
         let output = scratch.reserve(data.count - Envelope.overhead)
         output.copyMemory(from: UnsafeRawBufferPointer(rebasing: data[0..<headerSize]))
         do {
-            try Envelope.open(envelope, lookup: { try self.key(for: $0, lookup: raftKeys) }, aad: aad(keyID:),
-                              into: UnsafeMutableRawBufferPointer(rebasing: output[headerSize...]))
+            try opening.aad.withUnsafeBytes { aad in
+                try Envelope.open(envelope, keyID: keyID, key: opening.key, aad: aad,
+                                  into: UnsafeMutableRawBufferPointer(rebasing: output[headerSize...]))
+            }
         } catch let error as EnvelopeError {
             throw .envelope(error)
-        } catch let error as KeyLookupFailed {
-            throw .keyLookup(error.reason)
         } catch {
             throw .crypto(String(describing: error))
         }
@@ -95,32 +101,22 @@ public final class CutoverGate {
         return admitted
     }
 
-    private func aad(keyID: UInt32) -> [UInt8] {
-        if let aad = aads[keyID] { return aad }
-        let aad = RaftEnvelope.aad(keyID: keyID)
-        aads[keyID] = aad
-        return aad
-    }
-
-    /// Envelope errors from the lookup (unknown, retired key) pass as they are; any other
-    /// lookup error is marked so it is not mistaken for a cipher failure.
-    private func key(for keyID: UInt32, lookup: EnvelopeKeyLookup) throws -> AESGCMKey {
-        if let key = keys[keyID] { return key }
-        let key: AESGCMKey
-        do {
-            key = try lookup(keyID)
-        } catch let error as EnvelopeError {
-            throw error
-        } catch {
-            throw KeyLookupFailed(reason: String(describing: error))
-        }
-        keys[keyID] = key
-        return key
+    /// The key and AAD for a key id. Envelope errors from the lookup (unknown, retired key)
+    /// pass as they are; any other lookup error is not a cipher failure and is reported as a
+    /// failed lookup.
+    private func openingKey(for keyID: UInt32, lookup: EnvelopeKeyLookup) throws -> OpeningKey {
+        if let last = lastOpeningKey, last.keyID == keyID { return last }
+        let opening = try openingKeys[keyID] ?? OpeningKey(keyID: keyID, key: lookup(keyID), aad: RaftEnvelope.aad(keyID: keyID))
+        openingKeys[keyID] = opening
+        lastOpeningKey = opening
+        return opening
     }
 }
 
-private struct KeyLookupFailed: Error {
-    let reason: String
+private struct OpeningKey {
+    let keyID: UInt32
+    let key: AESGCMKey
+    let aad: [UInt8]
 }
 
 /// The proposer side: wraps each proposal's data once, with the active raft DEK and its key

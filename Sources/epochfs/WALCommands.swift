@@ -43,6 +43,7 @@ struct WAL: ParsableCommand {
         func run() throws {
             try runReportingErrors {
                 let gate = try keys.gate()
+                let json = json // the property wrapper's getter costs a metadata lookup per entry
                 let output = OutputBuffer()
                 defer { output.flush() }
                 let summary = try WALReader(directory: directory, gate: gate).read { event in
@@ -291,7 +292,7 @@ private func unescapeMountField(_ field: String) -> String {
 /// formatted straight into the buffer through a pointer: per-byte appends to an array cost
 /// more than the decryption.
 private final class OutputBuffer {
-    private static let capacity = 1 << 20
+    private static let capacity = 1 << 16
     private var storage = UnsafeMutableRawBufferPointer.allocate(byteCount: capacity, alignment: 64)
     private var count = 0
 
@@ -306,56 +307,61 @@ private final class OutputBuffer {
     func appendText(_ entry: WALEntry) {
         appendPrefix(entry, separator: " ")
         withRoom(4 * entry.data.count + 1) { out in
-            let data = entry.data
-            var input = 0
+            let count = entry.data.count
+            let target = out.baseAddress!
             var position = 0
-            while input < data.count {
-                // Sixteen plain bytes at once; a block with anything to escape goes byte by byte.
-                if input + 16 <= data.count {
-                    let low = data.loadUnaligned(fromByteOffset: input, as: UInt64.self)
-                    let high = data.loadUnaligned(fromByteOffset: input + 8, as: UInt64.self)
-                    if Self.escapeMarks(low) | Self.escapeMarks(high) == 0 {
-                        out.storeBytes(of: low, toByteOffset: position, as: UInt64.self)
-                        out.storeBytes(of: high, toByteOffset: position + 8, as: UInt64.self)
-                        input += 16
-                        position += 16
-                        continue
+            if let source = entry.data.baseAddress {
+                var input = 0
+                while input < count {
+                    // Sixteen plain bytes at once; a block with anything to escape goes a byte at a time.
+                    if count &- input >= 16 {
+                        let low = source.loadUnaligned(fromByteOffset: input, as: UInt64.self)
+                        let high = source.loadUnaligned(fromByteOffset: input &+ 8, as: UInt64.self)
+                        if Self.escapeMarks(low) | Self.escapeMarks(high) == 0 {
+                            target.storeBytes(of: low, toByteOffset: position, as: UInt64.self)
+                            target.storeBytes(of: high, toByteOffset: position &+ 8, as: UInt64.self)
+                            input &+= 16
+                            position &+= 16
+                            continue
+                        }
                     }
-                }
-                let end = min(input + 16, data.count)
-                while input < end {
-                    position += Self.escape(data[input], into: out, at: position)
-                    input += 1
+                    position &+= Self.escape(source.load(fromByteOffset: input, as: UInt8.self), into: target + position)
+                    input &+= 1
                 }
             }
-            out[position] = 0x0a
-            return position + 1
+            target.storeBytes(of: 0x0a, toByteOffset: position, as: UInt8.self)
+            return position &+ 1
         }
     }
 
     private static let lowBits: UInt64 = 0x0101_0101_0101_0101
     private static let highBits: UInt64 = 0x8080_8080_8080_8080
 
-    /// Non-zero when a byte of `word` is outside 0x20...0x7e or is `\` (SWAR: a zero byte in
-    /// `w ^ c` marks a byte equal to c; a borrow into the high bit marks a byte below 0x20).
+    /// Non-zero when a byte of `word` may be outside 0x20...0x7e or be `\` (SWAR, false
+    /// positives allowed: a borrow or carry only crosses out of a byte that is marked itself).
+    /// A high bit in `w` or `w + 1` marks 0x7f and above, a borrow into it marks a byte below
+    /// 0x20, and a zero byte in `w ^ 0x5c…` marks the backslash.
     @inline(__always)
     private static func escapeMarks(_ word: UInt64) -> UInt64 {
-        func zeroByteMarks(_ value: UInt64) -> UInt64 { (value &- lowBits) & ~value & highBits }
-        let belowSpace = (word &- lowBits &* 0x20) & ~word & highBits
-        return (word & highBits) | belowSpace | zeroByteMarks(word ^ (lowBits &* 0x7f)) | zeroByteMarks(word ^ (lowBits &* 0x5c))
+        let backslashes = word ^ (lowBits &* 0x5c)
+        let high = word | (word &+ lowBits)
+        let belowSpace = (word &- lowBits &* 0x20) & ~word
+        let backslash = (backslashes &- lowBits) & ~backslashes
+        return (high | belowSpace | backslash) & highBits
     }
 
     /// Writes `byte` as itself or as `\xNN`; returns the length written.
-    private static func escape(_ byte: UInt8, into out: UnsafeMutableRawBufferPointer, at position: Int) -> Int {
+    @inline(__always)
+    private static func escape(_ byte: UInt8, into out: UnsafeMutableRawPointer) -> Int {
         if byte >= 0x20, byte < 0x7f, byte != 0x5c {
-            out[position] = byte
+            out.storeBytes(of: byte, as: UInt8.self)
             return 1
         }
         let digits: StaticString = "0123456789abcdef"
-        out[position] = 0x5c
-        out[position + 1] = UInt8(ascii: "x")
-        out[position + 2] = digits.utf8Start[Int(byte >> 4)]
-        out[position + 3] = digits.utf8Start[Int(byte & 15)]
+        out.storeBytes(of: 0x5c, as: UInt8.self)
+        out.storeBytes(of: UInt8(ascii: "x"), toByteOffset: 1, as: UInt8.self)
+        out.storeBytes(of: digits.utf8Start[Int(byte >> 4)], toByteOffset: 2, as: UInt8.self)
+        out.storeBytes(of: digits.utf8Start[Int(byte & 15)], toByteOffset: 3, as: UInt8.self)
         return 4
     }
 

@@ -66,6 +66,28 @@ import Testing
         #expect(inert.entries == entries)
     }
 
+    /// A log spanning rekeys: runs of entries under key ids 7 and 8, switching back and forth,
+    /// each opened with its own key, and each key built once.
+    @Test func keyIDsSwitchingWithinOneLog() throws {
+        let directory = TemporaryDirectory()
+        let wrappers = [try RaftPayloadWrapper(keyID: 7, raftDEK: aesKey(KnownAnswer.raftDEK7)),
+                        try RaftPayloadWrapper(keyID: 8, raftDEK: aesKey(String(repeating: "42", count: 32)))]
+        let plain = plainProposals(1...20)
+        let keyIndex: (UInt64) -> Int = { [6, 7, 8, 12, 13, 17].contains($0) ? 1 : 0 }
+        let entries = try plain.map { entry in
+            var stored = entry
+            if entry.index > cutover { stored.data = try wrappers[keyIndex(entry.index)].wrap(entry.data) }
+            return stored
+        }
+        try writeLog(directory.path, entries)
+
+        let (log, result) = readAll(directory.path, gate: gate())
+        #expect(try result.get().unwrappedEntries == 15)
+        #expect(log.entries == plain)
+        for index in (cutover + 1)...20 { #expect(log.keyIDs[index] == [7, 8][keyIndex(index)], "index \(index)") }
+        #expect(raftKeys.lookups == 2, "one key build per key id, not per switch")
+    }
+
     /// The entry at the cutover is the enable-flag entry and stays clear even when its bytes
     /// look like an envelope; one clear entry above the cutover stops the reader.
     @Test func strictlyGreater() throws {

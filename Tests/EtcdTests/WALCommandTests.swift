@@ -23,7 +23,9 @@ struct WrappedLog {
         walDirectory = directory.path + "/wal"
         var plain = [RaftEntry(type: .confChange, term: 1, index: 1, data: [0x08, 0x01, 0x10, 0x07])]
         for index in 2...Self.lastIndex {
+            // Every byte value, at an offset that moves with the index, then a long printable run.
             let payload = Array("put key-\(index) \\ value-\(index) ".utf8) + [0x00, 0x7f, 0xff, UInt8(index)]
+                + (0..<256).map { UInt8(($0 + Int(index) * 37) % 256) } + Array(String(repeating: "printable ", count: 4).utf8)
             plain.append(RaftEntry(term: 2, index: index, data: index == 6 ? [] : proposalData(requestID: 1000 + index, payload)))
         }
         stored = try plain.map { entry in

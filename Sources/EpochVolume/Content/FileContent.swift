@@ -60,6 +60,9 @@ public final class FileContent: Sendable {
         layout.plaintextSize(backingSize: try backingSize(fd))
     }
 
+    /// Reads this large come from the kernel's readahead, not from a random reader.
+    static let readaheadRequestSize = 128 * 1024
+
     /// Reads up to `count` plaintext bytes at `offset` and hands them to `deliver` (empty at or
     /// past the end). The bytes live in a reused buffer only for the duration of `deliver`.
     public func read<R>(fd: Int32, offset: Int, count: Int, _ deliver: (UnsafeRawBufferPointer) throws -> R) throws -> R {
@@ -79,6 +82,11 @@ public final class FileContent: Sendable {
                 let spare = UnsafeMutableRawBufferPointer(rebasing: scratch[(sealedCount + end - offset)..<(sealedCount + end - offset + blockSize)])
                 guard try preadInto(fd, sealed, at: start) == sealedCount else {
                     throw SystemError("read", path: "backing file changed size while read", errno: EIO)
+                }
+                if count >= Self.readaheadRequestSize {
+                    // The kernel's readahead of a sequential reader: have the backing fs fetch the
+                    // next window now, so the disk works while this one is opened and delivered.
+                    posix_fadvise(fd, off_t(start + sealedCount), off_t(sealedCount), POSIX_FADV_WILLNEED)
                 }
                 for block in first...last {
                     let sealedStart = (block - first) * layout.sealedBlockSize
