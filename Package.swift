@@ -35,8 +35,10 @@ let package = Package(
             "CFuse3", "CLinux", "EpochVolume",
             .product(name: "Logging", package: "swift-log"),
         ]),
+        // The text escaping of `epochfs wal dump`, sixteen bytes at a time with SSE2.
+        .target(name: "CEscape"),
         .executableTarget(name: "epochfs", dependencies: [
-            "EpochVolume", "EpochWAL", "EpochFUSE",
+            "CEscape", "EpochVolume", "EpochWAL", "EpochFUSE",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),

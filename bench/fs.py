@@ -4,7 +4,9 @@
 Per file system and run: sequential write (fio, 1 MiB blocks, SIZE MiB, fsync at the end),
 sequential read of that file after dropping caches, random 4 KiB read and write IOPS (fio,
 psync, one job, caches dropped first), and untar / `ls -lR` / `rm -rf` seconds on a tarball of
-/usr/include. Each figure is the median of RUNS runs; runs alternate between file systems.
+/usr/include. Each figure is the median of RUNS runs. All four stay mounted; each phase
+(sequential, random, small files) runs on every file system in turn, in an order that rotates
+from run to run.
 """
 import argparse, json, os, shutil, statistics, subprocess, sys, tarfile, tempfile, time
 
@@ -109,7 +111,7 @@ def fio(directory, name, rw, bs, size_mb, extra=()):
     return job["read" if "read" in rw else "write"]
 
 
-def measure(fs):
+def sequential(fs):
     figures = {}
     drop_caches()
     write = fio(fs.mnt, "seq", "write", "1M", args.size_mb, ["--end_fsync=1"])
@@ -118,6 +120,11 @@ def measure(fs):
     read = fio(fs.mnt, "seq", "read", "1M", args.size_mb)
     figures["seq read MB/s"] = read["io_bytes"] / 1e6 / (read["runtime"] / 1000)
     os.unlink(os.path.join(fs.mnt, "seq.0.0"))
+    return figures
+
+
+def random_io(fs):
+    figures = {}
     random_size = min(256, args.size_mb)
     fio(fs.mnt, "rand", "write", "1M", random_size)  # lay the file out first
     drop_caches()
@@ -126,6 +133,11 @@ def measure(fs):
     rw = fio(fs.mnt, "rand", "randwrite", "4k", random_size, ["--time_based", f"--runtime={args.random_seconds}"])
     figures["rand write IOPS"] = rw["iops"]
     os.unlink(os.path.join(fs.mnt, "rand.0.0"))
+    return figures
+
+
+def small_files(fs):
+    figures = {}
     drop_caches()
     start = time.time(); sh("tar", "-xf", tarball, "-C", fs.mnt); os.sync(); figures["untar s"] = time.time() - start
     drop_caches()
@@ -134,19 +146,22 @@ def measure(fs):
     return figures
 
 
+# The machine's speed drifts by tens of percent over minutes. So that a slow stretch does not
+# land on one file system only, all four stay mounted and each phase (tens of seconds) runs on
+# every file system in turn, starting with a different one each run.
 systems = []
 try:
     systems = [EpochFS(), GocryptFS(), BindFS(), Plain()]
     results = {fs.name: {} for fs in systems}
+    for fs in systems:
+        fs.mount()
     for run in range(args.runs):
-        for fs in systems:
-            fs.mount()
-            try:
-                for key, value in measure(fs).items():
+        order = systems[run % len(systems):] + systems[:run % len(systems)]
+        for phase in (sequential, random_io, small_files):
+            for fs in order:
+                for key, value in phase(fs).items():
                     results[fs.name].setdefault(key, []).append(value)
-            finally:
-                fs.unmount()
-            print(f"run {run + 1}/{args.runs} {fs.name} done", file=sys.stderr, flush=True)
+        print(f"run {run + 1}/{args.runs} done", file=sys.stderr, flush=True)
 finally:
     for fs in systems:
         fs.unmount()

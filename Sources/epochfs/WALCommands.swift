@@ -1,4 +1,5 @@
 import ArgumentParser
+import CEscape
 import EpochCrypto
 import EpochFormat
 import EpochVolume
@@ -307,62 +308,12 @@ private final class OutputBuffer {
     func appendText(_ entry: WALEntry) {
         appendPrefix(entry, separator: " ")
         withRoom(4 * entry.data.count + 1) { out in
-            let count = entry.data.count
-            let target = out.baseAddress!
-            var position = 0
-            if let source = entry.data.baseAddress {
-                var input = 0
-                while input < count {
-                    // Sixteen plain bytes at once; a block with anything to escape goes a byte at a time.
-                    if count &- input >= 16 {
-                        let low = source.loadUnaligned(fromByteOffset: input, as: UInt64.self)
-                        let high = source.loadUnaligned(fromByteOffset: input &+ 8, as: UInt64.self)
-                        if Self.escapeMarks(low) | Self.escapeMarks(high) == 0 {
-                            target.storeBytes(of: low, toByteOffset: position, as: UInt64.self)
-                            target.storeBytes(of: high, toByteOffset: position &+ 8, as: UInt64.self)
-                            input &+= 16
-                            position &+= 16
-                            continue
-                        }
-                    }
-                    position &+= Self.escape(source.load(fromByteOffset: input, as: UInt8.self), into: target + position)
-                    input &+= 1
-                }
-            }
-            target.storeBytes(of: 0x0a, toByteOffset: position, as: UInt8.self)
-            return position &+ 1
+            let target = out.baseAddress!.assumingMemoryBound(to: UInt8.self)
+            let written = entry.data.isEmpty ? 0
+                : epochfs_escape_text(entry.data.baseAddress!.assumingMemoryBound(to: UInt8.self), entry.data.count, target)
+            target[written] = 0x0a
+            return written + 1
         }
-    }
-
-    private static let lowBits: UInt64 = 0x0101_0101_0101_0101
-    private static let highBits: UInt64 = 0x8080_8080_8080_8080
-
-    /// Non-zero when a byte of `word` may be outside 0x20...0x7e or be `\` (SWAR, false
-    /// positives allowed: a borrow or carry only crosses out of a byte that is marked itself).
-    /// A high bit in `w` or `w + 1` marks 0x7f and above, a borrow into it marks a byte below
-    /// 0x20, and a zero byte in `w ^ 0x5c…` marks the backslash.
-    @inline(__always)
-    private static func escapeMarks(_ word: UInt64) -> UInt64 {
-        let backslashes = word ^ (lowBits &* 0x5c)
-        let high = word | (word &+ lowBits)
-        let belowSpace = (word &- lowBits &* 0x20) & ~word
-        let backslash = (backslashes &- lowBits) & ~backslashes
-        return (high | belowSpace | backslash) & highBits
-    }
-
-    /// Writes `byte` as itself or as `\xNN`; returns the length written.
-    @inline(__always)
-    private static func escape(_ byte: UInt8, into out: UnsafeMutableRawPointer) -> Int {
-        if byte >= 0x20, byte < 0x7f, byte != 0x5c {
-            out.storeBytes(of: byte, as: UInt8.self)
-            return 1
-        }
-        let digits: StaticString = "0123456789abcdef"
-        out.storeBytes(of: 0x5c, as: UInt8.self)
-        out.storeBytes(of: UInt8(ascii: "x"), toByteOffset: 1, as: UInt8.self)
-        out.storeBytes(of: digits.utf8Start[Int(byte >> 4)], toByteOffset: 2, as: UInt8.self)
-        out.storeBytes(of: digits.utf8Start[Int(byte & 15)], toByteOffset: 3, as: UInt8.self)
-        return 4
     }
 
     /// `{"index":…,"term":…,"type":"…","data":"BASE64"[,"key_id":…[,"request_id":…]]}`.
