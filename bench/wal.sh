@@ -4,7 +4,7 @@
 # beside `openssl speed -evp aes-256-gcm` at the payload size and etcd 3.4's own `wal.Verify`
 # and `ReadAll` (bench/etcd-wal-reader, built offline with Debian's golang-go and
 # golang-etcd-server-dev). Every process runs pinned to one core; each figure is the median of
-# 3 runs; the segments are in the page cache. MB = 10^6 bytes, as `openssl speed` counts.
+# 5 runs; the segments are in the page cache. MB = 10^6 bytes, as `openssl speed` counts.
 # Targets (issue 5): dump >= 0.5 x AES-GCM; verify >= 1.5 x wal.Verify; RSS <= 64 MB.
 # Usage: bench/wal.sh   (EPOCHFS_SCRATCH_PATH picks the release build folder, default .build)
 set -euo pipefail
@@ -14,7 +14,7 @@ work="${TMPDIR:-/tmp}/epochfs-bench-wal"
 total_bytes=256000000
 payload=1024
 core=0
-runs=3
+runs=5
 
 for tool in /usr/bin/time /usr/bin/go openssl taskset; do
   command -v "$tool" >/dev/null || { echo "wal.sh: $tool missing; run mount-helpers/prepare-host.sh" >&2; exit 1; }

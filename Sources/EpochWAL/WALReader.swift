@@ -85,7 +85,7 @@ public struct WALSummary: Sendable {
 /// writes, every segment must start with a crc record, entry index 0 and index gaps are
 /// errors, and a short frame is a torn tail only in the last segment (elsewhere corruption).
 public struct WALReader {
-    public static let defaultChunkSize = 1 << 18
+    public static let defaultChunkSize = 1 << 20
 
     public let directory: String
     public let gate: CutoverGate
