@@ -4,6 +4,8 @@
 #define FUSE_USE_VERSION 312
 #include <fuse3/fuse_lowlevel.h>
 #include <fuse3/fuse.h>
+// The kernel's side of the protocol: request and reply headers, INIT flags.
+#include <linux/fuse.h>
 
 // Swift cannot call function-like macros; these inline wrappers pin the versioned symbols.
 static inline int epochfs_session_loop_mt(struct fuse_session *se, struct fuse_loop_config *config) {

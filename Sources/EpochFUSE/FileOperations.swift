@@ -53,6 +53,7 @@ extension Operations {
             if let content = inode.content {
                 do {
                     if flags & O_TRUNC != 0 {
+                        try fs.dropSetIDBits(fd: fd, request: request!)
                         try fs.epochGate.withReadLock { try content.truncate(fd: fd, to: 0) }
                     } else {
                         try content.reloadHeader(fd: fd)
@@ -121,6 +122,7 @@ extension Operations {
             }
             guard let content = fs.table.inode(UInt64(node)).content else { throw SystemError("write", path: "", errno: EISDIR) }
             let handle = file!.pointee.fh
+            try fs.dropSetIDBits(fd: Handle.fd(handle), request: request!)
             try fs.epochGate.withReadLock {
                 _ = try content.write(fd: Handle.fd(handle), offset: Handle.isAppend(handle) ? nil : Int(offset), data: data)
             }

@@ -164,6 +164,23 @@ final class Frontend: Sendable {
         fchownat(fd, name, context.pointee.uid, context.pointee.gid, AT_SYMLINK_NOFOLLOW)
     }
 
+    // MARK: Set-ID bits
+
+    /// What ext4 does on a write or truncate by a caller without CAP_FSETID: set-user-ID goes,
+    /// and set-group-ID too when the group may execute. With FUSE_CAP_HANDLE_KILLPRIV the
+    /// kernel leaves this to us, and the backing fs would not do it, since the daemon writes as
+    /// root. Callers other than root count as lacking CAP_FSETID.
+    func dropSetIDBits(fd: Int32, request: fuse_req_t) throws {
+        guard let context = fuse_req_ctx(request), context.pointee.uid != 0 else { return }
+        var info = stat()
+        guard fstat(fd, &info) == 0 else { throw SystemError("stat", path: "") }
+        let mode = info.st_mode & 0o7777
+        var kept = mode & ~S_ISUID
+        if kept & S_IXGRP != 0 { kept &= ~S_ISGID }
+        guard kept != mode else { return }
+        guard fchmod(fd, kept) == 0 else { throw SystemError("chmod", path: "") }
+    }
+
     // MARK: Errors
 
     /// The errno a failure becomes. Authentication failures and every other integrity problem

@@ -27,10 +27,15 @@ enum Operations {
         if result != 0 { throw SystemError(operation, path: "") }
     }
 
-    /// Every readdir is a readdirplus, not only those the kernel guesses a stat will follow
-    /// (READDIRPLUS_AUTO): `rm -rf` and `find` would otherwise send a LOOKUP per entry.
+    /// Capabilities beyond libfuse's defaults. Every readdir is a readdirplus, not only those
+    /// the kernel guesses a stat will follow (READDIRPLUS_AUTO): `rm -rf` and `find` would
+    /// otherwise send a LOOKUP per entry. Lookups and readdirs in one directory may run in
+    /// parallel: the inode table and the backing fs are safe for it. Set-ID bits are ours to
+    /// drop on write and truncate (`Frontend.dropSetIDBits`), which spares the kernel a GETATTR
+    /// before every chown. (libfuse 3.14 forgets to send the last two: see `InitReply`.)
     static func negotiate(_ connection: UnsafeMutablePointer<fuse_conn_info>) {
         connection.pointee.want &= ~UInt32(FUSE_CAP_READDIRPLUS_AUTO)
+        connection.pointee.want |= UInt32(FUSE_CAP_PARALLEL_DIROPS | FUSE_CAP_HANDLE_KILLPRIV) & connection.pointee.capable
     }
 
     // MARK: Entries
@@ -89,6 +94,7 @@ enum Operations {
             if toSet & FUSE_SET_ATTR_SIZE != 0 {
                 guard let content = inode.content else { throw SystemError("truncate", path: "", errno: EINVAL) }
                 try withWritableFD(inode, file) { fd in
+                    try fs.dropSetIDBits(fd: fd, request: request!)
                     try fs.epochGate.withReadLock { try content.truncate(fd: fd, to: Int(wanted.st_size)) }
                 }
             }

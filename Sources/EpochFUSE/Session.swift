@@ -4,6 +4,7 @@ import EpochVolume
 import Foundation
 import Glibc
 import Logging
+import Synchronization
 
 /// Mounts a volume with libfuse3's low-level API and serves it on a multithreaded loop until
 /// it is unmounted (`fusermount3 -u`) or the process gets SIGINT/SIGTERM/SIGHUP.
@@ -52,6 +53,13 @@ public enum MountSession {
         defer { fuse_remove_signal_handlers(session) }
         guard fuse_session_mount(session, mountpoint) == 0 else { throw SystemError("mount", path: mountpoint, errno: EIO) }
         defer { fuse_session_unmount(session) }
+        var io = fuse_custom_io()
+        io.read = { fd, buffer, length, _ in InitReply.read(fd, buffer, length) }
+        io.writev = { fd, vectors, count, _ in InitReply.writev(fd, vectors, count) }
+        // The same descriptor, now read and written through the hooks.
+        guard fuse_session_custom_io(session, &io, fuse_session_fd(session)) == 0 else {
+            throw SystemError("fuse_session_custom_io", path: mountpoint, errno: EINVAL)
+        }
         frontend.readahead.prepare(mountpoint: mountpoint)
         logger.info("mounted", metadata: ["backing": "\(backing)", "mountpoint": "\(mountpoint)", "epoch": "\(header.epoch)"])
         fuse_daemonize(options.foreground ? 1 : 0)
@@ -113,5 +121,43 @@ public enum MountSession {
         ops.listxattr = { Operations.listxattr($0, $1, $2) }
         ops.removexattr = { Operations.removexattr($0, $1, $2) }
         return ops
+    }
+}
+
+/// libfuse 3.14 accepts FUSE_CAP_PARALLEL_DIROPS and FUSE_CAP_HANDLE_KILLPRIV in `want`
+/// (`Operations.negotiate`) but leaves both out of its INIT reply; later versions send them.
+/// The session's reads and writes on /dev/fuse pass through here: the INIT request's id and
+/// the flags the kernel offers are noted, and the reply to it gets the two flags where offered.
+enum InitReply {
+    private static let request = Atomic<UInt64>(0)
+    private static let offered = Atomic<UInt32>(0)
+    private static let added = UInt32(FUSE_PARALLEL_DIROPS | FUSE_HANDLE_KILLPRIV)
+
+    static func read(_ fd: Int32, _ buffer: UnsafeMutableRawPointer?, _ length: Int) -> Int {
+        let count = Glibc.read(fd, buffer, length)
+        let headerSize = MemoryLayout<fuse_in_header>.size
+        if let buffer, count >= headerSize + MemoryLayout<fuse_init_in>.offset(of: \.flags)! + 4,
+           buffer.loadUnaligned(as: fuse_in_header.self).opcode == FUSE_INIT.rawValue {
+            let flags = buffer.loadUnaligned(fromByteOffset: headerSize + MemoryLayout<fuse_init_in>.offset(of: \.flags)!,
+                                             as: UInt32.self)
+            offered.store(flags, ordering: .relaxed)
+            request.store(buffer.loadUnaligned(as: fuse_in_header.self).unique, ordering: .releasing)
+        }
+        return count
+    }
+
+    static func writev(_ fd: Int32, _ vectors: UnsafeMutablePointer<iovec>?, _ count: Int32) -> Int {
+        let awaited = request.load(ordering: .acquiring)
+        if awaited != 0, let vectors, count >= 2, vectors[0].iov_len >= MemoryLayout<fuse_out_header>.size,
+           vectors[1].iov_len >= MemoryLayout<fuse_init_out>.offset(of: \.flags)! + 4 {
+            let header = vectors[0].iov_base.loadUnaligned(as: fuse_out_header.self)
+            if header.unique == awaited, header.error == 0 {
+                let flags = vectors[1].iov_base + MemoryLayout<fuse_init_out>.offset(of: \.flags)!
+                let patched = flags.loadUnaligned(as: UInt32.self) | (added & offered.load(ordering: .relaxed))
+                flags.storeBytes(of: patched, as: UInt32.self)
+                request.store(0, ordering: .relaxed)
+            }
+        }
+        return Glibc.writev(fd, vectors, count)
     }
 }

@@ -35,4 +35,47 @@ import Testing
         let readable = try asNobody("cat \(volume.path("shared/nobody.txt"))")
         #expect(readable.stdout == "mine\n")
     }
+
+    /// Writes and truncates by a user without CAP_FSETID drop set-user-ID, and set-group-ID
+    /// where the group may execute, as on ext4; root's writes keep them. The mount and a plain
+    /// directory get the same steps and must end with the same modes.
+    @Test func setIDBitsDropAsOnExt4() throws {
+        let volume = try MountedVolume(mountOptions: ["allow_other"])
+        defer { volume.destroy() }
+        let plain = TemporaryDirectory()
+        chmod(volume.mountpoint, 0o755)
+        chmod(plain.path, 0o755)
+        func modes(in directory: String) throws -> [String] {
+            let steps: [(name: String, mode: mode_t, byNobody: String?)] = [
+                ("written", 0o6775, "printf x >> FILE"),
+                ("written-group-not-executable", 0o6745, "printf x >> FILE"),
+                ("truncated", 0o6775, "truncate -s 1 FILE"),
+                ("opened-with-trunc", 0o6775, ": > FILE"),
+                ("written-by-root", 0o6775, nil),
+            ]
+            var result: [String] = []
+            for step in steps {
+                let path = directory + "/" + step.name
+                try Data("data".utf8).write(to: URL(fileURLWithPath: path))
+                #expect(chown(path, 65534, 65534) == 0)
+                #expect(chmod(path, step.mode) == 0)
+                if let command = step.byNobody {
+                    let outcome = try asNobody(command.replacingOccurrences(of: "FILE", with: path))
+                    #expect(outcome.status == 0, "\(step.name): \(outcome.stderr)")
+                } else {
+                    let fd = open(path, O_WRONLY | O_APPEND)
+                    #expect(fd >= 0 && write(fd, "x", 1) == 1)
+                    close(fd)
+                }
+                var info = stat()
+                #expect(stat(path, &info) == 0)
+                result.append("\(step.name) \(String(info.st_mode & 0o7777, radix: 8))")
+            }
+            return result
+        }
+        let onMount = try modes(in: volume.mountpoint)
+        let onExt4 = try modes(in: plain.path)
+        #expect(onMount == onExt4)
+        #expect(onMount.contains("written 775") && onMount.contains("written-by-root 6775"), "\(onMount)")
+    }
 }
