@@ -135,13 +135,13 @@ enum InitReply {
 
     static func read(_ fd: Int32, _ buffer: UnsafeMutableRawPointer?, _ length: Int) -> Int {
         let count = Glibc.read(fd, buffer, length)
-        let headerSize = MemoryLayout<fuse_in_header>.size
-        if let buffer, count >= headerSize + MemoryLayout<fuse_init_in>.offset(of: \.flags)! + 4,
-           buffer.loadUnaligned(as: fuse_in_header.self).opcode == FUSE_INIT.rawValue {
-            let flags = buffer.loadUnaligned(fromByteOffset: headerSize + MemoryLayout<fuse_init_in>.offset(of: \.flags)!,
-                                             as: UInt32.self)
-            offered.store(flags, ordering: .relaxed)
-            request.store(buffer.loadUnaligned(as: fuse_in_header.self).unique, ordering: .releasing)
+        let flagsOffset = MemoryLayout<fuse_in_header>.size + MemoryLayout<fuse_init_in>.offset(of: \.flags)!
+        if let buffer, count >= flagsOffset + 4 {
+            let header = buffer.loadUnaligned(as: fuse_in_header.self)
+            if header.opcode == FUSE_INIT.rawValue {
+                offered.store(buffer.loadUnaligned(fromByteOffset: flagsOffset, as: UInt32.self), ordering: .relaxed)
+                request.store(header.unique, ordering: .releasing)
+            }
         }
         return count
     }
