@@ -148,11 +148,12 @@ enum InitReply {
 
     static func writev(_ fd: Int32, _ vectors: UnsafeMutablePointer<iovec>?, _ count: Int32) -> Int {
         let awaited = request.load(ordering: .acquiring)
+        let flagsOffset = MemoryLayout<fuse_init_out>.offset(of: \.flags)!
         if awaited != 0, let vectors, count >= 2, vectors[0].iov_len >= MemoryLayout<fuse_out_header>.size,
-           vectors[1].iov_len >= MemoryLayout<fuse_init_out>.offset(of: \.flags)! + 4 {
+           vectors[1].iov_len >= flagsOffset + 4 {
             let header = vectors[0].iov_base.loadUnaligned(as: fuse_out_header.self)
             if header.unique == awaited, header.error == 0 {
-                let flags = vectors[1].iov_base + MemoryLayout<fuse_init_out>.offset(of: \.flags)!
+                let flags = vectors[1].iov_base + flagsOffset
                 let patched = flags.loadUnaligned(as: UInt32.self) | (added & offered.load(ordering: .relaxed))
                 flags.storeBytes(of: patched, as: UInt32.self)
                 request.store(0, ordering: .relaxed)

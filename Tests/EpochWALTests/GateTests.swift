@@ -74,12 +74,8 @@ import Testing
                         try RaftPayloadWrapper(keyID: 8, raftDEK: aesKey(String(repeating: "42", count: 32)))]
         let plain = plainProposals(1...20)
         let keyIndex: (UInt64) -> Int = { [6, 7, 8, 12, 13, 17].contains($0) ? 1 : 0 }
-        let entries = try plain.map { entry in
-            var stored = entry
-            if entry.index > cutover { stored.data = try wrappers[keyIndex(entry.index)].wrap(entry.data) }
-            return stored
-        }
-        try writeLog(directory.path, entries)
+        let underEach = try wrappers.map { try stored(plain, wrapper: $0) }
+        try writeLog(directory.path, plain.indices.map { underEach[keyIndex(plain[$0].index)][$0] })
 
         let (log, result) = readAll(directory.path, gate: gate())
         #expect(try result.get().unwrappedEntries == 15)
