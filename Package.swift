@@ -25,7 +25,7 @@ let package = Package(
         .target(name: "EpochCrypto", dependencies: ["COpenSSL"]),
         .target(name: "EpochFormat", dependencies: ["EpochCrypto"]),
         .target(name: "EpochVolume", dependencies: [
-            "EpochCrypto", "EpochFormat",
+            "CLinux", "EpochCrypto", "EpochFormat",
             .product(name: "Logging", package: "swift-log"),
         ]),
         // CRC-32C for the WAL reader: SSE4.2 when the CPU has it, a table otherwise.

@@ -16,6 +16,8 @@ parser.add_argument("--runs", type=int, default=3)
 parser.add_argument("--size-mb", type=int, default=512)
 parser.add_argument("--random-seconds", type=int, default=10)
 parser.add_argument("--dir", default="/var/tmp/epochfs-bench")
+parser.add_argument("--phases", default="sequential,random,small",
+                    help="comma-separated subset of sequential, random, small")
 args = parser.parse_args()
 
 work = args.dir
@@ -149,6 +151,7 @@ def small_files(fs):
 # The machine's speed drifts by tens of percent over minutes. So that a slow stretch does not
 # land on one file system only, all four stay mounted and each phase (tens of seconds) runs on
 # every file system in turn, starting with a different one each run.
+phases = [{"sequential": sequential, "random": random_io, "small": small_files}[name] for name in args.phases.split(",")]
 systems = []
 try:
     systems = [EpochFS(), GocryptFS(), BindFS(), Plain()]
@@ -157,7 +160,7 @@ try:
         fs.mount()
     for run in range(args.runs):
         order = systems[run % len(systems):] + systems[:run % len(systems)]
-        for phase in (sequential, random_io, small_files):
+        for phase in phases:
             for fs in order:
                 for key, value in phase(fs).items():
                     results[fs.name].setdefault(key, []).append(value)

@@ -2,13 +2,16 @@
 #include <fcntl.h>
 #include <linux/falloc.h>
 #include <stdio.h>
+#include <stdint.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/xattr.h>
 #include <unistd.h>
 #include "CLinux.h"
 
 const int epochfs_O_PATH = O_PATH;
 const int epochfs_O_NOATIME = O_NOATIME;
+const int epochfs_O_DIRECT = O_DIRECT;
 const int epochfs_AT_EMPTY_PATH = AT_EMPTY_PATH;
 const long epochfs_UTIME_NOW = UTIME_NOW;
 const long epochfs_UTIME_OMIT = UTIME_OMIT;
@@ -21,6 +24,19 @@ int epochfs_renameat2(int olddirfd, const char *oldpath, int newdirfd, const cha
 }
 
 int epochfs_syncfs(int fd) { return syncfs(fd); }
+
+#ifndef SYS_cachestat
+#define SYS_cachestat 451 // Linux 6.5; the same number on x86_64 and arm64
+#endif
+struct epochfs_cachestat_range { uint64_t off, len; };
+struct epochfs_cachestat { uint64_t nr_cache, nr_dirty, nr_writeback, nr_evicted, nr_recently_evicted; };
+
+long long epochfs_cached_pages(int fd, unsigned long long offset, unsigned long long length) {
+    struct epochfs_cachestat_range range = { offset, length };
+    struct epochfs_cachestat stat;
+    if (syscall(SYS_cachestat, fd, &range, &stat, 0) != 0) return -1;
+    return (long long)stat.nr_cache;
+}
 
 int epochfs_fallocate(int fd, int mode, long offset, long length) { return fallocate(fd, mode, offset, length); }
 

@@ -173,6 +173,24 @@ public enum StorageEnvelope {
     }
 }
 
+/// The storage AADs of one file's blocks under one key id, built once: from block to block
+/// only the block index, the last eight bytes, changes.
+public struct StorageAAD: Sendable {
+    public let keyID: UInt32
+    private var bytes: [UInt8]
+
+    public init(keyID: UInt32, volumeID: VolumeID, fileID: FileID) {
+        self.keyID = keyID
+        bytes = StorageEnvelope.aad(keyID: keyID, location: BlockLocation(volumeID: volumeID, fileID: fileID, blockIndex: 0))
+    }
+
+    /// Calls `body` with the AAD of block `index`.
+    public mutating func withBlock<R>(_ index: UInt64, _ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R {
+        bytes.withUnsafeMutableBytes { $0.storeBytes(of: index.bigEndian, toByteOffset: StorageEnvelope.aadSize - 8, as: UInt64.self) }
+        return try bytes.withUnsafeBytes(body)
+    }
+}
+
 /// Raft envelopes: a payload sealed with the raft DEK of an epoch directly (B.4).
 public enum RaftEnvelope {
     public static let aadSize = 6

@@ -171,4 +171,15 @@ enum Vectors {
         }
         #expect(try StorageEnvelope.open(env, location: Vectors.location(4), fileKeys: fileKeys) == [7, 7, 7])
     }
+
+    @Test func reusedStorageAADMatchesTheAADOfEachBlock() throws {
+        let base = Vectors.location(0)
+        var reused = StorageAAD(keyID: 9, volumeID: base.volumeID, fileID: base.fileID)
+        for index: UInt64 in [3, 0, 255, 256, 1 << 40 | 7, 3] {
+            var location = base
+            location.blockIndex = index
+            let bytes = reused.withBlock(index) { Array($0) }
+            #expect(bytes == StorageEnvelope.aad(keyID: 9, location: location), "block \(index)")
+        }
+    }
 }

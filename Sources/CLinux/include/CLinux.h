@@ -5,6 +5,7 @@
 
 extern const int epochfs_O_PATH;
 extern const int epochfs_O_NOATIME;
+extern const int epochfs_O_DIRECT;
 extern const int epochfs_AT_EMPTY_PATH;
 extern const long epochfs_UTIME_NOW;
 extern const long epochfs_UTIME_OMIT;
@@ -14,6 +15,9 @@ extern const int epochfs_FALLOC_FL_KEEP_SIZE;
 
 int epochfs_renameat2(int olddirfd, const char *oldpath, int newdirfd, const char *newpath, unsigned int flags);
 int epochfs_syncfs(int fd);
+// How many pages of [offset, offset + length) of the file open at fd are in the page cache
+// (cachestat(2)); -1 with errno set where the kernel cannot tell (before Linux 6.5).
+long long epochfs_cached_pages(int fd, unsigned long long offset, unsigned long long length);
 int epochfs_fallocate(int fd, int mode, long offset, long length);
 
 // Extended attributes (sys/xattr.h is not in Swift's Glibc module).

@@ -1,0 +1,100 @@
+import EpochCrypto
+import EpochFormat
+@testable import EpochVolume
+import Glibc
+import Support
+import Testing
+
+/// Reads of file content: small reads, and large ones of cached ranges, go through the backing
+/// file's page cache; large reads of uncached ranges read the disk directly (O_DIRECT). All must
+/// give the same bytes and the same errors.
+@Suite struct ContentReadTests {
+    /// A volume with one backing file holding `plain` (written through FileContent).
+    struct StoredFile {
+        let directory = TemporaryDirectory()
+        let content: FileContent
+        let fd: Int32
+        let plain: [UInt8]
+
+        init(size: Int) throws {
+            let keys = try KeyFiles(epochs: 1...1)
+            let backing = directory.path + "/backing"
+            let header = try Volume.create(backing: backing, keySource: "file:\(keys.directory.path)/%d.key", epoch: 1, blockSize: 4096)
+            content = FileContent(keys: try VolumeKeys(header: header), counters: VolumeCounters())
+            fd = open(directory.path + "/file", O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+            plain = try SecureRandom.bytes(size)
+            try plain.withUnsafeBytes { _ = try content.write(fd: fd, offset: 0, data: $0) }
+        }
+
+        func read(offset: Int, count: Int) throws -> [UInt8] {
+            try content.read(fd: fd, offset: offset, count: count) { Array($0) }
+        }
+
+        /// Writes the file out and drops it from the page cache.
+        func evict() { evictFromCache(fd) }
+
+        func flipByte(at offset: Int) {
+            var byte: UInt8 = 0
+            #expect(pread(fd, &byte, 1, off_t(offset)) == 1)
+            byte ^= 0x40
+            #expect(pwrite(fd, &byte, 1, off_t(offset)) == 1)
+        }
+    }
+
+    @Test(arguments: [false, true]) func smallAndLargeReadsGiveTheStoredBytes(evicted: Bool) throws {
+        let file = try StoredFile(size: (1 << 20) + 1234)
+        defer { close(file.fd) }
+        if evicted { file.evict() }
+        let large = FileContent.readaheadRequestSize
+        for (offset, count) in [(0, large), (4096, 1 << 20), (777, large + 9), ((1 << 20) - 3, large), (5, 2 << 20),
+                                (file.plain.count - 10, large), (file.plain.count, large), (0, 4096), (100, 5000), (4095, 2)] {
+            let expected = Array(file.plain[min(offset, file.plain.count)..<min(offset + count, file.plain.count)])
+            let read = try file.read(offset: offset, count: count)
+            #expect(read == expected, "read of \(count) at \(offset)")
+        }
+    }
+
+    @Test(arguments: [false, true]) func tamperedBlockFailsSmallAndLargeReads(evicted: Bool) throws {
+        let file = try StoredFile(size: 512 * 1024)
+        defer { close(file.fd) }
+        let layout = ContentLayout(blockSize: 4096)
+        file.flipByte(at: layout.backingOffset(block: 20) + 100)
+        if evicted { file.evict() }
+        for (offset, count) in [(0, FileContent.readaheadRequestSize), (0, 512 * 1024), (20 * 4096, 4096), (19 * 4096 + 7, 8192)] {
+            #expect(throws: ContentError.block(index: 20, .authenticationFailed(keyID: 1)), "read of \(count) at \(offset)") {
+                _ = try file.read(offset: offset, count: count)
+            }
+        }
+        let before = try file.read(offset: 0, count: 20 * 4096)
+        #expect(before == Array(file.plain[0..<(20 * 4096)]), "the blocks before the tampered one still read")
+    }
+
+    @Test func directReadsOnlyOfUncachedRangesAndNeverPastTheEnd() throws {
+        let directory = TemporaryDirectory()
+        let bytes = try SecureRandom.bytes(5 * 4096 + 100)
+        directory.write(bytes, to: "file")
+        let fd = open(directory.path + "/file", O_RDWR | O_CLOEXEC)
+        defer { close(fd) }
+        // Dirty in the page cache: the page cache serves it.
+        let patch: [UInt8] = Array(repeating: 0xA5, count: 300)
+        #expect(pwrite(fd, patch, patch.count, 4000) == patch.count)
+        #expect(try DirectRead.with(fd: fd, offset: 0, count: 8192) { $0.count } == nil)
+
+        evictFromCache(fd)
+        var expected = bytes
+        expected.replaceSubrange(4000..<4300, with: patch)
+        for (offset, count) in [(0, 4096), (100, 4 * 4096), (4097, 4 * 4096 + 3), (0, expected.count)] {
+            let seen = try DirectRead.with(fd: fd, offset: offset, count: count) { Array($0) }
+            #expect(seen == Array(expected[offset..<(offset + count)]), "direct read of \(count) at \(offset)")
+        }
+        #expect(throws: SystemError("read", path: "backing file changed size while read", errno: EIO)) {
+            try DirectRead.with(fd: fd, offset: 4096, count: expected.count) { $0.count }
+        }
+    }
+}
+
+/// Writes the file open at `fd` out and drops its pages from the page cache.
+private func evictFromCache(_ fd: Int32) {
+    #expect(fsync(fd) == 0)
+    #expect(posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED) == 0)
+}
