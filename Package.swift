@@ -50,7 +50,7 @@ let package = Package(
         .target(name: "Support", path: "Tests/Support"),
         .testTarget(name: "EpochCryptoTests", dependencies: ["EpochCrypto", "Support"]),
         .testTarget(name: "EpochFormatTests", dependencies: ["EpochFormat", "Support"]),
-        .testTarget(name: "EpochVolumeTests", dependencies: ["EpochVolume", "Support"]),
+        .testTarget(name: "EpochVolumeTests", dependencies: ["CLinux", "EpochVolume", "Support"]),
         .testTarget(name: "EpochWALTests", dependencies: ["EpochWAL", "Support"]),
         .testTarget(name: "CLITests", dependencies: ["epochfs", "Support"]),
         .testTarget(name: "CFuse3Tests", dependencies: ["CFuse3"]),

@@ -25,17 +25,24 @@ int epochfs_renameat2(int olddirfd, const char *oldpath, int newdirfd, const cha
 
 int epochfs_syncfs(int fd) { return syncfs(fd); }
 
+int epochfs_start_writeback(int fd, long long offset, long long length) {
+    return sync_file_range(fd, offset, length, SYNC_FILE_RANGE_WRITE);
+}
+
 #ifndef SYS_cachestat
 #define SYS_cachestat 451 // Linux 6.5; the same number on x86_64 and arm64
 #endif
 struct epochfs_cachestat_range { uint64_t off, len; };
 struct epochfs_cachestat { uint64_t nr_cache, nr_dirty, nr_writeback, nr_evicted, nr_recently_evicted; };
 
-long long epochfs_cached_pages(int fd, unsigned long long offset, unsigned long long length) {
+int epochfs_page_cache_pages(int fd, unsigned long long offset, unsigned long long length,
+                             unsigned long long *cached, unsigned long long *dirty) {
     struct epochfs_cachestat_range range = { offset, length };
     struct epochfs_cachestat stat;
     if (syscall(SYS_cachestat, fd, &range, &stat, 0) != 0) return -1;
-    return (long long)stat.nr_cache;
+    *cached = stat.nr_cache;
+    *dirty = stat.nr_dirty;
+    return 0;
 }
 
 int epochfs_fallocate(int fd, int mode, long offset, long length) { return fallocate(fd, mode, offset, length); }

@@ -15,9 +15,14 @@ extern const int epochfs_FALLOC_FL_KEEP_SIZE;
 
 int epochfs_renameat2(int olddirfd, const char *oldpath, int newdirfd, const char *newpath, unsigned int flags);
 int epochfs_syncfs(int fd);
-// How many pages of [offset, offset + length) of the file open at fd are in the page cache
-// (cachestat(2)); -1 with errno set where the kernel cannot tell (before Linux 6.5).
-long long epochfs_cached_pages(int fd, unsigned long long offset, unsigned long long length);
+// Starts writing the dirty pages of [offset, offset + length) of the file open at fd to disk,
+// without waiting for them (sync_file_range(2) with SYNC_FILE_RANGE_WRITE).
+int epochfs_start_writeback(int fd, long long offset, long long length);
+// How many pages of [offset, offset + length) of the file open at fd are in the page cache,
+// and how many of those are dirty (cachestat(2)): 0, or -1 with errno set where the kernel
+// cannot tell (before Linux 6.5).
+int epochfs_page_cache_pages(int fd, unsigned long long offset, unsigned long long length,
+                             unsigned long long *cached, unsigned long long *dirty);
 int epochfs_fallocate(int fd, int mode, long offset, long length);
 
 // Extended attributes (sys/xattr.h is not in Swift's Glibc module).

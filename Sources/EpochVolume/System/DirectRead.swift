@@ -15,7 +15,8 @@ enum DirectRead {
     /// one: part of the range is cached, the kernel cannot tell (before Linux 6.5), or the
     /// backing file system (or the file's mode) allows no direct read.
     static func with<R>(fd: Int32, offset: Int, count: Int, _ body: (UnsafeRawBufferPointer) throws -> R) throws -> R? {
-        guard epochfs_cached_pages(fd, UInt64(offset), UInt64(count)) == 0 else { return nil }
+        var cached: UInt64 = 0, dirty: UInt64 = 0
+        guard epochfs_page_cache_pages(fd, UInt64(offset), UInt64(count), &cached, &dirty) == 0, cached == 0 else { return nil }
         let direct = retryingEINTR { open("/proc/self/fd/\(fd)", O_RDONLY | epochfs_O_DIRECT | O_CLOEXEC) }
         guard direct >= 0 else { return nil }
         defer { close(direct) }

@@ -1,3 +1,4 @@
+import CLinux
 import EpochCrypto
 import EpochFormat
 @testable import EpochVolume
@@ -91,6 +92,32 @@ import Testing
             try DirectRead.with(fd: fd, offset: 4096, count: expected.count) { $0.count }
         }
     }
+}
+
+/// Large writes start their way to the disk before they return, so that a streaming writer's
+/// fsync does not find all of its data still to write; small ones stay in the page cache.
+@Suite struct ContentWriteTests {
+    @Test func largeWritesLeaveNoDirtyPagesBehind() throws {
+        let file = try ContentReadTests.StoredFile(size: 2 << 20)
+        defer { close(file.fd) }
+        let layout = ContentLayout(blockSize: 4096)
+        let blocks = layout.backingOffset(block: 0)..<layout.backingOffset(block: 512)
+        let afterLarge = try pageCache(file.fd, blocks)
+        #expect(afterLarge.cached > 0 && afterLarge.dirty == 0, "\(afterLarge)")
+
+        let small = try SecureRandom.bytes(1000)
+        try small.withUnsafeBytes { _ = try file.content.write(fd: file.fd, offset: 10 * 4096, data: $0) }
+        #expect(try pageCache(file.fd, blocks).dirty > 0)
+    }
+}
+
+/// Pages of `range` of the file open at `fd` in the page cache, and how many of them are dirty.
+private func pageCache(_ fd: Int32, _ range: Range<Int>) throws -> (cached: UInt64, dirty: UInt64) {
+    var cached: UInt64 = 0, dirty: UInt64 = 0
+    guard epochfs_page_cache_pages(fd, UInt64(range.lowerBound), UInt64(range.count), &cached, &dirty) == 0 else {
+        throw SystemError("cachestat", path: "test file")
+    }
+    return (cached, dirty)
 }
 
 /// Writes the file open at `fd` out and drops its pages from the page cache.
