@@ -46,7 +46,7 @@ import Testing
         let file = try StoredFile(size: (1 << 20) + 1234)
         defer { close(file.fd) }
         if evicted { file.evict() }
-        let large = FileContent.readaheadRequestSize
+        let large = FileContent.streamingRequestSize
         for (offset, count) in [(0, large), (4096, 1 << 20), (777, large + 9), ((1 << 20) - 3, large), (5, 2 << 20),
                                 (file.plain.count - 10, large), (file.plain.count, large), (0, 4096), (100, 5000), (4095, 2)] {
             let expected = Array(file.plain[min(offset, file.plain.count)..<min(offset + count, file.plain.count)])
@@ -61,7 +61,7 @@ import Testing
         let layout = ContentLayout(blockSize: 4096)
         file.flipByte(at: layout.backingOffset(block: 20) + 100)
         if evicted { file.evict() }
-        for (offset, count) in [(0, FileContent.readaheadRequestSize), (0, 512 * 1024), (20 * 4096, 4096), (19 * 4096 + 7, 8192)] {
+        for (offset, count) in [(0, FileContent.streamingRequestSize), (0, 512 * 1024), (20 * 4096, 4096), (19 * 4096 + 7, 8192)] {
             #expect(throws: ContentError.block(index: 20, .authenticationFailed(keyID: 1)), "read of \(count) at \(offset)") {
                 _ = try file.read(offset: offset, count: count)
             }

@@ -61,8 +61,9 @@ public final class FileContent: Sendable {
         layout.plaintextSize(backingSize: try backingSize(fd))
     }
 
-    /// Reads this large come from the kernel's readahead, not from a random reader.
-    static let readaheadRequestSize = 128 * 1024
+    /// Requests this large come from a streaming reader or writer: reads from the kernel's
+    /// readahead, writes from a program writing in big blocks; random access is smaller.
+    static let streamingRequestSize = 128 * 1024
 
     /// Reads up to `count` plaintext bytes at `offset` and hands them to `deliver` (empty at or
     /// past the end). The bytes live in a reused buffer only for the duration of `deliver`.
@@ -79,8 +80,8 @@ public final class FileContent: Sendable {
             let sealedCount = min(backing, layout.backingOffset(block: last + 1)) - start
             // A read this large is the kernel's readahead of a sequential reader. Its blocks come
             // straight from the disk, not through a second, ciphertext copy of the file in the
-            // page cache (bench/RESULTS.md: a third less CPU per byte than a pread).
-            if count >= Self.readaheadRequestSize, let delivered = try DirectRead.with(fd: fd, offset: start, count: sealedCount, { sealed in
+            // page cache (bench/RESULTS.md: a fifth to a third less daemon CPU per byte).
+            if count >= Self.streamingRequestSize, let delivered = try DirectRead.with(fd: fd, offset: start, count: sealedCount, { sealed in
                 try openBlocks(sealed, blocks: first...last, range: offset..<end, fileID: fileID, deliver)
             }) {
                 return delivered
@@ -166,7 +167,7 @@ public final class FileContent: Sendable {
                     sealedLength += plain.count + Envelope.overhead
                 }
                 try pwriteFully(fd, UnsafeRawBufferPointer(rebasing: scratch[0..<sealedLength]), at: layout.backingOffset(block: first))
-                if data.count >= Self.readaheadRequestSize {
+                if data.count >= Self.streamingRequestSize {
                     // A streaming writer: have the disk start on these blocks now rather than all
                     // at its fsync, when the kernel would otherwise begin (bench/RESULTS.md).
                     _ = epochfs_start_writeback(fd, Int64(layout.backingOffset(block: first)), Int64(sealedLength))
