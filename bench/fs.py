@@ -8,7 +8,9 @@ psync, one job, caches dropped first), and untar / `ls -lR` / `rm -rf` seconds o
 (sequential, random, small files) runs on every file system in turn, in an order that rotates
 from run to run.
 """
-import argparse, json, os, shutil, statistics, subprocess, sys, tarfile, tempfile, time
+import argparse, json, os, shutil, statistics, subprocess, sys, tarfile, time
+
+from benchfs import BindFS, EpochFS, GocryptFS, Plain, drop_caches, fio, sh
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--epochfs", required=True)
@@ -26,91 +28,6 @@ os.makedirs(work)
 tarball = os.path.join(work, "usr-include.tar")
 with tarfile.open(tarball, "w") as tar:
     tar.add("/usr/include", arcname="include")
-
-
-def sh(*command, **kwargs):
-    return subprocess.run(command, check=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
-
-
-def drop_caches():
-    os.sync()
-    with open("/proc/sys/vm/drop_caches", "w") as f:
-        f.write("3\n")
-
-
-def wait_mounted(path, timeout=15):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if os.path.ismount(path):
-            return
-        time.sleep(0.05)
-    raise RuntimeError(f"{path} did not mount")
-
-
-class Plain:
-    name = "plain"
-    def __init__(self):
-        self.mnt = os.path.join(work, "plain")
-        os.makedirs(self.mnt)
-    def mount(self): pass
-    def unmount(self): pass
-
-
-class FuseFS:
-    def __init__(self, name):
-        self.name = name
-        self.backing = os.path.join(work, name + "-backing")
-        self.mnt = os.path.join(work, name + "-mnt")
-        os.makedirs(self.mnt)
-    def unmount(self):
-        if os.path.ismount(self.mnt):
-            subprocess.run(["fusermount3", "-u", self.mnt], check=False)
-        deadline = time.time() + 15
-        while os.path.ismount(self.mnt) and time.time() < deadline:
-            time.sleep(0.05)
-
-
-class EpochFS(FuseFS):
-    def __init__(self):
-        super().__init__("epochfs")
-        keys = os.path.join(work, "keys")
-        os.makedirs(keys)
-        with open(os.path.join(keys, "1.key"), "w") as f:
-            f.write(os.urandom(32).hex())
-        sh(args.epochfs, "init", self.backing, "--key-source", f"file:{keys}/%d.key")
-    def mount(self):
-        sh(args.epochfs, "mount", self.backing, self.mnt)
-        wait_mounted(self.mnt)
-
-
-class GocryptFS(FuseFS):
-    def __init__(self):
-        super().__init__("gocryptfs")
-        os.makedirs(self.backing)
-        self.passfile = os.path.join(work, "gocryptfs.pass")
-        with open(self.passfile, "w") as f:
-            f.write("benchmark passphrase\n")
-        sh("gocryptfs", "-q", "-init", "-scryptn", "10", "-passfile", self.passfile, self.backing)
-    def mount(self):
-        sh("gocryptfs", "-q", "-passfile", self.passfile, self.backing, self.mnt)
-        wait_mounted(self.mnt)
-
-
-class BindFS(FuseFS):
-    def __init__(self):
-        super().__init__("bindfs")
-        os.makedirs(self.backing)
-    def mount(self):
-        # Debian's bindfs uses libfuse2: without big_writes every write request is 4 KiB.
-        sh("bindfs", "-o", "big_writes", self.backing, self.mnt)
-        wait_mounted(self.mnt)
-
-
-def fio(directory, name, rw, bs, size_mb, extra=()):
-    out = sh("fio", "--name=" + name, "--directory=" + directory, "--rw=" + rw, "--bs=" + bs, f"--size={size_mb}M",
-             "--ioengine=psync", "--numjobs=1", "--group_reporting", "--output-format=json", *extra).stdout
-    job = json.loads(out)["jobs"][0]
-    return job["read" if "read" in rw else "write"]
 
 
 def sequential(fs):
@@ -154,7 +71,7 @@ def small_files(fs):
 phases = [{"sequential": sequential, "random": random_io, "small": small_files}[name] for name in args.phases.split(",")]
 systems = []
 try:
-    systems = [EpochFS(), GocryptFS(), BindFS(), Plain()]
+    systems = [EpochFS(work, args.epochfs), GocryptFS(work), BindFS(work), Plain(work)]
     results = {fs.name: {} for fs in systems}
     for fs in systems:
         fs.mount()

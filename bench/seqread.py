@@ -10,7 +10,9 @@ daemon's CPU seconds per GiB read (user + system, from /proc/PID/stat).
 Usage: bench/seqread.py [--runs N] [--warm] EPOCHFS_BINARY...
 (needs fio and gocryptfs: bench/fs.sh installs them)
 """
-import argparse, json, os, shutil, statistics, subprocess, time
+import argparse, os, shutil, statistics, subprocess
+
+from benchfs import EpochFS, GocryptFS, drop_caches, fio, sh
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--runs", type=int, default=8)
@@ -21,75 +23,46 @@ args = parser.parse_args()
 size_mb = 512
 
 
-def sh(*command):
-    return subprocess.run(command, check=True, capture_output=True, text=True).stdout
-
-
 def daemon_cpu_seconds(pid):
     fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def fio_read_mbs(directory):
-    job = json.loads(sh("fio", "--name=seq", "--directory=" + directory, "--rw=read", "--bs=1M", f"--size={size_mb}M",
-                        "--ioengine=psync", "--output-format=json"))["jobs"][0]["read"]
-    return job["io_bytes"] / 1e6 / (job["runtime"] / 1000)
-
-
 work = args.dir
 shutil.rmtree(work, ignore_errors=True)
-os.makedirs(f"{work}/keys")
-with open(f"{work}/keys/1.key", "w") as f:
-    f.write(os.urandom(32).hex())
-with open(f"{work}/gocryptfs.pass", "w") as f:
-    f.write("benchmark passphrase\n")
-
-systems = {}  # name -> (backing, mountpoint)
+os.makedirs(work)
+systems = []
 try:
     for i, binary in enumerate(args.binaries):
-        backing, mnt = f"{work}/epochfs{i}-backing", f"{work}/epochfs{i}-mnt"
-        os.makedirs(mnt)
-        sh(binary, "init", backing, "--key-source", f"file:{work}/keys/%d.key")
-        sh(binary, "mount", backing, mnt)
-        systems[f"epochfs#{i} {binary}"] = (backing, mnt)
-    backing, mnt = f"{work}/gocryptfs-backing", f"{work}/gocryptfs-mnt"
-    os.makedirs(backing)
-    os.makedirs(mnt)
-    sh("gocryptfs", "-q", "-init", "-scryptn", "10", "-passfile", f"{work}/gocryptfs.pass", backing)
-    sh("gocryptfs", "-q", "-passfile", f"{work}/gocryptfs.pass", backing, mnt)
-    systems["gocryptfs"] = (backing, mnt)
-    for _, mnt in systems.values():
-        deadline = time.time() + 15
-        while not os.path.ismount(mnt) and time.time() < deadline:
-            time.sleep(0.05)
-        sh("fio", "--name=seq", "--directory=" + mnt, "--rw=write", "--bs=1M", f"--size={size_mb}M",
-           "--ioengine=psync", "--end_fsync=1", "--output-format=json")
+        systems.append(EpochFS(work, binary, name=f"epochfs{i}"))
+    systems.append(GocryptFS(work))
+    for fs in systems:
+        fs.mount()
+        fio(fs.mnt, "seq", "write", "1M", size_mb, ["--end_fsync=1"])
 
-    names = list(systems)
-    speeds = {name: [] for name in names}
-    cpu = {name: [] for name in names}
+    label = {fs.name: f"{fs.name} {fs.binary}" if isinstance(fs, EpochFS) else fs.name for fs in systems}
+    speeds = {fs.name: [] for fs in systems}
+    cpu = {fs.name: [] for fs in systems}
     for run in range(args.runs):
-        for name in names[run % len(names):] + names[:run % len(names)]:
-            backing, mnt = systems[name]
-            os.sync()
-            with open("/proc/sys/vm/drop_caches", "w") as f:
-                f.write("3\n")
+        for fs in systems[run % len(systems):] + systems[:run % len(systems)]:
+            drop_caches()
             if args.warm:
-                for root, _, files in os.walk(backing):
+                for root, _, files in os.walk(fs.backing):
                     for file in files:
                         subprocess.run(["cat", os.path.join(root, file)], stdout=subprocess.DEVNULL, check=True)
-            pid = int(sh("pgrep", "-f", backing).split()[0])
+            pid = int(sh("pgrep", "-f", fs.backing).stdout.split()[0])
             before = daemon_cpu_seconds(pid)
-            speeds[name].append(fio_read_mbs(mnt))
-            cpu[name].append((daemon_cpu_seconds(pid) - before) / (size_mb / 1024))
+            read = fio(fs.mnt, "seq", "read", "1M", size_mb)
+            speeds[fs.name].append(read["io_bytes"] / 1e6 / (read["runtime"] / 1000))
+            cpu[fs.name].append((daemon_cpu_seconds(pid) - before) / (size_mb / 1024))
 
     reference = statistics.median(speeds["gocryptfs"])
     print(f"Sequential read, {size_mb} MiB, {'warm' if args.warm else 'cold'} backing, median of {args.runs} runs")
-    for name in names:
-        median = statistics.median(speeds[name])
-        print(f"{name}: {median:.0f} MB/s, {median / reference:.2f}x gocryptfs, daemon CPU "
-              f"{statistics.median(cpu[name]):.2f} s/GiB (runs: {', '.join(f'{v:.0f}' for v in speeds[name])} MB/s)")
+    for fs in systems:
+        median = statistics.median(speeds[fs.name])
+        print(f"{label[fs.name]}: {median:.0f} MB/s, {median / reference:.2f}x gocryptfs, daemon CPU "
+              f"{statistics.median(cpu[fs.name]):.2f} s/GiB (runs: {', '.join(f'{v:.0f}' for v in speeds[fs.name])} MB/s)")
 finally:
-    for _, mnt in systems.values():
-        subprocess.run(["fusermount3", "-u", mnt], check=False)
+    for fs in systems:
+        fs.unmount()
     shutil.rmtree(work, ignore_errors=True)
