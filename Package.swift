@@ -10,6 +10,7 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
     ],
     targets: [
         // C libraries, found through pkg-config (Debian: libssl-dev, libfuse3-dev).
@@ -22,15 +23,17 @@ let package = Package(
         .target(name: "CLinux"),
 
         // Layers, lowest first. Nothing below the FUSE frontend imports CFuse3.
+        // Every call on the backing directory (and the WAL files) goes through EpochIO.
+        .target(name: "EpochIO", dependencies: ["CLinux", .product(name: "SystemPackage", package: "swift-system")]),
         .target(name: "EpochCrypto", dependencies: ["COpenSSL"]),
         .target(name: "EpochFormat", dependencies: ["EpochCrypto"]),
         .target(name: "EpochVolume", dependencies: [
-            "CLinux", "EpochCrypto", "EpochFormat",
+            "CLinux", "EpochCrypto", "EpochFormat", "EpochIO",
             .product(name: "Logging", package: "swift-log"),
         ]),
         // CRC-32C for the WAL reader: SSE4.2 when the CPU has it, a table otherwise.
         .target(name: "CCRC32C"),
-        .target(name: "EpochWAL", dependencies: ["CCRC32C", "EpochCrypto", "EpochFormat"]),
+        .target(name: "EpochWAL", dependencies: ["CCRC32C", "EpochCrypto", "EpochFormat", "EpochIO"]),
         .target(name: "EpochFUSE", dependencies: [
             "CFuse3", "CLinux", "EpochVolume",
             .product(name: "Logging", package: "swift-log"),
@@ -47,7 +50,8 @@ let package = Package(
         .executableTarget(name: "epochfs-walgen", dependencies: ["EpochCrypto", "EpochWAL"],
                           path: "bench/Sources/epochfs-walgen"),
 
-        .target(name: "Support", path: "Tests/Support"),
+        .target(name: "Support", dependencies: ["EpochIO"], path: "Tests/Support"),
+        .testTarget(name: "EpochIOTests", dependencies: ["EpochIO", "Support"]),
         .testTarget(name: "EpochCryptoTests", dependencies: ["EpochCrypto", "Support"]),
         .testTarget(name: "EpochFormatTests", dependencies: ["EpochFormat", "Support"]),
         .testTarget(name: "EpochVolumeTests", dependencies: ["CLinux", "EpochVolume", "Support"]),

@@ -3,6 +3,7 @@
 #include <linux/falloc.h>
 #include <stdio.h>
 #include <stdint.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/xattr.h>
@@ -24,6 +25,8 @@ int epochfs_renameat2(int olddirfd, const char *oldpath, int newdirfd, const cha
 }
 
 int epochfs_syncfs(int fd) { return syncfs(fd); }
+
+int epochfs_flock(int fd, int operation) { return flock(fd, operation); }
 
 int epochfs_start_writeback(int fd, long long offset, long long length) {
     return sync_file_range(fd, offset, length, SYNC_FILE_RANGE_WRITE);

@@ -1,16 +1,15 @@
 import CFuse3
-import CLinux
 import EpochVolume
 import Foundation
 import Glibc
 import Logging
 import Synchronization
 
-/// `MOUNT/.epochfs/control` and `MOUNT/.epochfs/status` (DESIGN §4): virtual files with fixed
-/// node ids below any `Inode` address. One command per write to control; the write returns
+/// `MOUNT/.epochfs/control` and `MOUNT/.epochfs/status` (docs/FORMAT.md §7): virtual files with fixed
+/// node ids below any `BackingNode` address. One command per write to control; the write returns
 /// only once the change is durable in the header. Status is JSON, snapshotted at open.
 final class ControlFiles: Sendable {
-    static let directoryName = ".epochfs"
+    static let directoryName = Array(".epochfs".utf8)
     static let directoryID: UInt64 = 2
     static let controlID: UInt64 = 3
     static let statusID: UInt64 = 4
@@ -18,31 +17,23 @@ final class ControlFiles: Sendable {
     static func owns(_ node: UInt64) -> Bool { (directoryID...statusID).contains(node) }
 
     private struct State {
-        var header: VolumeHeader
         var lastError: String?
         /// Open status handles: fh → the JSON snapshot taken at open.
         var snapshots: [UInt64: [UInt8]] = [:]
         var nextSnapshot: UInt64 = 1
     }
 
-    private let journal: HeaderJournal
-    private let keys: VolumeKeys
-    private let counters: VolumeCounters
-    private let epochGate: ReadWriteLock
+    private let volume: LiveVolume
     private let ownerUID: uid_t
     private let ownerGID: gid_t
     private let mountTime = timespec(tv_sec: time(nil), tv_nsec: 0)
-    private let state: Mutex<State>
+    private let state = Mutex(State())
     private let logger = Logger(label: "epochfs.control")
 
-    init(journal: HeaderJournal, header: VolumeHeader, keys: VolumeKeys, counters: VolumeCounters, epochGate: ReadWriteLock) {
-        self.journal = journal
-        self.keys = keys
-        self.counters = counters
-        self.epochGate = epochGate
+    init(volume: LiveVolume) {
+        self.volume = volume
         ownerUID = getuid()
         ownerGID = getgid()
-        state = Mutex(State(header: header))
     }
 
     var listing: [DirectoryListing.Entry] {
@@ -52,26 +43,25 @@ final class ControlFiles: Sendable {
          .init(name: Array("status".utf8), inode: Self.statusID, type: UInt8(DT_REG))]
     }
 
-    func isReserved(parent: UInt64, name: String) -> Bool {
+    func isReserved(parent: UInt64, name: [UInt8]) -> Bool {
         parent == UInt64(FUSE_ROOT_ID) && name == Self.directoryName
     }
 
-    func lookup(parent: UInt64, name: String) -> fuse_entry_param? {
-        let node: UInt64? = switch (parent, name) {
-        case (UInt64(FUSE_ROOT_ID), Self.directoryName): Self.directoryID
+    func lookup(parent: UInt64, name: [UInt8]) -> fuse_entry_param? {
+        let node: UInt64? = switch (parent, String(decoding: name, as: UTF8.self)) {
+        case (UInt64(FUSE_ROOT_ID), ".epochfs"): Self.directoryID
         case (Self.directoryID, "control"): Self.controlID
         case (Self.directoryID, "status"): Self.statusID
         default: nil
         }
-        guard let node, let attributes = attributes(node) else { return nil }
+        guard let node else { return nil }
         var entry = fuse_entry_param()
         entry.ino = fuse_ino_t(node)
-        entry.attr = attributes
+        entry.attr = attributes(node)
         return entry // zero timeouts: status changes on every read
     }
 
-    func attributes(_ node: UInt64) -> stat? {
-        guard Self.owns(node) else { return nil }
+    func attributes(_ node: UInt64) -> stat {
         var info = stat()
         info.st_ino = ino_t(node)
         info.st_uid = ownerUID
@@ -93,16 +83,14 @@ final class ControlFiles: Sendable {
         return info
     }
 
-    /// Opens control (write only) or status (read only, a fresh snapshot). False when `node` is
-    /// not a control file.
-    func open(_ node: UInt64, file: UnsafeMutablePointer<fuse_file_info>, request: fuse_req_t) throws -> Bool {
-        guard Self.owns(node) else { return false }
+    /// Opens control (write only) or status (read only, a fresh snapshot).
+    func open(_ node: UInt64, file: UnsafeMutablePointer<fuse_file_info>, caller: uid_t) throws {
         let access = file.pointee.flags & O_ACCMODE
         file.pointee.direct_io = 1
         switch node {
         case Self.controlID:
             guard access == O_WRONLY else { throw SystemError("open", path: "control", errno: EACCES) }
-            try authorize(request)
+            try authorize(caller)
             file.pointee.fh = 0
         case Self.statusID:
             guard access == O_RDONLY else { throw SystemError("open", path: "status", errno: EACCES) }
@@ -113,31 +101,28 @@ final class ControlFiles: Sendable {
                 return state.nextSnapshot
             }
         default:
-            throw SystemError("open", path: Self.directoryName, errno: EISDIR)
+            throw SystemError("open", path: ".epochfs", errno: EISDIR)
         }
-        return true
     }
 
-    func read(_ node: UInt64, file: UnsafeMutablePointer<fuse_file_info>, size: Int, offset: Int) -> [UInt8]? {
-        guard node == Self.statusID else { return nil }
+    func read(_ node: UInt64, file: UnsafeMutablePointer<fuse_file_info>, size: Int, offset: Int) throws -> [UInt8] {
+        guard node == Self.statusID else { throw SystemError("read", path: ".epochfs", errno: node == Self.directoryID ? EISDIR : EBADF) }
         let snapshot = state.withLock { $0.snapshots[file.pointee.fh] } ?? []
         guard offset < snapshot.count else { return [] }
         return Array(snapshot[offset..<min(snapshot.count, offset + size)])
     }
 
-    func release(_ node: UInt64, file: UnsafeMutablePointer<fuse_file_info>) -> Bool {
-        guard Self.owns(node) else { return false }
+    func release(_ node: UInt64, file: UnsafeMutablePointer<fuse_file_info>) {
         _ = state.withLock { $0.snapshots.removeValue(forKey: file.pointee.fh) }
-        return true
     }
 
     /// Runs one command. Errors come back as errno: EINVAL bad command, EPERM not the mount
     /// owner or root, ESTALE epoch below current, EIO key source or header failure.
-    func write(_ node: UInt64, data: UnsafeRawBufferPointer, request: fuse_req_t) throws -> Bool {
-        guard node == Self.controlID else { return false }
+    func write(_ node: UInt64, data: UnsafeRawBufferPointer, caller: uid_t) throws {
+        guard node == Self.controlID else { throw SystemError("write", path: ".epochfs", errno: EBADF) }
         let text = String(decoding: data, as: UTF8.self)
         do {
-            try authorize(request)
+            try authorize(caller)
             try execute(try ControlCommand.parse(text))
             state.withLock { $0.lastError = nil }
         } catch {
@@ -148,26 +133,16 @@ final class ControlFiles: Sendable {
             logger.error("control command failed", metadata: ["error": "\(message)"])
             throw failure
         }
-        return true
     }
 
     private func execute(_ command: ControlCommand) throws {
         switch command {
-        case let .rekey(epoch):
-            let result = try journal.rekey(to: epoch)
-            // Writes hold the gate shared: once it is ours, none still seals with the old keys.
-            epochGate.withWriteLock {
-                keys.install(result.header.keyring)
-                state.withLock { $0.header = result.header }
-            }
-        case let .raftCutover(index):
-            let header = try journal.setRaftCutover(index)
-            state.withLock { $0.header = header }
+        case let .rekey(epoch): try volume.rekey(to: epoch)
+        case let .raftCutover(index): try volume.setRaftCutover(index)
         }
     }
 
-    private func authorize(_ request: fuse_req_t) throws {
-        let caller = fuse_req_ctx(request)!.pointee.uid
+    private func authorize(_ caller: uid_t) throws {
         guard caller == 0 || caller == ownerUID else { throw ControlError.notOwner(caller) }
     }
 
@@ -182,10 +157,9 @@ final class ControlFiles: Sendable {
     }
 
     func statusJSON() throws -> String {
-        let snapshot = state.withLock { ($0.header, $0.lastError) }
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-        let status = VolumeStatus(snapshot.0, counters: counters, lastError: snapshot.1)
+        let status = volume.status(lastError: state.withLock { $0.lastError })
         return String(decoding: try encoder.encode(status), as: UTF8.self)
     }
 }

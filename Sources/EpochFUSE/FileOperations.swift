@@ -1,6 +1,4 @@
 import CFuse3
-import EpochFormat
-import CLinux
 import EpochVolume
 import Glibc
 import Synchronization
@@ -10,8 +8,8 @@ import Synchronization
 enum Handle {
     private static let appendBit: UInt64 = 1 << 32
 
-    static func make(fd: Int32, append: Bool) -> UInt64 { UInt64(UInt32(bitPattern: fd)) | (append ? appendBit : 0) }
-    static func fd(_ handle: UInt64) -> Int32 { Int32(bitPattern: UInt32(truncatingIfNeeded: handle)) }
+    static func make(_ fd: FileDescriptor, append: Bool) -> UInt64 { UInt64(UInt32(bitPattern: fd.rawValue)) | (append ? appendBit : 0) }
+    static func fd(_ handle: UInt64) -> FileDescriptor { FileDescriptor(rawValue: Int32(bitPattern: UInt32(truncatingIfNeeded: handle))) }
     static func isAppend(_ handle: UInt64) -> Bool { handle & appendBit != 0 }
 }
 
@@ -21,168 +19,122 @@ final class DirectoryListing: Sendable {
         let name: [UInt8]
         let inode: UInt64
         let type: UInt8
-        /// The entry in the backing directory; nil for "." and ".." and virtual entries.
+        /// The entry in the backing directory; nil for "." and ".." and the control files.
         var backingName: String? = nil
     }
 
-    let fd: Int32
+    /// The backing directory's descriptor; nil for the control directory.
+    let handle: FileDescriptor?
+    let tree: BackingTree
     let entries = Mutex<[Entry]>([])
 
-    init(fd: Int32) { self.fd = fd }
-    deinit { close(fd) }
+    init(handle: FileDescriptor?, tree: BackingTree) {
+        self.handle = handle
+        self.tree = tree
+    }
+
+    deinit { if let handle { tree.close(handle) } }
+
+    /// The listing of the directory `fh` was opened for.
+    static func of(_ file: UnsafeMutablePointer<fuse_file_info>) -> DirectoryListing {
+        Unmanaged<DirectoryListing>.fromOpaque(UnsafeRawPointer(bitPattern: UInt(file.pointee.fh))!).takeUnretainedValue()
+    }
 }
 
 extension Operations {
-    /// Backing open flags: read-write whenever writing (partial blocks are read back and
-    /// re-sealed), never O_APPEND/O_TRUNC/O_CREAT/O_DIRECT, which act on plaintext offsets here.
-    static func backingFlags(_ flags: Int32) -> Int32 {
-        let access = flags & O_ACCMODE == O_RDONLY ? O_RDONLY : O_RDWR
-        return access | (flags & (O_SYNC | O_DSYNC | epochfs_O_NOATIME)) | O_CLOEXEC
-    }
-
     static func open(_ request: fuse_req_t?, _ node: fuse_ino_t, _ file: UnsafeMutablePointer<fuse_file_info>?) {
-        replying(request, "open") { fs in
-            if try fs.control.open(UInt64(node), file: file!, request: request!) {
-                fuse_reply_open(request, file)
-                return
+        replying(request, "open") { fs, request in
+            let file = file!
+            switch fs.resolve(node) {
+            case let .control(id):
+                try fs.control.open(id, file: file, caller: request.caller.user)
+            case let .backing(node):
+                let flags = file.pointee.flags
+                let fd = try fs.tree.open(node, flags: flags, caller: request.caller.user)
+                file.pointee.fh = Handle.make(fd, append: flags & O_APPEND != 0)
             }
-            let inode = fs.table.inode(UInt64(node))
-            let flags = file!.pointee.flags
-            let fd = retryingEINTR { Glibc.open(inode.procPath, backingFlags(flags)) }
-            guard fd >= 0 else { throw SystemError("open", path: "") }
-            if let content = inode.content {
-                do {
-                    if flags & O_TRUNC != 0 {
-                        try fs.dropSetIDBits(fd: fd, request: request!)
-                        try fs.epochGate.withReadLock { try content.truncate(fd: fd, to: 0) }
-                    } else {
-                        try content.reloadHeader(fd: fd)
-                    }
-                } catch {
-                    close(fd)
-                    throw error
-                }
-            }
-            file!.pointee.fh = Handle.make(fd: fd, append: flags & O_APPEND != 0)
-            fuse_reply_open(request, file)
+            fuse_reply_open(request.raw, file)
         }
     }
 
     static func create(_ request: fuse_req_t?, _ parent: fuse_ino_t, _ name: UnsafePointer<CChar>?, _ mode: mode_t,
                        _ file: UnsafeMutablePointer<fuse_file_info>?) {
-        replying(request, "create") { fs in
-            guard !ControlFiles.owns(UInt64(parent)),
-                  !fs.control.isReserved(parent: UInt64(parent), name: String(cString: name!)) else {
-                throw SystemError("create", path: "", errno: EEXIST)
-            }
-            let directory = fs.table.inode(UInt64(parent))
-            let backing = try fs.backingName(name!, in: directory)
-            try fs.prepare(backing, in: directory)
+        replying(request, "create") { fs, request in
+            let name = nameBytes(name)
+            let directory = try fs.directoryForNewEntry(parent, name)
             let flags = file!.pointee.flags
-            let fd = retryingEINTR { openat(directory.fd, backing.name, backingFlags(flags) | O_CREAT | (flags & O_EXCL) | O_NOFOLLOW, mode) }
-            guard fd >= 0 else { throw SystemError("create", path: "") }
-            do {
-                fs.giveOwnership(fd: directory.fd, name: backing.name, request: request!)
-                var (inode, info) = try fs.enter(backing.name, in: directory)
-                if flags & O_TRUNC != 0, let content = inode.content, info.st_size > 0 {
-                    try fs.epochGate.withReadLock { try content.truncate(fd: fd, to: 0) }
-                    info.st_size = 0
-                }
-                var entry = fs.entryParameters(inode, info)
-                file!.pointee.fh = Handle.make(fd: fd, append: flags & O_APPEND != 0)
-                fuse_reply_create(request, &entry, file)
-            } catch {
-                close(fd)
-                throw error
-            }
+            let (fd, node, info) = try fs.tree.create(name, in: directory, flags: flags, mode: mode, owner: request.owner)
+            var entry = fs.entry((node, info))
+            file!.pointee.fh = Handle.make(fd, append: flags & O_APPEND != 0)
+            fuse_reply_create(request.raw, &entry, file)
         }
     }
 
     static func read(_ request: fuse_req_t?, _ node: fuse_ino_t, _ size: Int, _ offset: off_t,
                      _ file: UnsafeMutablePointer<fuse_file_info>?) {
-        replying(request, "read") { fs in
-            if let bytes = fs.control.read(UInt64(node), file: file!, size: size, offset: Int(offset)) {
-                bytes.withUnsafeBytes { _ = fuse_reply_buf(request, $0.baseAddress?.assumingMemoryBound(to: CChar.self), $0.count) }
-                return
-            }
-            guard let content = fs.table.inode(UInt64(node)).content else { throw SystemError("read", path: "", errno: EISDIR) }
-            try content.read(fd: Handle.fd(file!.pointee.fh), offset: Int(offset), count: size) { bytes in
-                _ = fuse_reply_buf(request, bytes.baseAddress?.assumingMemoryBound(to: CChar.self), bytes.count)
+        replying(request, "read") { fs, request in
+            switch fs.resolve(node) {
+            case let .control(id):
+                request.reply(try fs.control.read(id, file: file!, size: size, offset: Int(offset)))
+            case let .backing(node):
+                try fs.tree.read(node, through: Handle.fd(file!.pointee.fh), offset: Int(offset), count: size) { request.reply($0) }
             }
         }
     }
 
     static func write(_ request: fuse_req_t?, _ node: fuse_ino_t, _ buffer: UnsafePointer<CChar>?, _ size: Int,
                       _ offset: off_t, _ file: UnsafeMutablePointer<fuse_file_info>?) {
-        replying(request, "write") { fs in
+        replying(request, "write") { fs, request in
             let data = UnsafeRawBufferPointer(start: buffer, count: size)
-            if try fs.control.write(UInt64(node), data: data, request: request!) {
-                fuse_reply_write(request, size)
-                return
+            switch fs.resolve(node) {
+            case let .control(id):
+                try fs.control.write(id, data: data, caller: request.caller.user)
+            case let .backing(node):
+                let handle = file!.pointee.fh
+                try fs.tree.write(node, through: Handle.fd(handle), offset: Handle.isAppend(handle) ? nil : Int(offset), data: data,
+                                  caller: request.caller.user)
             }
-            guard let content = fs.table.inode(UInt64(node)).content else { throw SystemError("write", path: "", errno: EISDIR) }
-            let handle = file!.pointee.fh
-            try fs.dropSetIDBits(fd: Handle.fd(handle), request: request!)
-            try fs.epochGate.withReadLock {
-                _ = try content.write(fd: Handle.fd(handle), offset: Handle.isAppend(handle) ? nil : Int(offset), data: data)
-            }
-            fuse_reply_write(request, size)
+            fuse_reply_write(request.raw, size)
         }
     }
 
     static func release(_ request: fuse_req_t?, _ node: fuse_ino_t, _ file: UnsafeMutablePointer<fuse_file_info>?) {
         let fs = frontend(request)
-        if !fs.control.release(UInt64(node), file: file!) { close(Handle.fd(file!.pointee.fh)) }
+        switch fs.resolve(node) {
+        case let .control(id): fs.control.release(id, file: file!)
+        case .backing: fs.tree.close(Handle.fd(file!.pointee.fh))
+        }
         fuse_reply_err(request, 0)
     }
 
     static func fsync(_ request: fuse_req_t?, _ node: fuse_ino_t, _ dataOnly: Int32, _ file: UnsafeMutablePointer<fuse_file_info>?) {
-        replying(request, "fsync") { _ in
-            let fd = Handle.fd(file!.pointee.fh)
-            try check(dataOnly != 0 ? fdatasync(fd) : Glibc.fsync(fd), "fsync")
-            fuse_reply_err(request, 0)
+        replying(request, "fsync") { fs, request in
+            _ = try fs.backing(node, orFail: EINVAL)
+            try fs.tree.sync(Handle.fd(file!.pointee.fh), dataOnly: dataOnly != 0)
+            request.replyOK()
         }
     }
 
     static func fallocate(_ request: fuse_req_t?, _ node: fuse_ino_t, _ mode: Int32, _ offset: off_t, _ length: off_t,
                           _ file: UnsafeMutablePointer<fuse_file_info>?) {
-        replying(request, "fallocate") { fs in
-            guard let content = fs.table.inode(UInt64(node)).content else { throw SystemError("fallocate", path: "", errno: ENODEV) }
-            switch mode {
-            case 0:
-                let fd = Handle.fd(file!.pointee.fh)
-                let end = Int(offset + length)
-                try fs.epochGate.withReadLock {
-                    if end > (try content.size(fd: fd)) { try content.truncate(fd: fd, to: end) }
-                }
-            case epochfs_FALLOC_FL_KEEP_SIZE:
-                break // space is reserved by the backing file system as blocks are written
-            default:
-                throw SystemError("fallocate", path: "", errno: EOPNOTSUPP)
-            }
-            fuse_reply_err(request, 0)
+        replying(request, "fallocate") { fs, request in
+            let node = try fs.backing(node, orFail: ENODEV)
+            try fs.tree.allocate(node, through: Handle.fd(file!.pointee.fh), mode: mode, offset: Int(offset), length: Int(length))
+            request.replyOK()
         }
     }
 
     // MARK: Directories
 
     static func opendir(_ request: fuse_req_t?, _ node: fuse_ino_t, _ file: UnsafeMutablePointer<fuse_file_info>?) {
-        replying(request, "opendir") { fs in
-            guard !ControlFiles.owns(UInt64(node)) else {
-                file!.pointee.fh = 0
-                fuse_reply_open(request, file)
-                return
+        replying(request, "opendir") { fs, request in
+            let handle: FileDescriptor? = switch fs.resolve(node) {
+            case .control: nil
+            case let .backing(directory): try fs.tree.openDirectory(directory)
             }
-            let fd = retryingEINTR { openat(fs.table.inode(UInt64(node)).fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC, 0) }
-            guard fd >= 0 else { throw SystemError("opendir", path: "") }
-            file!.pointee.fh = UInt64(UInt(bitPattern: Unmanaged.passRetained(DirectoryListing(fd: fd)).toOpaque()))
-            fuse_reply_open(request, file)
+            file!.pointee.fh = UInt64(UInt(bitPattern: Unmanaged.passRetained(DirectoryListing(handle: handle, tree: fs.tree)).toOpaque()))
+            fuse_reply_open(request.raw, file)
         }
-    }
-
-    static func listing(_ file: UnsafeMutablePointer<fuse_file_info>) -> DirectoryListing? {
-        guard file.pointee.fh != 0 else { return nil }
-        return Unmanaged<DirectoryListing>.fromOpaque(UnsafeRawPointer(bitPattern: UInt(file.pointee.fh))!).takeUnretainedValue()
     }
 
     static func readdir(_ request: fuse_req_t?, _ node: fuse_ino_t, _ size: Int, _ offset: off_t,
@@ -199,17 +151,21 @@ extension Operations {
 
     static func listEntries(_ request: fuse_req_t?, _ node: fuse_ino_t, _ size: Int, _ offset: off_t,
                             _ file: UnsafeMutablePointer<fuse_file_info>?, plus: Bool) {
-        replying(request, plus ? "readdirplus" : "readdir") { fs in
+        replying(request, plus ? "readdirplus" : "readdir") { fs, request in
+            let listing = DirectoryListing.of(file!)
+            let directory: BackingNode?
             let entries: [DirectoryListing.Entry]
-            let directory = ControlFiles.owns(UInt64(node)) ? nil : fs.table.inode(UInt64(node))
-            if let listing = listing(file!), let directory {
+            switch fs.resolve(node) {
+            case .control:
+                directory = nil
+                entries = fs.control.listing
+            case let .backing(node):
+                directory = node
                 if offset == 0 {
-                    let fresh = try decryptedListing(fs, directory: directory, fd: listing.fd)
+                    let fresh = try listedEntries(fs, directory: node, handle: listing.handle!)
                     listing.entries.withLock { $0 = fresh }
                 }
                 entries = listing.entries.withLock { $0 }
-            } else {
-                entries = fs.control.listing
             }
             var buffer = [CChar](repeating: 0, count: size)
             var used = 0
@@ -220,61 +176,51 @@ extension Operations {
                 var param = fuse_entry_param()
                 param.attr.st_ino = ino_t(entry.inode)
                 param.attr.st_mode = mode_t(entry.type) << 12
-                var entered: Inode?
                 if plus, let directory, let backingName = entry.backingName {
                     // An entry that vanished since the listing was taken is simply left out.
-                    guard let (inode, info) = try? fs.enter(backingName, in: directory) else {
+                    guard let found = try? fs.tree.locate(backingName: backingName, in: directory) else {
                         index += 1
                         continue
                     }
-                    entered = inode
-                    param = fs.entryParameters(inode, info)
+                    param = fs.entry(found)
                 }
                 let needed = buffer.withUnsafeMutableBufferPointer { out in
                     name.withUnsafeBufferPointer { name in
-                        plus ? fuse_add_direntry_plus(request, out.baseAddress! + used, size - used, name.baseAddress, &param, off_t(index + 1))
-                            : fuse_add_direntry(request, out.baseAddress! + used, size - used, name.baseAddress, &param.attr, off_t(index + 1))
+                        plus ? fuse_add_direntry_plus(request.raw, out.baseAddress! + used, size - used, name.baseAddress, &param, off_t(index + 1))
+                            : fuse_add_direntry(request.raw, out.baseAddress! + used, size - used, name.baseAddress, &param.attr, off_t(index + 1))
                     }
                 }
                 if used + needed > size {
                     // Not sent: the kernel never saw this lookup reference.
-                    if let entered { fs.table.forget(fs.table.nodeID(of: entered), count: 1) }
+                    if param.ino != 0 { fs.table.forget(UInt64(param.ino), count: 1) }
                     break
                 }
                 used += needed
                 index += 1
             }
-            fuse_reply_buf(request, buffer, used)
+            fuse_reply_buf(request.raw, buffer, used)
         }
     }
 
-    /// Plaintext names of a backing directory with "." and ".."; epochfs's own files hidden.
-    /// A name that does not authenticate fails the listing (EIO): never a wrong name.
-    static func decryptedListing(_ fs: Frontend, directory: Inode, fd: Int32) throws -> [DirectoryListing.Entry] {
-        let iv = try directory.ivOrRead()
-        var entries = [DirectoryListing.Entry(name: [0x2e], inode: directory.identity.inode, type: UInt8(DT_DIR)),
-                       // The kernel resolves ".." itself; a non-zero number keeps it listed.
-                       DirectoryListing.Entry(name: [0x2e, 0x2e], inode: UInt64(FUSE_ROOT_ID), type: UInt8(DT_DIR))]
-        for raw in try BackingDirectory.names(fd: fd) where !NameCodec.isInternal(raw.name) {
-            let encrypted = NameCodec.isLongName(raw.name)
-                ? try BackingDirectory.longName(raw.name + NameCodec.longNameSuffix, in: fd) : raw.name
-            entries.append(.init(name: try fs.keys.names.decrypt(encrypted, directoryIV: iv), inode: raw.inode, type: raw.type,
-                                 backingName: raw.name))
-        }
-        return entries
+    /// The tree's listing with "." and "..".
+    private static func listedEntries(_ fs: Frontend, directory: BackingNode, handle: FileDescriptor) throws -> [DirectoryListing.Entry] {
+        // The kernel resolves ".." itself; a non-zero number keeps it listed.
+        [DirectoryListing.Entry(name: [0x2e], inode: directory.identity.inode, type: UInt8(DT_DIR)),
+         DirectoryListing.Entry(name: [0x2e, 0x2e], inode: UInt64(FUSE_ROOT_ID), type: UInt8(DT_DIR))]
+            + (try fs.tree.listing(of: directory, through: handle)).map {
+                DirectoryListing.Entry(name: $0.name, inode: $0.inode, type: $0.type, backingName: $0.backingName)
+            }
     }
 
     static func releasedir(_ request: fuse_req_t?, _ node: fuse_ino_t, _ file: UnsafeMutablePointer<fuse_file_info>?) {
-        if file!.pointee.fh != 0 {
-            Unmanaged<DirectoryListing>.fromOpaque(UnsafeRawPointer(bitPattern: UInt(file!.pointee.fh))!).release()
-        }
+        Unmanaged<DirectoryListing>.fromOpaque(UnsafeRawPointer(bitPattern: UInt(file!.pointee.fh))!).release()
         fuse_reply_err(request, 0)
     }
 
     static func fsyncdir(_ request: fuse_req_t?, _ node: fuse_ino_t, _ dataOnly: Int32, _ file: UnsafeMutablePointer<fuse_file_info>?) {
-        replying(request, "fsyncdir") { _ in
-            if let listing = listing(file!) { try check(Glibc.fsync(listing.fd), "fsyncdir") }
-            fuse_reply_err(request, 0)
+        replying(request, "fsyncdir") { fs, request in
+            if let handle = DirectoryListing.of(file!).handle { try fs.tree.sync(handle, dataOnly: false) }
+            request.replyOK()
         }
     }
 }

@@ -1,5 +1,4 @@
 import CFuse3
-import CLinux
 import EpochVolume
 import Foundation
 import Glibc
@@ -20,9 +19,8 @@ public enum MountSession {
 
     /// Blocks until unmounted. Throws if the volume cannot be opened or mounted.
     public static func run(backing: String, mountpoint: String, journal: HeaderJournal, options: Options) throws {
-        let header = try journal.open()
-        try ensureRootDirectoryIV(backing)
-        let frontend = try Frontend(backing: backing, journal: journal, header: header)
+        let volume = try LiveVolume(backing: backing, journal: journal)
+        let frontend = try Frontend(volume: volume)
         let logger = Logger(label: "epochfs.mount")
 
         var fuseOptions = ["fsname=epochfs:\(backing)", "subtype=epochfs"] + options.fuseOptions
@@ -61,7 +59,7 @@ public enum MountSession {
             throw SystemError("fuse_session_custom_io", path: mountpoint, errno: EINVAL)
         }
         frontend.readahead.prepare(mountpoint: mountpoint)
-        logger.info("mounted", metadata: ["backing": "\(backing)", "mountpoint": "\(mountpoint)", "epoch": "\(header.epoch)"])
+        logger.info("mounted", metadata: ["backing": "\(backing)", "mountpoint": "\(mountpoint)", "epoch": "\(volume.header.epoch)"])
         fuse_daemonize(options.foreground ? 1 : 0)
 
         let config = fuse_loop_cfg_create()
@@ -69,20 +67,8 @@ public enum MountSession {
         fuse_loop_cfg_set_max_threads(config, options.maxThreads)
         let status = epochfs_session_loop_mt(session, config)
         // Nothing is buffered in this process; make what the backing fs holds durable too.
-        epochfs_syncfs(frontend.table.root.fd)
+        try? frontend.tree.syncAll()
         logger.info("unmounting", metadata: ["mountpoint": "\(mountpoint)", "loop status": "\(status)"])
-    }
-
-    /// The root's name IV: made at init; created here only for a backing dir with no entries yet.
-    private static func ensureRootDirectoryIV(_ backing: String) throws {
-        let fd = open(backing, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        guard fd >= 0 else { throw SystemError("open", path: backing) }
-        defer { close(fd) }
-        guard (try? DirectoryIV.read(directoryFD: fd)) == nil else { return }
-        guard try BackingDirectory.names(fd: fd).allSatisfy({ NameCodec.isInternal($0.name) }) else {
-            throw SystemError("open", path: backing + "/" + DirectoryIV.fileName)
-        }
-        try DirectoryIV.create(directoryFD: fd)
     }
 
     private static func makeOperations() -> fuse_lowlevel_ops {

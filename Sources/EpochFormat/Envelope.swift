@@ -33,7 +33,7 @@ public enum EnvelopeError: Error, Equatable, Sendable, CustomStringConvertible {
 /// Looks up the AEAD key for an envelope's key_id, or says why there is none.
 public typealias EnvelopeKeyLookup = (UInt32) throws -> AESGCMKey
 
-/// The one envelope layout both epochfs envelopes share (envelopes.md A.1/B.1):
+/// The one envelope layout both epochfs envelopes share (docs/FORMAT.md §2.1):
 /// `version(1) ‖ flag(1) ‖ key_id(BE32) ‖ nonce(12) ‖ ciphertext ‖ tag(16)`.
 public enum Envelope {
     public static let version: UInt8 = 0x01
@@ -139,7 +139,7 @@ public struct BlockLocation: Hashable, Sendable {
     }
 }
 
-/// Storage envelopes: one per file block, sealed with the file's HKDF-derived key (B.2, B.3).
+/// Storage envelopes: one per file block, sealed with the file's HKDF-derived key (docs/FORMAT.md §2.2).
 public enum StorageEnvelope {
     public static let aadSize = 47
     static let fileKeyLabel = Array("epochfs/v1/file".utf8)
@@ -191,7 +191,7 @@ public struct StorageAAD: Sendable {
     }
 }
 
-/// Raft envelopes: a payload sealed with the raft DEK of an epoch directly (B.4).
+/// Raft envelopes: a payload sealed with the raft DEK of an epoch directly (docs/FORMAT.md §2.3).
 public enum RaftEnvelope {
     public static let aadSize = 6
 

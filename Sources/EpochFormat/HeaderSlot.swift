@@ -39,7 +39,7 @@ public enum HeaderSlotError: Error, Equatable, Sendable, CustomStringConvertible
 }
 
 /// One of the two fixed-size header slots (A at offset 0, B at offset `size`). All integers
-/// big-endian; the byte map is in docs/FORMAT.md "Header slot".
+/// big-endian; the byte map is in docs/FORMAT.md §3.1.
 public struct HeaderSlot: Equatable, Sendable {
     public static let size = 65_536
     public static let magic = Array("EPOCHFS\u{1}".utf8)

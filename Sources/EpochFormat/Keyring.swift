@@ -28,7 +28,7 @@ public struct EpochKeys: Sendable {
 
 /// The volume's secrets: the name key (fixed for the volume's life, like ZFS's master key) and
 /// per epoch a storage DEK and a raft DEK. Sealed under the wrapping key of the current epoch
-/// inside the header; see docs/FORMAT.md "Keyring".
+/// inside the header; see docs/FORMAT.md §3.3.
 public struct Keyring: Sendable {
     public static let formatVersion: UInt8 = 1
     public static let dekSize = 32

@@ -1,25 +1,24 @@
 import EpochFormat
+import EpochIO
 import Glibc
 
-/// Entry points the CLI (and later the mount) use to create and open a volume's header.
+/// Entry points the CLI uses to create a volume and to open its header.
 public enum Volume {
     /// Creates a volume in `backing`, which must be empty or not exist yet.
-    public static func create(backing: String, keySource spec: String, epoch: UInt32, blockSize: UInt32) throws -> VolumeHeader {
+    public static func create(backing: String, keySource spec: String, epoch: UInt32, blockSize: UInt32,
+                              io: any BackingIO = SystemIO()) throws -> VolumeHeader {
         let source = try KeySourceSpec.parse(spec)
-        try prepareEmptyDirectory(backing)
-        let header = try HeaderJournal(store: try FileHeaderStore(creatingIn: backing), source: source)
+        try prepareEmptyDirectory(backing, io: io)
+        let header = try HeaderJournal(store: try FileHeaderStore(creatingIn: backing, io: io), source: source)
             .create(epoch: epoch, blockSize: blockSize)
-        let root = open(backing, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        guard root >= 0 else { throw SystemError("open", path: backing) }
-        defer { close(root) }
-        try DirectoryIV.create(directoryFD: root)
+        try io.withOpened(backing, in: .currentDirectory, flags: O_RDONLY | O_DIRECTORY) { try DirectoryIV.create(in: $0, io: io) }
         return header
     }
 
     /// The journal of an existing volume, with the key source remembered in its header unless
     /// `keySourceOverride` names another.
-    public static func journal(backing: String, keySourceOverride: String? = nil) throws -> HeaderJournal {
-        let store = try FileHeaderStore(backing: backing)
+    public static func journal(backing: String, keySourceOverride: String? = nil, io: any BackingIO = SystemIO()) throws -> HeaderJournal {
+        let store = try FileHeaderStore(backing: backing, io: io)
         let spec = try keySourceOverride ?? rememberedKeySource(store)
         return HeaderJournal(store: store, source: try KeySourceSpec.parse(spec))
     }
@@ -41,9 +40,12 @@ public enum Volume {
         try HeaderJournal.newestValidSlot(in: store).slot.keySource
     }
 
-    private static func prepareEmptyDirectory(_ path: String) throws {
-        if mkdir(path, 0o700) == 0 { return }
-        guard errno == EEXIST else { throw SystemError("mkdir", path: path) }
-        guard try BackingDirectory.names(path: path).isEmpty else { throw SystemError("init", path: path, errno: ENOTEMPTY) }
+    private static func prepareEmptyDirectory(_ path: String, io: any BackingIO) throws {
+        do {
+            try io.mkdirat(path, in: .currentDirectory, mode: 0o700)
+            return
+        } catch let error as SystemError where error.errno == EEXIST {}
+        let entries = try io.withOpened(path, in: .currentDirectory, flags: O_RDONLY | O_DIRECTORY) { try io.readdir($0) }
+        guard entries.isEmpty else { throw SystemError("init", path: path, errno: ENOTEMPTY) }
     }
 }

@@ -25,6 +25,12 @@ public final class VolumeKeys: Sendable {
         let keys = try keyring.withLock { (ring) throws(EnvelopeError) in try ring.keys(for: epoch) }
         return keys.storageDEK!
     }
+
+    /// The key of the storage envelopes of one file (or pseudo-file: a symlink target, an
+    /// xattr value) under `epoch` (docs/FORMAT.md §2.2).
+    public func fileKey(epoch: UInt32, fileID: FileID) throws -> AESGCMKey {
+        try AESGCMKey(StorageEnvelope.fileKey(storageDEK: try storageDEK(epoch: epoch), volumeID: volumeID, fileID: fileID))
+    }
 }
 
 /// Counters shown in the status file.

@@ -1,7 +1,7 @@
 import EpochCrypto
 import EpochFormat
 
-/// How a raft envelope sits in `Entry.Data` (envelopes.md B.5).
+/// How a raft envelope sits in `Entry.Data` (docs/FORMAT.md §9.2).
 public enum PayloadLayout: String, Sendable, CaseIterable {
     /// `0x01 ‖ request id (BE u64) ‖ raft envelope`: the 9-byte proposal header stays clear.
     case proposal
@@ -9,7 +9,7 @@ public enum PayloadLayout: String, Sendable, CaseIterable {
     case raw
 }
 
-/// The proposal envelope's clear header (envelopes.md A.3).
+/// The proposal envelope's clear header (docs/FORMAT.md §9.2).
 public enum ProposalHeader {
     public static let version: UInt8 = 0x01
     public static let size = 9
@@ -22,7 +22,7 @@ public enum ProposalHeader {
     }
 }
 
-/// The cutover-gated unwrap (DESIGN.md §5, envelopes.md A.3/B.5): an entry with index <= cutover
+/// The cutover-gated unwrap (docs/FORMAT.md §9.3): an entry with index <= cutover
 /// passes through untouched; above it, an EntryNormal entry with data carries a raft envelope
 /// that must open, while empty entries (leader no-ops) and conf changes pass through. The inert
 /// default cutover, u64 max, unwraps nothing. One AES key and one AAD per key id are built on

@@ -1,3 +1,4 @@
+import EpochIO
 import Glibc
 
 /// One segment opened for sequential reading through a bounded buffer filled by `pread`.
@@ -7,32 +8,34 @@ final class SegmentFile {
     let name: String
     let path: String
     let size: Int64
-    private let descriptor: Int32
+    private let io: any BackingIO
+    private let descriptor: FileDescriptor
     private let chunkSize: Int
     private var buffer: UnsafeMutableRawBufferPointer
     private var bufferOffset: Int64 = 0 // file offset of buffer[0]
     private var bufferCount = 0
 
-    init(directory: String, name: String, chunkSize: Int) throws(WALError) {
+    init(directory: String, name: String, chunkSize: Int, io: any BackingIO) throws(WALError) {
         self.name = name
-        path = directory + "/" + name
+        let path = directory + "/" + name
+        self.path = path
         self.chunkSize = chunkSize
-        descriptor = open(path, O_RDONLY | O_CLOEXEC)
-        guard descriptor >= 0 else { throw .io(path: path, operation: "open", errno: errno) }
-        var status = stat()
-        guard fstat(descriptor, &status) == 0 else {
-            let code = errno
-            close(descriptor)
-            throw .io(path: path, operation: "fstat", errno: code)
+        self.io = io
+        let descriptor = try walIO(path) { try io.open(path, in: .currentDirectory, flags: O_RDONLY | O_CLOEXEC, mode: 0) }
+        do throws(WALError) {
+            size = Int64(try walIO(path) { try io.size(descriptor) })
+        } catch {
+            io.close(descriptor)
+            throw error
         }
-        size = Int64(status.st_size)
+        self.descriptor = descriptor
         buffer = .allocate(byteCount: chunkSize, alignment: 64)
-        posix_fadvise(descriptor, 0, 0, POSIX_FADV_SEQUENTIAL)
+        io.fadvise(descriptor, advice: POSIX_FADV_SEQUENTIAL)
     }
 
     deinit {
         buffer.deallocate()
-        close(descriptor)
+        io.close(descriptor)
     }
 
     /// The `count` bytes at `offset`, or nil when the file ends first. The bytes stay valid
@@ -66,16 +69,8 @@ final class SegmentFile {
         bufferOffset = offset
         bufferCount = kept
         let wanted = Int(min(Int64(capacity), size - offset))
-        while bufferCount < wanted {
-            let read = pread(descriptor, buffer.baseAddress! + bufferCount, wanted - bufferCount,
-                             off_t(offset) + off_t(bufferCount))
-            if read < 0 {
-                if errno == EINTR { continue }
-                throw .io(path: path, operation: "pread", errno: errno)
-            }
-            if read == 0 { break }
-            bufferCount += read
-        }
+        let unfilled = UnsafeMutableRawBufferPointer(rebasing: buffer[bufferCount..<wanted])
+        bufferCount += try walIO(path) { try io.preadFully(descriptor, into: unfilled, at: Int(offset) + bufferCount) }
         return bufferCount >= count
     }
 }

@@ -1,3 +1,4 @@
+import EpochIO
 import Glibc
 
 /// A WAL segment file name, `%016x-%016x.wal` = `<seq>-<first expected raft index>.wal`.
@@ -49,20 +50,11 @@ public struct WALSegmentName: Hashable, Sendable, CustomStringConvertible {
     /// The segments of `directory` in etcd's order (file names sorted bytewise), skipping
     /// names that do not parse (`.tmp` spares, `.broken` copies, anything else), and
     /// requiring each sequence number to be exactly one more than the one before.
-    public static func list(directory: String) throws(WALError) -> [WALSegmentName] {
-        guard let handle = opendir(directory) else {
-            throw .io(path: directory, operation: "opendir", errno: errno)
+    public static func list(directory: String, io: any BackingIO = SystemIO()) throws(WALError) -> [WALSegmentName] {
+        let entries = try walIO(directory) {
+            try io.withOpened(directory, in: .currentDirectory, flags: O_RDONLY | O_DIRECTORY) { try io.readdir($0) }
         }
-        defer { closedir(handle) }
-        var names: [WALSegmentName] = []
-        while let entry = readdir(handle) {
-            let fileName = withUnsafePointer(to: entry.pointee.d_name) {
-                $0.withMemoryRebound(to: CChar.self, capacity: MemoryLayout.size(ofValue: entry.pointee.d_name)) {
-                    String(cString: $0)
-                }
-            }
-            if let name = WALSegmentName(fileName: fileName) { names.append(name) }
-        }
+        var names = entries.compactMap { WALSegmentName(fileName: $0.name) }
         names.sort { $0.fileName.utf8.lexicographicallyPrecedes($1.fileName.utf8) }
         guard !names.isEmpty else { throw .noSegments(directory: directory) }
         for (previous, next) in zip(names, names.dropFirst()) where previous.sequence &+ 1 != next.sequence {

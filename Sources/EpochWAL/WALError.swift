@@ -1,3 +1,4 @@
+import EpochIO
 import EpochFormat
 import Glibc
 
@@ -158,5 +159,16 @@ public enum TornTail: Equatable, Sendable, CustomStringConvertible {
         case let .shortRecord(needed, available): "record needs \(needed) bytes, \(available) written"
         case .zeroSector: "record with an all-zero sector"
         }
+    }
+}
+
+/// Runs backing calls, reporting a failure as the WAL's own `.io` error about `path`.
+func walIO<R>(_ path: String, _ body: () throws -> R) throws(WALError) -> R {
+    do {
+        return try body()
+    } catch let error as SystemError {
+        throw .io(path: path, operation: error.operation, errno: error.errno)
+    } catch {
+        throw .io(path: path, operation: "\(error)", errno: EIO)
     }
 }

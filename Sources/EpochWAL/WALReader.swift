@@ -1,3 +1,4 @@
+import EpochIO
 import EpochFormat
 
 /// An entry as the reader delivers it. `data` and `storedData` borrow the reader's buffers
@@ -70,7 +71,7 @@ public struct WALSummary: Sendable {
     }
 }
 
-/// Streams a directory of etcd WAL segments (etcd-wal.md §1–2): frames, records, the CRC-32C
+/// Streams a directory of etcd WAL segments (docs/FORMAT.md §9.1, §11): frames, records, the CRC-32C
 /// chain checked record by record and at every segment's crc record, torn tails in the last
 /// segment, replay semantics (see `WALEvent`) and the cutover gate. Every segment is read
 /// from its start in bounded chunks; peak memory is one chunk plus the largest record, and
@@ -90,12 +91,15 @@ public struct WALReader {
     public let directory: String
     public let gate: CutoverGate
     public let chunkSize: Int
+    private let io: any BackingIO
 
-    public init(directory: String, gate: CutoverGate = CutoverGate(), chunkSize: Int = defaultChunkSize) {
+    public init(directory: String, gate: CutoverGate = CutoverGate(), chunkSize: Int = defaultChunkSize,
+                io: any BackingIO = SystemIO()) {
         precondition(chunkSize >= 4096, "chunks smaller than a page only cost system calls")
         self.directory = directory
         self.gate = gate
         self.chunkSize = chunkSize
+        self.io = io
     }
 
     /// Reads the log, calling `handle` for every event in order. Throws `WALError` on
@@ -103,12 +107,12 @@ public struct WALReader {
     /// delivered), and rethrows whatever `handle` throws. A torn tail is not an error: it
     /// ends the log and shows in `WALSummary.end`.
     public func read(_ handle: (WALEvent) throws -> Void) throws -> WALSummary {
-        let names = try WALSegmentName.list(directory: directory)
+        let names = try WALSegmentName.list(directory: directory, io: io)
         return try withoutActuallyEscaping(handle) { handle in
             var replay = Replay(gate: gate, handle: handle)
             replay.summary.segments = names
             for (position, name) in names.enumerated() {
-                let segment = try SegmentFile(directory: directory, name: name.fileName, chunkSize: chunkSize)
+                let segment = try SegmentFile(directory: directory, name: name.fileName, chunkSize: chunkSize, io: io)
                 replay.summary.end = try replay.read(segment, isLast: position == names.count - 1)
             }
             replay.summary.crc = replay.crc.value

@@ -1,3 +1,4 @@
+import EpochIO
 import Glibc
 
 /// Writes etcd-format WAL segments the way etcd 3.4's `wal.WAL` does (`Create`, `Save`,
@@ -36,7 +37,8 @@ public final class WALWriter {
     public let options: Options
     public private(set) var segments: [WALSegmentName] = []
     private let metadata: [UInt8]
-    private var descriptor: Int32 = -1
+    private let io: any BackingIO
+    private var descriptor: FileDescriptor?
     private var tailPath = ""
     private var offset: Int64 = 0
     private var crc = CRC32C()
@@ -45,15 +47,18 @@ public final class WALWriter {
     private var batch: [UInt8] = []
 
     /// Starts a new log in `directory` (created 0700 if missing), which must hold no segment.
-    public init(directory: String, metadata: [UInt8], options: Options = Options()) throws(WALError) {
+    public init(directory: String, metadata: [UInt8], options: Options = Options(), io: any BackingIO = SystemIO()) throws(WALError) {
         self.directory = directory
         self.metadata = metadata
         self.options = options
-        if mkdir(directory, 0o700) != 0, errno != EEXIST {
-            throw .io(path: directory, operation: "mkdir", errno: errno)
+        self.io = io
+        try walIO(directory) {
+            do {
+                try io.mkdirat(directory, in: .currentDirectory, mode: 0o700)
+            } catch let error as SystemError where error.errno == EEXIST {}
         }
         do throws(WALError) {
-            _ = try WALSegmentName.list(directory: directory)
+            _ = try WALSegmentName.list(directory: directory, io: io)
             throw .segmentsExist(directory: directory)
         } catch .noSegments {
             // An empty directory, as required.
@@ -67,7 +72,7 @@ public final class WALWriter {
     }
 
     deinit {
-        if descriptor >= 0 { Glibc.close(descriptor) }
+        if let descriptor { io.close(descriptor) }
     }
 
     /// The running CRC-32C, as the next segment's crc record would carry it.
@@ -103,10 +108,10 @@ public final class WALWriter {
 
     /// Syncs and closes the tail. Preallocated space stays, as etcd leaves it.
     public func close() throws(WALError) {
-        guard descriptor >= 0 else { return }
+        guard let descriptor else { return }
         try flush(sync: true)
-        Glibc.close(descriptor)
-        descriptor = -1
+        io.close(descriptor)
+        self.descriptor = nil
     }
 
     // MARK: - Segments
@@ -114,11 +119,9 @@ public final class WALWriter {
     private func openSegment(_ name: WALSegmentName) throws(WALError) {
         let path = directory + "/" + name.fileName + ".tmp"
         tailPath = path
-        descriptor = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o600)
-        guard descriptor >= 0 else { throw .io(path: path, operation: "open", errno: errno) }
-        if options.preallocate, ftruncate(descriptor, off_t(options.segmentSize)) != 0 {
-            throw .io(path: path, operation: "ftruncate", errno: errno)
-        }
+        let descriptor = try walIO(path) { try io.open(path, in: .currentDirectory, flags: O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode: 0o600) }
+        self.descriptor = descriptor
+        if options.preallocate { try walIO(path) { try io.ftruncate(descriptor, size: Int(options.segmentSize)) } }
         segments.append(name)
         offset = 0
     }
@@ -126,21 +129,17 @@ public final class WALWriter {
     /// Renames the new tail from `.tmp` to its name and syncs the directory.
     private func publishSegment() throws(WALError) {
         let path = directory + "/" + segments.last!.fileName
-        guard rename(tailPath, path) == 0 else { throw .io(path: tailPath, operation: "rename", errno: errno) }
+        try walIO(tailPath) { try io.renameat(tailPath, in: .currentDirectory, to: path, in: .currentDirectory, flags: 0) }
         tailPath = path
-        let directoryDescriptor = open(directory, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
-        guard directoryDescriptor >= 0 else { throw .io(path: directory, operation: "open", errno: errno) }
-        defer { Glibc.close(directoryDescriptor) }
-        guard fsync(directoryDescriptor) == 0 else { throw .io(path: directory, operation: "fsync", errno: errno) }
+        try walIO(directory) { try io.withOpened(directory, in: .currentDirectory, flags: O_RDONLY | O_DIRECTORY) { try io.fsync($0) } }
     }
 
     private func cut() throws(WALError) {
-        guard ftruncate(descriptor, off_t(offset)) == 0 else {
-            throw .io(path: tailPath, operation: "ftruncate", errno: errno)
-        }
+        let descriptor = descriptor!
+        try walIO(tailPath) { try io.ftruncate(descriptor, size: Int(offset)) }
         try flush(sync: true)
-        Glibc.close(descriptor)
-        descriptor = -1
+        io.close(descriptor)
+        self.descriptor = nil
         try openSegment(WALSegmentName(sequence: segments.last!.sequence + 1, index: lastIndex + 1))
         try appendRecord(.crc, data: nil)
         try appendRecord(.metadata, data: metadata)
@@ -171,20 +170,10 @@ public final class WALWriter {
     }
 
     private func flush(sync: Bool) throws(WALError) {
-        let path = tailPath
-        var written = 0
-        while written < batch.count {
-            let result = batch.withUnsafeBytes {
-                pwrite(descriptor, $0.baseAddress! + written, $0.count - written, off_t(offset) + off_t(written))
-            }
-            if result < 0 {
-                if errno == EINTR { continue }
-                throw .io(path: path, operation: "pwrite", errno: errno)
-            }
-            written += result
-        }
+        let descriptor = descriptor!
+        try walIO(tailPath) { try io.pwriteFully(descriptor, batch, at: Int(offset)) }
         offset += Int64(batch.count)
         batch.removeAll(keepingCapacity: true)
-        if sync, fdatasync(descriptor) != 0 { throw .io(path: path, operation: "fdatasync", errno: errno) }
+        if sync { try walIO(tailPath) { try io.fdatasync(descriptor) } }
     }
 }

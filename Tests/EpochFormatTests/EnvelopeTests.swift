@@ -3,7 +3,7 @@ import EpochFormat
 import Support
 import Testing
 
-/// The inputs of envelopes.md §C.
+/// The inputs of docs/FORMAT.md §10.1 (values in §10.3–§10.5).
 enum Vectors {
     static let storageDEK = SecretBytes(copying: hex("000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"))
     static let raftDEK = SecretBytes(copying: hex("202122232425262728292a2b2c2d2e2f303132333435363738393a3b3c3d3e3f"))

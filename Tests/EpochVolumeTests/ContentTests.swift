@@ -20,15 +20,15 @@ import Testing
         init(size: Int) throws {
             let keys = try KeyFiles(epochs: 1...1)
             let backing = directory.path + "/backing"
-            let header = try Volume.create(backing: backing, keySource: "file:\(keys.directory.path)/%d.key", epoch: 1, blockSize: 4096)
-            content = FileContent(keys: try VolumeKeys(header: header), counters: VolumeCounters())
+            _ = try Volume.create(backing: backing, keySource: "file:\(keys.directory.path)/%d.key", epoch: 1, blockSize: 4096)
+            content = FileContent(volume: try LiveVolume(backing: backing))
             fd = open(directory.path + "/file", O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
             plain = try SecureRandom.bytes(size)
-            try plain.withUnsafeBytes { _ = try content.write(fd: fd, offset: 0, data: $0) }
+            try plain.withUnsafeBytes { _ = try content.write(fd: FileDescriptor(rawValue: fd), offset: 0, data: $0) }
         }
 
         func read(offset: Int, count: Int) throws -> [UInt8] {
-            try content.read(fd: fd, offset: offset, count: count) { Array($0) }
+            try content.read(fd: FileDescriptor(rawValue: fd), offset: offset, count: count) { Array($0) }
         }
 
         /// Writes the file out and drops it from the page cache.
@@ -79,17 +79,17 @@ import Testing
         // Dirty in the page cache: the page cache serves it.
         let patch: [UInt8] = Array(repeating: 0xA5, count: 300)
         #expect(pwrite(fd, patch, patch.count, 4000) == patch.count)
-        #expect(try DirectRead.with(fd: fd, offset: 0, count: 8192) { $0.count } == nil)
+        #expect(try DirectRead.with(io: SystemIO(), fd: FileDescriptor(rawValue: fd), offset: 0, count: 8192) { $0.count } == nil)
 
         evictFromCache(fd)
         var expected = bytes
         expected.replaceSubrange(4000..<4300, with: patch)
         for (offset, count) in [(0, 4096), (100, 4 * 4096), (4097, 4 * 4096 + 3), (0, expected.count)] {
-            let seen = try DirectRead.with(fd: fd, offset: offset, count: count) { Array($0) }
+            let seen = try DirectRead.with(io: SystemIO(), fd: FileDescriptor(rawValue: fd), offset: offset, count: count) { Array($0) }
             #expect(seen == Array(expected[offset..<(offset + count)]), "direct read of \(count) at \(offset)")
         }
         #expect(throws: SystemError("read", path: "backing file changed size while read", errno: EIO)) {
-            try DirectRead.with(fd: fd, offset: 4096, count: expected.count) { $0.count }
+            try DirectRead.with(io: SystemIO(), fd: FileDescriptor(rawValue: fd), offset: 4096, count: expected.count) { $0.count }
         }
     }
 }
@@ -106,7 +106,7 @@ import Testing
         #expect(afterLarge.cached > 0 && afterLarge.dirty == 0, "\(afterLarge)")
 
         let small = try SecureRandom.bytes(1000)
-        try small.withUnsafeBytes { _ = try file.content.write(fd: file.fd, offset: 10 * 4096, data: $0) }
+        try small.withUnsafeBytes { _ = try file.content.write(fd: FileDescriptor(rawValue: file.fd), offset: 10 * 4096, data: $0) }
         #expect(try pageCache(file.fd, blocks).dirty > 0)
     }
 }

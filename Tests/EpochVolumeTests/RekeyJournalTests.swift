@@ -25,7 +25,7 @@ struct KeyringFingerprint: Equatable {
 }
 
 @Suite struct RekeyJournalTests {
-    /// Every crash point of ZFS-notes §5.7, plus a torn write at every 512-byte boundary.
+    /// Every crash point of docs/FORMAT.md §3.6, plus a torn write at every 512-byte boundary.
     static let faults: [FaultyHeaderStore.Fault] =
         [.crashBeforeWrite, .crashAfterWriteBeforeSync, .crashAfterSyncBeforeSwitch, .failSync]
             + stride(from: 0, through: HeaderSlot.size, by: 512).map { .tornWrite(durableBytes: $0) }

@@ -127,7 +127,7 @@ private func contains(_ haystack: [UInt8], _ needle: [UInt8]) -> Bool {
 }
 
 /// etcd's own reader: bench/etcd-wal-reader (a small Go program over Debian's etcd 3.4
-/// sources, etcd-wal.md §4), built offline once per machine into /tmp.
+/// sources, docs/FORMAT.md §11.7), built offline once per machine into /tmp.
 struct GoOracle {
     static let buildRoot = "/tmp/epochfs-waloracle"
     static let sourceFile = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()

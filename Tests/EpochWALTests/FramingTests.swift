@@ -3,9 +3,9 @@ import Testing
 @testable import EpochWAL
 
 @Suite struct FramingTests {
-    /// etcd-wal.md 2.1: pad = (8 - N % 8) % 8, top byte 0x80 | pad when pad != 0.
+    /// docs/FORMAT.md §11.2: pad = (8 - N % 8) % 8, top byte 0x80 | pad when pad != 0.
     @Test func lengthWordsMatchEtcdsEncoder() {
-        #expect(Frame.lengthWord(recordLength: 4) == 0x8400_0000_0000_0004) // the crc record of 2.5
+        #expect(Frame.lengthWord(recordLength: 4) == 0x8400_0000_0000_0004) // the crc record of §11.5
         #expect(Frame.lengthWord(recordLength: 0x1d) == 0x8300_0000_0000_001d)
         #expect(Frame.lengthWord(recordLength: 16) == 16)
         for length in 1...64 {

@@ -206,7 +206,7 @@ import Testing
         #expect(try failure(directory.path, gate()) == .unsupportedEntryType(RaftEntryType(rawValue: 7)))
     }
 
-    /// envelopes.md C.4 (raw) and C.5 (proposal, request id 31337), opened by the gate.
+    /// docs/FORMAT.md §10.6: the raw envelope and the one (proposal, request id 31337), opened by the gate.
     @Test func knownAnswerVectors() throws {
         #expect(try RaftEnvelope.seal(KnownAnswer.plaintext, keyID: 7, raftDEK: aesKey(KnownAnswer.raftDEK7),
                                       nonce: KnownAnswer.nonce) == KnownAnswer.rawEnvelope)

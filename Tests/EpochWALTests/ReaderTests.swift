@@ -44,7 +44,7 @@ import Testing
         #expect(log.entries.contains { $0.index == second.index })
     }
 
-    /// etcd-wal.md 2.5: crc(0), metadata, snapshot{0,0} open a fresh log, byte for byte.
+    /// docs/FORMAT.md §11.5: crc(0), metadata, snapshot{0,0} open a fresh log, byte for byte.
     @Test func firstSegmentAnatomy() throws {
         let directory = TemporaryDirectory()
         _ = try writeLog(directory.path, entryCount: 1)

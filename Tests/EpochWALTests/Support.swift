@@ -38,7 +38,7 @@ func fileSize(_ path: String) -> Int { readFile(path).count }
 
 func aesKey(_ hexKey: String) -> AESGCMKey { try! AESGCMKey(SecretBytes(copying: hex(hexKey))) }
 
-/// envelopes.md C inputs.
+/// docs/FORMAT.md §10.1 inputs.
 enum KnownAnswer {
     static let raftDEK7 = "202122232425262728292a2b2c2d2e2f303132333435363738393a3b3c3d3e3f"
     static let nonce = hex("a0a1a2a3a4a5a6a7a8a9aaab")

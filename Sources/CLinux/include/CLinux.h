@@ -15,6 +15,8 @@ extern const int epochfs_FALLOC_FL_KEEP_SIZE;
 
 int epochfs_renameat2(int olddirfd, const char *oldpath, int newdirfd, const char *newpath, unsigned int flags);
 int epochfs_syncfs(int fd);
+// flock(2): Swift's Glibc module names its struct flock the same as the function.
+int epochfs_flock(int fd, int operation);
 // Starts writing the dirty pages of [offset, offset + length) of the file open at fd to disk,
 // without waiting for them (sync_file_range(2) with SYNC_FILE_RANGE_WRITE).
 int epochfs_start_writeback(int fd, long long offset, long long length);

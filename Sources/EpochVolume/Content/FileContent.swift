@@ -1,6 +1,6 @@
-import CLinux
 import EpochCrypto
 import EpochFormat
+import EpochIO
 import Glibc
 import Synchronization
 
@@ -21,8 +21,7 @@ public enum ContentError: Error, Equatable, Sendable, CustomStringConvertible {
 /// handles). Reads run in parallel; a write, truncate or append excludes reads of the same file,
 /// so nobody ever reads a half-written block.
 public final class FileContent: Sendable {
-    private let keys: VolumeKeys
-    private let counters: VolumeCounters
+    private let volume: LiveVolume
     private let layout: ContentLayout
     private let access = ReadWriteLock()
     private let cache = Mutex(Cache())
@@ -30,7 +29,7 @@ public final class FileContent: Sendable {
     private struct Cache {
         /// nil until read from (or written to) the backing file's header.
         private(set) var fileID: FileID?
-        /// One initialised AEAD per epoch for `fileID`, derived once (envelopes.md B.2).
+        /// One initialised AEAD per epoch for `fileID`, derived once (docs/FORMAT.md §2.2).
         var fileKeys: [UInt32: AESGCMKey] = [:]
 
         /// A truncate to zero ends a file id; the keys derived from it go with it.
@@ -41,24 +40,25 @@ public final class FileContent: Sendable {
         }
     }
 
-    public init(keys: VolumeKeys, counters: VolumeCounters) {
-        self.keys = keys
-        self.counters = counters
-        self.layout = ContentLayout(blockSize: keys.blockSize)
+    public init(volume: LiveVolume) {
+        self.volume = volume
+        self.layout = ContentLayout(blockSize: volume.keys.blockSize)
     }
+
+    private var io: any BackingIO { volume.io }
 
     /// Re-reads the file header at open, so a header changed underneath (by anyone with access
     /// to the backing dir) is noticed and never trusted from an earlier open.
-    public func reloadHeader(fd: Int32) throws {
+    public func reloadHeader(fd: FileDescriptor) throws {
         try access.withWriteLock {
             cache.withLock { $0.adopt(nil) }
-            if try backingSize(fd) >= ContentLayout.headerSize { _ = try loadFileID(fd) }
+            if try io.size(fd) >= ContentLayout.headerSize { _ = try loadFileID(fd) }
         }
     }
 
     /// The plaintext size, from the backing file's size.
-    public func size(fd: Int32) throws -> Int {
-        layout.plaintextSize(backingSize: try backingSize(fd))
+    public func size(fd: FileDescriptor) throws -> Int {
+        layout.plaintextSize(backingSize: try io.size(fd))
     }
 
     /// Requests this large come from a streaming reader or writer: reads from the kernel's
@@ -67,9 +67,9 @@ public final class FileContent: Sendable {
 
     /// Reads up to `count` plaintext bytes at `offset` and hands them to `deliver` (empty at or
     /// past the end). The bytes live in a reused buffer only for the duration of `deliver`.
-    public func read<R>(fd: Int32, offset: Int, count: Int, _ deliver: (UnsafeRawBufferPointer) throws -> R) throws -> R {
+    public func read<R>(fd: FileDescriptor, offset: Int, count: Int, _ deliver: (UnsafeRawBufferPointer) throws -> R) throws -> R {
         try access.withReadLock {
-            let backing = try backingSize(fd)
+            let backing = try io.size(fd)
             let size = layout.plaintextSize(backingSize: backing)
             guard offset < size, count > 0 else { return try deliver(UnsafeRawBufferPointer(start: nil, count: 0)) }
             let end = min(offset + count, size)
@@ -81,13 +81,13 @@ public final class FileContent: Sendable {
             // A read this large is the kernel's readahead of a sequential reader. Its blocks come
             // straight from the disk, not through a second, ciphertext copy of the file in the
             // page cache (bench/RESULTS.md: a fifth to a third less daemon CPU per byte).
-            if count >= Self.streamingRequestSize, let delivered = try DirectRead.with(fd: fd, offset: start, count: sealedCount, { sealed in
+            if count >= Self.streamingRequestSize, let delivered = try DirectRead.with(io: io, fd: fd, offset: start, count: sealedCount, { sealed in
                 try openBlocks(sealed, blocks: first...last, range: offset..<end, fileID: fileID, deliver)
             }) {
                 return delivered
             }
             return try ScratchPool.shared.with(size: sealedCount) { sealed in
-                guard try preadInto(fd, sealed, at: start) == sealedCount else {
+                guard try io.preadFully(fd, into: sealed, at: start) == sealedCount else {
                     throw SystemError("read", path: "backing file changed size while read", errno: EIO)
                 }
                 return try openBlocks(UnsafeRawBufferPointer(sealed), blocks: first...last, range: offset..<end, fileID: fileID, deliver)
@@ -127,8 +127,8 @@ public final class FileContent: Sendable {
     /// Writes `data` at `offset`, or at the end of the file when `offset` is nil (O_APPEND).
     /// Returns the offset written at.
     @discardableResult
-    public func write(fd: Int32, offset requested: Int?, data: UnsafeRawBufferPointer) throws -> Int {
-        try access.withWriteLock {
+    public func write(fd: FileDescriptor, offset requested: Int?, data: UnsafeRawBufferPointer) throws -> Int {
+        try volume.sealing { epoch in try access.withWriteLock {
             let (fileID, size) = try prepareForWrite(fd)
             let offset = requested ?? size
             guard data.count > 0 else { return offset }
@@ -137,10 +137,10 @@ public final class FileContent: Sendable {
             let first = offset / blockSize
             // A partial last block before the written range becomes a full block of zeros-padded data.
             if size % blockSize != 0, first > size / blockSize {
-                try rewriteBlock(size / blockSize, fileID: fileID, fd: fd, currentSize: size, newLength: blockSize)
+                try rewriteBlock(size / blockSize, fileID: fileID, fd: fd, currentSize: size, newLength: blockSize, epoch: epoch)
             }
             let last = (end - 1) / blockSize
-            var key = try blockKey(keys.activeEpoch, fileID: fileID)
+            var key = try blockKey(epoch, fileID: fileID)
             let sealedCapacity = (last - first + 1) * layout.sealedBlockSize
             try ScratchPool.shared.with(size: sealedCapacity + blockSize) { scratch in
                 let spare = UnsafeMutableRawBufferPointer(rebasing: scratch[sealedCapacity..<(sealedCapacity + blockSize)])
@@ -166,24 +166,24 @@ public final class FileContent: Sendable {
                                   into: UnsafeMutableRawBufferPointer(rebasing: scratch[sealedLength..<(sealedLength + plain.count + Envelope.overhead)]))
                     sealedLength += plain.count + Envelope.overhead
                 }
-                try pwriteFully(fd, UnsafeRawBufferPointer(rebasing: scratch[0..<sealedLength]), at: layout.backingOffset(block: first))
+                try io.pwriteFully(fd, UnsafeRawBufferPointer(rebasing: scratch[0..<sealedLength]), at: layout.backingOffset(block: first))
                 if data.count >= Self.streamingRequestSize {
                     // A streaming writer: have the disk start on these blocks now rather than all
                     // at its fsync, when the kernel would otherwise begin (bench/RESULTS.md).
-                    _ = epochfs_start_writeback(fd, Int64(layout.backingOffset(block: first)), Int64(sealedLength))
+                    io.syncFileRange(fd, offset: layout.backingOffset(block: first), length: sealedLength)
                 }
             }
             return offset
-        }
+        } }
     }
 
     /// Sets the plaintext size: shrinking cuts the last block, growing adds zeros (holes).
-    public func truncate(fd: Int32, to newSize: Int) throws {
-        try access.withWriteLock {
+    public func truncate(fd: FileDescriptor, to newSize: Int) throws {
+        try volume.sealing { epoch in try access.withWriteLock {
             let size = try self.size(fd: fd)
             guard newSize != size else { return }
             guard newSize > 0 else {
-                try ftruncateChecked(fd, 0)
+                try io.ftruncate(fd, size: 0)
                 cache.withLock { $0.adopt(nil) } // the next write starts a new file id
                 return
             }
@@ -191,35 +191,36 @@ public final class FileContent: Sendable {
             let blockSize = layout.blockSize
             if newSize < size {
                 if newSize % blockSize != 0 {
-                    try rewriteBlock(newSize / blockSize, fileID: fileID, fd: fd, currentSize: size, newLength: newSize % blockSize)
+                    try rewriteBlock(newSize / blockSize, fileID: fileID, fd: fd, currentSize: size, newLength: newSize % blockSize,
+                                     epoch: epoch)
                 }
             } else if size % blockSize != 0 {
                 let block = size / blockSize
                 try rewriteBlock(block, fileID: fileID, fd: fd, currentSize: size,
-                                 newLength: min(blockSize, newSize - block * blockSize))
+                                 newLength: min(blockSize, newSize - block * blockSize), epoch: epoch)
             }
-            try ftruncateChecked(fd, layout.backingSize(plaintextSize: newSize))
-        }
+            try io.ftruncate(fd, size: layout.backingSize(plaintextSize: newSize))
+        } }
     }
 
     // MARK: - Blocks
 
     /// The file id, creating the header of an empty backing file; and the plaintext size.
-    private func prepareForWrite(_ fd: Int32) throws -> (FileID, Int) {
-        let backing = try backingSize(fd)
+    private func prepareForWrite(_ fd: FileDescriptor) throws -> (FileID, Int) {
+        let backing = try io.size(fd)
         if backing >= ContentLayout.headerSize {
             return (try loadFileID(fd), layout.plaintextSize(backingSize: backing))
         }
         // Empty (or a header torn at creation, which held no data): start a new file id.
         let fileID = try FileID.random()
-        try ContentLayout.header(fileID: fileID).withUnsafeBytes { try pwriteFully(fd, $0, at: 0) }
+        try io.pwriteFully(fd, ContentLayout.header(fileID: fileID), at: 0)
         cache.withLock { $0.adopt(fileID) }
         return (fileID, 0)
     }
 
-    private func loadFileID(_ fd: Int32) throws -> FileID {
+    private func loadFileID(_ fd: FileDescriptor) throws -> FileID {
         if let known = cache.withLock({ $0.fileID }) { return known }
-        let header = try preadFully(fd, count: ContentLayout.headerSize, at: 0)
+        let header = try io.preadFully(fd, count: ContentLayout.headerSize, at: 0)
         guard header.count == ContentLayout.headerSize else { throw SystemError("read", path: "file header", errno: EIO) }
         let version = UInt16(header[0]) << 8 | UInt16(header[1])
         guard version == ContentLayout.headerVersion else { throw ContentError.badFileHeader(version: version) }
@@ -229,23 +230,23 @@ public final class FileContent: Sendable {
     }
 
     /// Re-seals block `index` with its plaintext cut or zero-extended to `newLength`.
-    private func rewriteBlock(_ index: Int, fileID: FileID, fd: Int32, currentSize: Int, newLength: Int) throws {
+    private func rewriteBlock(_ index: Int, fileID: FileID, fd: FileDescriptor, currentSize: Int, newLength: Int, epoch: UInt32) throws {
         let existing = max(0, min(layout.blockSize, currentSize - index * layout.blockSize))
         var plain = try readBlock(index, fileID: fileID, fd: fd, length: existing)
         if plain.count > newLength { plain.removeLast(plain.count - newLength) }
         if plain.count < newLength { plain += [UInt8](repeating: 0, count: newLength - plain.count) }
         var sealed = [UInt8](repeating: 0, count: newLength + Envelope.overhead)
-        var key = try blockKey(keys.activeEpoch, fileID: fileID)
+        var key = try blockKey(epoch, fileID: fileID)
         try plain.withUnsafeBytes { p in
             try sealed.withUnsafeMutableBytes { try sealBlock(p, block: index, key: &key, into: $0) }
         }
-        try sealed.withUnsafeBytes { try pwriteFully(fd, $0, at: layout.backingOffset(block: index)) }
+        try io.pwriteFully(fd, sealed, at: layout.backingOffset(block: index))
     }
 
     /// The `length` plaintext bytes of block `index` (zeros past the end of the backing file).
-    private func readBlock(_ index: Int, fileID: FileID, fd: Int32, length: Int) throws -> [UInt8] {
+    private func readBlock(_ index: Int, fileID: FileID, fd: FileDescriptor, length: Int) throws -> [UInt8] {
         guard length > 0 else { return [] }
-        let sealed = try preadFully(fd, count: length + Envelope.overhead, at: layout.backingOffset(block: index))
+        let sealed = try io.preadFully(fd, count: length + Envelope.overhead, at: layout.backingOffset(block: index))
         guard sealed.count > Envelope.overhead else { return [UInt8](repeating: 0, count: length) }
         var plain = [UInt8](repeating: 0, count: length)
         var key: BlockKey?
@@ -266,12 +267,12 @@ public final class FileContent: Sendable {
     }
 
     private func blockKey(_ keyID: UInt32, fileID: FileID) throws -> BlockKey {
-        BlockKey(key: try fileKey(epoch: keyID, fileID: fileID), aad: StorageAAD(keyID: keyID, volumeID: keys.volumeID, fileID: fileID))
+        BlockKey(key: try fileKey(epoch: keyID, fileID: fileID), aad: StorageAAD(keyID: keyID, volumeID: volume.keys.volumeID, fileID: fileID))
     }
 
     /// Opens one stored block into `output` (its plaintext length) with the key of its key id:
     /// the one in `key` if that is it, else a new one, left in `key` for the next block. All
-    /// zeros is a hole and reads as zeros (envelopes.md B.6).
+    /// zeros is a hole and reads as zeros (docs/FORMAT.md §6, holes).
     private func openBlock(_ index: Int, fileID: FileID, sealed: UnsafeRawBufferPointer, into output: UnsafeMutableRawBufferPointer,
                            key: inout BlockKey?) throws {
         if sealed.allSatisfy({ $0 == 0 }) {
@@ -284,64 +285,22 @@ public final class FileContent: Sendable {
             let aead = key!.key
             try key!.aad.withBlock(UInt64(index)) { try Envelope.open(sealed, keyID: keyID, key: aead, aad: $0, into: output) }
         } catch let error as EnvelopeError {
-            counters.authenticationFailures.add(1, ordering: .relaxed)
+            volume.counters.authenticationFailures.add(1, ordering: .relaxed)
             throw ContentError.block(index: index, error)
         }
-        counters.blocksRead.add(1, ordering: .relaxed)
+        volume.counters.blocksRead.add(1, ordering: .relaxed)
     }
 
     private func sealBlock(_ plain: UnsafeRawBufferPointer, block: Int, key: inout BlockKey, into output: UnsafeMutableRawBufferPointer) throws {
         let aead = key.key, keyID = key.aad.keyID
         try key.aad.withBlock(UInt64(block)) { try Envelope.seal(plaintext: plain, keyID: keyID, key: aead, aad: $0, into: output) }
-        counters.blocksWritten.add(1, ordering: .relaxed)
+        volume.counters.blocksWritten.add(1, ordering: .relaxed)
     }
 
     private func fileKey(epoch: UInt32, fileID: FileID) throws -> AESGCMKey {
         if let key = cache.withLock({ $0.fileKeys[epoch] }) { return key }
-        let key = try AESGCMKey(StorageEnvelope.fileKey(storageDEK: try keys.storageDEK(epoch: epoch),
-                                                        volumeID: keys.volumeID, fileID: fileID))
+        let key = try volume.keys.fileKey(epoch: epoch, fileID: fileID)
         cache.withLock { $0.fileKeys[epoch] = key }
         return key
     }
-}
-
-// MARK: - System calls on backing files
-
-func backingSize(_ fd: Int32) throws -> Int {
-    var info = stat()
-    guard fstat(fd, &info) == 0 else { throw SystemError("fstat", path: "backing file") }
-    return Int(info.st_size)
-}
-
-func preadFully(_ fd: Int32, count: Int, at offset: Int) throws -> [UInt8] {
-    guard count > 0 else { return [] }
-    var buffer = [UInt8](repeating: 0, count: count)
-    let filled = try buffer.withUnsafeMutableBytes { try preadInto(fd, $0, at: offset) }
-    if filled < count { buffer.removeLast(count - filled) }
-    return buffer
-}
-
-/// Fills `buffer` from `offset`, stopping early only at end of file; returns the bytes read.
-func preadInto(_ fd: Int32, _ buffer: UnsafeMutableRawBufferPointer, at offset: Int) throws -> Int {
-    var filled = 0
-    while filled < buffer.count {
-        let n = retryingEINTR { pread(fd, buffer.baseAddress! + filled, buffer.count - filled, off_t(offset + filled)) }
-        guard n >= 0 else { throw SystemError("read", path: "backing file") }
-        if n == 0 { break }
-        filled += n
-    }
-    return filled
-}
-
-func pwriteFully(_ fd: Int32, _ bytes: UnsafeRawBufferPointer, at offset: Int) throws {
-    var written = 0
-    while written < bytes.count {
-        let n = retryingEINTR { pwrite(fd, bytes.baseAddress! + written, bytes.count - written, off_t(offset + written)) }
-        guard n > 0 else { throw SystemError("write", path: "backing file") }
-        written += n
-    }
-}
-
-func ftruncateChecked(_ fd: Int32, _ size: Int) throws {
-    guard retryingEINTR({ ftruncate(fd, off_t(size)) }) == 0 else { throw SystemError("truncate", path: "backing file") }
 }

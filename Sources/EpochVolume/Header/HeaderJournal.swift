@@ -54,8 +54,8 @@ public enum JournalError: Error, Equatable, Sendable, CustomStringConvertible {
     }
 }
 
-/// The header-swap rekey journal with ZFS change-key semantics (DESIGN §3,
-/// zfs-change-key.md §5): every change is one commit that writes the inactive slot with
+/// The header-swap rekey journal with ZFS change-key semantics (docs/FORMAT.md
+/// §3.4–§3.6): every change is one commit that writes the inactive slot with
 /// sequence+1, fsyncs, reads it back, and only then becomes the current header.
 public final class HeaderJournal: Sendable {
     public let store: any HeaderStore

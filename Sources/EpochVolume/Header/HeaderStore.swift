@@ -1,4 +1,5 @@
 import EpochFormat
+import EpochIO
 import Glibc
 
 /// Where the two header slots live. The journal writes only through this protocol, so a test
@@ -21,76 +22,49 @@ public final class FileHeaderStore: HeaderStore {
     public static let fileName = "epochfs.header"
 
     public let path: String
-    private let fd: Int32
+    private let io: any BackingIO
+    private let fd: FileDescriptor
 
     /// Opens the header of an existing volume.
-    public init(backing: String) throws {
-        let path = backing + "/" + Self.fileName
-        let fd = retryingEINTR { open(path, O_RDWR | O_CLOEXEC) }
-        guard fd >= 0 else { throw SystemError("open", path: path) }
-        self.path = path
-        self.fd = fd
+    public init(backing: String, io: any BackingIO = SystemIO()) throws {
+        path = backing + "/" + Self.fileName
+        self.io = io
+        fd = try io.open(path, in: .currentDirectory, flags: O_RDWR | O_CLOEXEC, mode: 0)
     }
 
     /// Creates the header file of a new volume; fails if one exists. The caller writes slot A,
     /// then `sync()`s, which also makes the new file's directory entry durable.
-    public init(creatingIn backing: String) throws {
-        let path = backing + "/" + Self.fileName
-        let fd = retryingEINTR { open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0o600) }
-        guard fd >= 0 else { throw SystemError("create", path: path) }
-        self.path = path
-        self.fd = fd
-        guard ftruncate(fd, off_t(2 * HeaderSlot.size)) == 0 else { throw SystemError("ftruncate", path: path) }
-        try syncDirectory(backing)
+    public init(creatingIn backing: String, io: any BackingIO = SystemIO()) throws {
+        path = backing + "/" + Self.fileName
+        self.io = io
+        fd = try io.open(path, in: .currentDirectory, flags: O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, mode: 0o600)
+        try io.ftruncate(fd, size: 2 * HeaderSlot.size)
+        try io.withOpened(backing, in: .currentDirectory, flags: O_RDONLY | O_DIRECTORY) { try io.fsync($0) }
     }
 
-    deinit { close(fd) }
+    deinit { io.close(fd) }
 
     public func read(slot: Int) throws -> [UInt8] {
-        var bytes = [UInt8](repeating: 0, count: HeaderSlot.size)
-        var filled = 0
-        try bytes.withUnsafeMutableBytes { buffer in
-            while filled < buffer.count {
-                let n = retryingEINTR { pread(fd, buffer.baseAddress! + filled, buffer.count - filled, offset(slot) + off_t(filled)) }
-                guard n >= 0 else { throw SystemError("read", path: path) }
-                if n == 0 { break }
-                filled += n
-            }
-        }
+        var bytes = try io.preadFully(fd, count: HeaderSlot.size, at: offset(slot))
+        bytes += [UInt8](repeating: 0, count: HeaderSlot.size - bytes.count)
         return bytes
     }
 
     public func write(slot: Int, bytes: [UInt8]) throws {
         precondition(bytes.count == HeaderSlot.size)
-        var written = 0
-        try bytes.withUnsafeBytes { buffer in
-            while written < buffer.count {
-                let n = retryingEINTR { pwrite(fd, buffer.baseAddress! + written, buffer.count - written, offset(slot) + off_t(written)) }
-                guard n > 0 else { throw SystemError("write", path: path) }
-                written += n
-            }
-        }
+        try io.pwriteFully(fd, bytes, at: offset(slot))
     }
 
-    public func sync() throws {
-        guard retryingEINTR({ fsync(fd) }) == 0 else { throw SystemError("fsync", path: path) }
-    }
+    public func sync() throws { try io.fsync(fd) }
 
     public func withExclusiveLock<R>(_ body: () throws -> R) throws -> R {
-        guard retryingEINTR({ flock(fd, LOCK_EX) }) == 0 else { throw SystemError("flock", path: path) }
-        defer { flock(fd, LOCK_UN) }
+        try io.flock(fd, operation: LOCK_EX)
+        defer { try? io.flock(fd, operation: LOCK_UN) }
         return try body()
     }
 
-    private func offset(_ slot: Int) -> off_t {
+    private func offset(_ slot: Int) -> Int {
         precondition(slot == 0 || slot == 1)
-        return off_t(slot * HeaderSlot.size)
+        return slot * HeaderSlot.size
     }
-}
-
-func syncDirectory(_ path: String) throws {
-    let fd = retryingEINTR { open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC) }
-    guard fd >= 0 else { throw SystemError("open", path: path) }
-    defer { close(fd) }
-    guard retryingEINTR({ fsync(fd) }) == 0 else { throw SystemError("fsync", path: path) }
 }

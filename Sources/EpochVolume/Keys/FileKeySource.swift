@@ -1,3 +1,4 @@
+import EpochIO
 import EpochCrypto
 import EpochFormat
 import Glibc
@@ -38,9 +39,12 @@ public struct FileKeySource: KeySource {
         let directory = String(template[..<slash])
         let pattern = template[template.index(after: slash)...].split(separator: "%d", omittingEmptySubsequences: false)
         guard pattern.count == 2 else { return nil } // %d in a directory component: not listable
-        let entries: [BackingDirectory.Entry]
+        let entries: [DirectoryEntry]
         do {
-            entries = try BackingDirectory.names(path: directory.isEmpty ? "/" : directory)
+            let io = SystemIO()
+            entries = try io.withOpened(directory.isEmpty ? "/" : directory, in: .currentDirectory, flags: O_RDONLY | O_DIRECTORY) {
+                try io.readdir($0)
+            }
         } catch let error as SystemError {
             throw KeySourceError.unavailable(epoch: 0, reason: error.description)
         }

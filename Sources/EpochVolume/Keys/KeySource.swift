@@ -1,3 +1,4 @@
+import EpochIO
 import EpochCrypto
 import EpochFormat
 
@@ -21,7 +22,7 @@ public enum KeySourceError: Error, Equatable, Sendable, CustomStringConvertible 
     }
 }
 
-/// Yields the 32-byte wrapping key of an epoch (DESIGN §3).
+/// Yields the 32-byte wrapping key of an epoch (docs/FORMAT.md §4).
 public protocol KeySource: Sendable {
     /// The canonical spec, remembered in the volume header so later commands need only BACKING.
     var spec: String { get }
@@ -32,7 +33,7 @@ public protocol KeySource: Sendable {
     func candidateEpochs() throws -> [UInt32]?
 }
 
-/// Parses `file:TEMPLATE`, `command:CMD` and `passphrase:FILE` (DESIGN §3; README "Key sources").
+/// Parses `file:TEMPLATE`, `command:CMD` and `passphrase:FILE` (docs/FORMAT.md §4; README "Key sources").
 public enum KeySourceSpec {
     public static func parse(_ spec: String, workingDirectory: String? = nil,
                              commandTimeout: Double = CommandKeySource.defaultTimeout) throws -> any KeySource {

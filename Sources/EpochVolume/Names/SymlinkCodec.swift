@@ -1,7 +1,7 @@
 import EpochCrypto
 import EpochFormat
 
-/// Symlink targets (docs/FORMAT.md §5.3): a sealed target is
+/// Symlink targets (docs/FORMAT.md §5.4): a sealed target is
 /// `target_id(16) ‖ storage envelope of the plaintext target`, the envelope sealed at block
 /// index 0 with the per-file key of a random 16-byte target id, so it is authenticated like
 /// file content and tied to this volume. The backing symlink holds it in base64url; one too
@@ -19,10 +19,10 @@ public struct SymlinkCodec: Sendable {
 
     public init(keys: VolumeKeys) { self.keys = keys }
 
-    /// The backing target for `target`, and for a long one the side file (name, bytes) to write
-    /// under `epochfs.links/` first.
-    public func encrypt(_ target: [UInt8]) throws -> (backingTarget: String, sideFile: (name: String, bytes: [UInt8])?) {
-        let sealed = try seal(target)
+    /// The backing target for `target` sealed under `epoch`, and for a long one the side file
+    /// (name, bytes) to write under `epochfs.links/` first.
+    public func encrypt(_ target: [UInt8], epoch: UInt32) throws -> (backingTarget: String, sideFile: (name: String, bytes: [UInt8])?) {
+        let sealed = try seal(target, epoch: epoch)
         let inline = Base64URL.encode(sealed)
         if inline.utf8.count <= Self.maxBackingTarget { return (inline, nil) }
         let name = Base64URL.encode(SHA256.hash(sealed))
@@ -35,11 +35,9 @@ public struct SymlinkCodec: Sendable {
         return text.hasPrefix(sidePrefix) ? String(text.dropFirst(sidePrefix.count)) : nil
     }
 
-    private func seal(_ target: [UInt8]) throws -> [UInt8] {
+    private func seal(_ target: [UInt8], epoch: UInt32) throws -> [UInt8] {
         let targetID = try FileID.random()
-        let epoch = keys.activeEpoch
-        let key = try AESGCMKey(StorageEnvelope.fileKey(storageDEK: try keys.storageDEK(epoch: epoch),
-                                                        volumeID: keys.volumeID, fileID: targetID))
+        let key = try keys.fileKey(epoch: epoch, fileID: targetID)
         return targetID.bytes + (try StorageEnvelope.seal(target, keyID: epoch, fileKey: key, location: location(targetID)))
     }
 
@@ -48,8 +46,7 @@ public struct SymlinkCodec: Sendable {
         guard raw.count >= FileID.byteCount + Envelope.overhead else { throw NameError.notEncrypted("symlink target") }
         let targetID = try FileID(raw.prefix(FileID.byteCount))
         return try StorageEnvelope.open(Array(raw.dropFirst(FileID.byteCount)), location: location(targetID)) { epoch in
-            try AESGCMKey(StorageEnvelope.fileKey(storageDEK: try keys.storageDEK(epoch: epoch),
-                                                  volumeID: keys.volumeID, fileID: targetID))
+            try keys.fileKey(epoch: epoch, fileID: targetID)
         }
     }
 

@@ -36,8 +36,7 @@ public struct XattrCodec: Sendable {
         }
     }
 
-    public func sealValue(_ value: [UInt8], name: String) throws -> [UInt8] {
-        let epoch = keys.activeEpoch
+    public func sealValue(_ value: [UInt8], name: String, epoch: UInt32) throws -> [UInt8] {
         let id = try pseudoFileID(name)
         return try StorageEnvelope.seal(value, keyID: epoch, fileKey: try key(epoch: epoch, id: id), location: location(id))
     }
@@ -52,7 +51,7 @@ public struct XattrCodec: Sendable {
     }
 
     private func key(epoch: UInt32, id: FileID) throws -> AESGCMKey {
-        try AESGCMKey(StorageEnvelope.fileKey(storageDEK: try keys.storageDEK(epoch: epoch), volumeID: keys.volumeID, fileID: id))
+        try keys.fileKey(epoch: epoch, fileID: id)
     }
 
     private func location(_ id: FileID) -> BlockLocation { BlockLocation(volumeID: keys.volumeID, fileID: id, blockIndex: 0) }

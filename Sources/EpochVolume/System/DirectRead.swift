@@ -1,4 +1,5 @@
 import CLinux
+import EpochIO
 import Glibc
 
 /// Reads of a backing file that bypass the page cache (O_DIRECT), through a second descriptor
@@ -14,23 +15,22 @@ enum DirectRead {
     /// without calling it where a read through the page cache is the better one or the only
     /// one: part of the range is cached, the kernel cannot tell (before Linux 6.5), or the
     /// backing file system (or the file's mode) allows no direct read.
-    static func with<R>(fd: Int32, offset: Int, count: Int, _ body: (UnsafeRawBufferPointer) throws -> R) throws -> R? {
-        var cached: UInt64 = 0, dirty: UInt64 = 0
-        guard epochfs_page_cache_pages(fd, UInt64(offset), UInt64(count), &cached, &dirty) == 0, cached == 0 else { return nil }
-        let direct = retryingEINTR { open("/proc/self/fd/\(fd)", O_RDONLY | epochfs_O_DIRECT | O_CLOEXEC) }
-        guard direct >= 0 else { return nil }
-        defer { close(direct) }
+    static func with<R>(io: any BackingIO, fd: FileDescriptor, offset: Int, count: Int,
+                        _ body: (UnsafeRawBufferPointer) throws -> R) throws -> R? {
+        guard let pages = io.cachestat(fd, offset: offset, length: count), pages.cached == 0,
+              let direct = try? io.open(SystemIO.procPath(fd), in: .currentDirectory, flags: O_RDONLY | epochfs_O_DIRECT | O_CLOEXEC, mode: 0) else {
+            return nil
+        }
+        defer { io.close(direct) }
         let alignedStart = offset & ~(alignment - 1)
         let alignedEnd = (offset + count + alignment - 1) & ~(alignment - 1)
         let needed = offset + count - alignedStart
         return try ScratchPool.shared.with(size: alignedEnd - alignedStart) { buffer -> R? in
-            var filled = 0
-            while filled < needed {
-                let n = retryingEINTR { pread(direct, buffer.baseAddress! + filled, buffer.count - filled, off_t(alignedStart + filled)) }
-                if n < 0, errno == EINVAL, filled == 0 { return nil } // an alignment this file system does not take
-                guard n >= 0 else { throw SystemError("read", path: "backing file") }
-                if n == 0 { break }
-                filled += n
+            let filled: Int
+            do {
+                filled = try io.preadFully(direct, into: buffer, at: alignedStart)
+            } catch let error as SystemError where error.errno == EINVAL {
+                return nil // an alignment this file system does not take
             }
             guard filled >= needed else { throw SystemError("read", path: "backing file changed size while read", errno: EIO) }
             return try body(UnsafeRawBufferPointer(rebasing: buffer[(offset - alignedStart)..<(offset - alignedStart + count)]))

@@ -1,20 +1,6 @@
 import EpochCrypto
+import EpochIO
 import Glibc
-
-/// A failed system call, with the path it was about and the errno.
-public struct SystemError: Error, Equatable, Sendable, CustomStringConvertible {
-    public let operation: String
-    public let path: String
-    public let errno: Int32
-
-    public init(_ operation: String, path: String, errno: Int32 = Glibc.errno) {
-        self.operation = operation
-        self.path = path
-        self.errno = errno
-    }
-
-    public var description: String { "\(operation) \(path): \(String(cString: strerror(errno)))" }
-}
 
 func currentDirectory() -> String {
     guard let cwd = getcwd(nil, 0) else { return "." }
@@ -22,17 +8,9 @@ func currentDirectory() -> String {
     return String(cString: cwd)
 }
 
-/// Retries a system call interrupted by a signal.
-@discardableResult
-public func retryingEINTR<T: SignedInteger>(_ call: () -> T) -> T {
-    while true {
-        let result = call()
-        if result != -1 || errno != EINTR { return result }
-    }
-}
-
 /// Reads a whole file of at most `limit` bytes straight into `SecretBytes`, so key material
-/// never passes through an ordinary array.
+/// never passes through an ordinary array. (Key files live outside the backing directory, so
+/// these reads do not go through `BackingIO`.)
 func readSecretFile(_ path: String, limit: Int = 4096) throws -> SecretBytes {
     let fd = retryingEINTR { open(path, O_RDONLY | O_CLOEXEC) }
     guard fd >= 0 else { throw SystemError("open", path: path) }

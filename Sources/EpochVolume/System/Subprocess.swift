@@ -1,3 +1,4 @@
+import EpochIO
 import EpochCrypto
 import Glibc
 

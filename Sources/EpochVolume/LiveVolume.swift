@@ -1,0 +1,81 @@
+import EpochFormat
+import EpochIO
+import Synchronization
+
+/// A volume opened for use: its header journal, the live keyring, the counters, and the epoch
+/// lock that orders sealing against a rekey. The mount serves one; offline commands open one
+/// the same way, with the same backing I/O.
+///
+/// Whatever seals under the active epoch (file blocks, symlink targets, xattr values) does so
+/// inside `sealing`, which holds the epoch lock shared until the sealed bytes are written to
+/// the backing file. A rekey installs its new keyring holding the lock exclusively, so once
+/// `rekey` returns, nothing still being written carries an older epoch.
+public final class LiveVolume: Sendable {
+    public let backing: String
+    public let io: any BackingIO
+    public let journal: HeaderJournal
+    public let keys: VolumeKeys
+    public let counters = VolumeCounters()
+    public let symlinks: SymlinkCodec
+    public let xattrs: XattrCodec
+    private let epochLock = ReadWriteLock()
+    private let current: Mutex<VolumeHeader>
+
+    /// Opens the volume in `backing` through `journal` (failing closed on a wrong key).
+    public init(backing: String, journal: HeaderJournal, io: any BackingIO = SystemIO()) throws {
+        let header = try journal.open()
+        self.backing = backing
+        self.io = io
+        self.journal = journal
+        keys = try VolumeKeys(header: header)
+        symlinks = SymlinkCodec(keys: keys)
+        xattrs = try XattrCodec(keys: keys, nameKey: header.keyring.nameKey)
+        current = Mutex(header)
+    }
+
+    /// Opens the volume in `backing` with its remembered key source, or `keySourceOverride`.
+    public convenience init(backing: String, keySourceOverride: String? = nil, io: any BackingIO = SystemIO()) throws {
+        try self.init(backing: backing, journal: try Volume.journal(backing: backing, keySourceOverride: keySourceOverride, io: io), io: io)
+    }
+
+    /// The header as last committed by this volume.
+    public var header: VolumeHeader { current.withLock { $0 } }
+
+    /// Runs `body` with the active epoch, which stays active until `body` returns.
+    public func sealing<R>(_ body: (UInt32) throws -> R) rethrows -> R {
+        try epochLock.withReadLock { try body(keys.activeEpoch) }
+    }
+
+    /// The change-key (HeaderJournal.rekey), then the new keyring goes live.
+    @discardableResult
+    public func rekey(to epoch: UInt32) throws -> RekeyResult {
+        let result = try journal.rekey(to: epoch)
+        adopt(result.header)
+        return result
+    }
+
+    /// Sets the raft cutover index in one header commit.
+    @discardableResult
+    public func setRaftCutover(_ index: UInt64) throws -> VolumeHeader {
+        let header = try journal.setRaftCutover(index)
+        adopt(header)
+        return header
+    }
+
+    /// Makes a committed header current, unless a later commit already is (two commits from
+    /// two threads may return in either order).
+    private func adopt(_ header: VolumeHeader) {
+        epochLock.withWriteLock {
+            current.withLock { known in
+                guard header.sequence > known.sequence else { return }
+                keys.install(header.keyring)
+                known = header
+            }
+        }
+    }
+
+    /// What the mount's status file shows: the header, the counters, the last control error.
+    public func status(lastError: String?) -> VolumeStatus {
+        VolumeStatus(header, counters: counters, lastError: lastError)
+    }
+}

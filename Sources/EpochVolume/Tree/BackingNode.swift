@@ -1,0 +1,42 @@
+import EpochIO
+import Glibc
+import Synchronization
+
+/// One object of the backing tree, held by an O_PATH descriptor as in libfuse's passthrough_hp:
+/// operations address it through `*at()` calls and `/proc/self/fd/N`, so renames and unlinks
+/// of open files need no path bookkeeping.
+public final class BackingNode: Sendable {
+    public struct Identity: Hashable, Sendable {
+        public let device: UInt64
+        public let inode: UInt64
+    }
+
+    public let fd: FileDescriptor
+    public let identity: Identity
+    /// S_IFREG, S_IFDIR, S_IFLNK, ...
+    public let fileType: mode_t
+    /// The plaintext view of a regular file; nil for everything else.
+    let content: FileContent?
+    private let io: any BackingIO
+    /// A directory's name IV, read on first use.
+    private let cachedIV = Mutex<[UInt8]?>(nil)
+
+    init(fd: FileDescriptor, info: stat, volume: LiveVolume) {
+        self.fd = fd
+        identity = Identity(device: UInt64(info.st_dev), inode: UInt64(info.st_ino))
+        fileType = info.st_mode & S_IFMT
+        content = fileType == S_IFREG ? FileContent(volume: volume) : nil
+        io = volume.io
+    }
+
+    deinit { io.close(fd) }
+
+    public var isSymlink: Bool { fileType == S_IFLNK }
+
+    func directoryIV() throws -> [UInt8] {
+        if let iv = cachedIV.withLock({ $0 }) { return iv }
+        let iv = try DirectoryIV.read(in: fd, io: io)
+        cachedIV.withLock { $0 = iv }
+        return iv
+    }
+}

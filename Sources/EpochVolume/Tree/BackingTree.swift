@@ -1,0 +1,438 @@
+import CLinux
+import EpochIO
+import Glibc
+
+/// The plaintext tree of a volume over its backing directory (docs/FORMAT.md §1, §5): entries
+/// by plaintext name, with encrypted and long names and their side files, directory IVs,
+/// symlink targets and their link files, xattrs, and file content. The mount's FUSE
+/// frontend is an adapter over this; offline commands use it as it is.
+public final class BackingTree: Sendable {
+    public let volume: LiveVolume
+    public let root: BackingNode
+
+    /// Who a new entry belongs to when the daemon creates it for someone else.
+    public struct Owner: Sendable {
+        public let user: uid_t
+        public let group: gid_t
+
+        public init(user: uid_t, group: gid_t) {
+            self.user = user
+            self.group = group
+        }
+    }
+
+    /// An entry of a directory listing.
+    public struct ListedEntry: Sendable {
+        public let name: [UInt8]
+        public let inode: UInt64
+        /// `d_type` (DT_REG, DT_DIR, ...).
+        public let type: UInt8
+        /// The entry in the backing directory, for `locate(backingName:in:)`.
+        public let backingName: String
+    }
+
+    /// Longest `user.` xattr value taken.
+    public static let maxXattrValue = 65_536
+
+    private var io: any BackingIO { volume.io }
+
+    public init(volume: LiveVolume) throws {
+        self.volume = volume
+        let io = volume.io
+        let fd = try io.open(volume.backing, in: .currentDirectory, flags: epochfs_O_PATH | O_DIRECTORY | O_CLOEXEC, mode: 0)
+        let info: stat
+        do {
+            info = try io.fstat(fd)
+        } catch {
+            io.close(fd)
+            throw error
+        }
+        root = BackingNode(fd: fd, info: info, volume: volume)
+        try ensureRootDirectoryIV()
+    }
+
+    // MARK: Lookup and attributes
+
+    /// The entry `name` in `directory` and its plaintext attributes.
+    public func lookup(_ name: [UInt8], in directory: BackingNode) throws -> (BackingNode, stat) {
+        try locate(backingName: try backingName(name, in: directory).name, in: directory)
+    }
+
+    /// The entry stored as `backingName` (from a listing) in `directory`, and its attributes.
+    public func locate(backingName: String, in directory: BackingNode) throws -> (BackingNode, stat) {
+        let fd = try io.open(backingName, in: directory.fd, flags: epochfs_O_PATH | O_NOFOLLOW | O_CLOEXEC, mode: 0)
+        let node: BackingNode
+        do {
+            node = BackingNode(fd: fd, info: try io.fstat(fd), volume: volume)
+        } catch {
+            io.close(fd)
+            throw error
+        }
+        return (node, try attributes(of: node))
+    }
+
+    /// The plaintext attributes of `node`: regular files and symlinks have their plaintext sizes.
+    public func attributes(of node: BackingNode) throws -> stat {
+        var info = try io.fstat(node.fd)
+        switch info.st_mode & S_IFMT {
+        case S_IFREG: info.st_size = off_t(ContentLayout(blockSize: volume.keys.blockSize).plaintextSize(backingSize: Int(info.st_size)))
+        case S_IFLNK: info.st_size = off_t(try readlink(node).count)
+        default: break
+        }
+        return info
+    }
+
+    public func setMode(_ node: BackingNode, _ mode: mode_t) throws { try io.fchmod(node.fd, mode: mode & 0o7777) }
+
+    /// Changes owner and group; `uid_t.max` / `gid_t.max` keep one.
+    public func setOwner(_ node: BackingNode, user: uid_t, group: gid_t) throws {
+        try io.fchownat("", in: node.fd, owner: user, group: group)
+    }
+
+    public func setTimes(_ node: BackingNode, access: timespec, modification: timespec) throws {
+        try io.utimensat(node.fd, access: access, modification: modification)
+    }
+
+    public func statfs() throws -> statvfs {
+        var info = try io.fstatvfs(root.fd)
+        info.f_namemax = UInt(NAME_MAX)
+        return info
+    }
+
+    /// Makes everything written to the backing file system durable (at unmount).
+    public func syncAll() throws { try io.syncfs(root.fd) }
+
+    // MARK: Creating and removing entries
+
+    /// Creates (or with O_CREAT alone opens) the regular file `name` and opens it with `flags`.
+    public func create(_ name: [UInt8], in directory: BackingNode, flags: Int32, mode: mode_t,
+                       owner: Owner?) throws -> (FileDescriptor, BackingNode, stat) {
+        var handle: FileDescriptor?
+        do {
+            var (node, info) = try createEntry(name, in: directory, owner: owner) { backingName in
+                handle = try io.open(backingName, in: directory.fd,
+                                     flags: Self.backingFlags(flags) | O_CREAT | (flags & O_EXCL) | O_NOFOLLOW, mode: mode)
+            }
+            if flags & O_TRUNC != 0, let content = node.content, info.st_size > 0 {
+                try content.truncate(fd: handle!, to: 0)
+                info.st_size = 0
+            }
+            return (handle!, node, info)
+        } catch {
+            if let handle { io.close(handle) }
+            throw error
+        }
+    }
+
+    public func mkdir(_ name: [UInt8], in directory: BackingNode, mode: mode_t, owner: Owner?) throws -> (BackingNode, stat) {
+        try createEntry(name, in: directory, owner: owner) { backingName in
+            try io.mkdirat(backingName, in: directory.fd, mode: mode)
+            do {
+                try io.withOpened(backingName, in: directory.fd, flags: O_RDONLY | O_DIRECTORY | O_NOFOLLOW) { created in
+                    try DirectoryIV.create(in: created, io: io)
+                    if let owner { try? io.fchownat(DirectoryIV.fileName, in: created, owner: owner.user, group: owner.group) }
+                }
+            } catch {
+                try? io.unlinkat(backingName, in: directory.fd, removeDirectory: true)
+                throw error
+            }
+        }
+    }
+
+    /// A fifo, socket or device node: stored as itself under its encrypted name.
+    public func mknod(_ name: [UInt8], in directory: BackingNode, mode: mode_t, device: dev_t, owner: Owner?) throws -> (BackingNode, stat) {
+        try createEntry(name, in: directory, owner: owner) { try io.mknodat($0, in: directory.fd, mode: mode, device: device) }
+    }
+
+    /// A symlink to `target`, sealed under the active epoch (docs/FORMAT.md §5.4).
+    public func symlink(_ target: [UInt8], named name: [UInt8], in directory: BackingNode, owner: Owner?) throws -> (BackingNode, stat) {
+        guard target.count <= SymlinkCodec.maxTarget else { throw SystemError("symlink", path: "", errno: ENAMETOOLONG) }
+        return try createEntry(name, in: directory, owner: owner) { backingName in
+            try volume.sealing { epoch in
+                let (backingTarget, side) = try volume.symlinks.encrypt(target, epoch: epoch)
+                if let side {
+                    do {
+                        try io.mkdirat(SymlinkCodec.sideDirectory, in: root.fd, mode: 0o700)
+                    } catch let error as SystemError where error.errno == EEXIST {}
+                    try writeSideFile(SymlinkCodec.sidePrefix + side.name, in: root.fd, bytes: side.bytes)
+                }
+                do {
+                    try io.symlinkat(backingTarget, backingName, in: directory.fd)
+                } catch {
+                    if let side { try? io.unlinkat(SymlinkCodec.sidePrefix + side.name, in: root.fd, removeDirectory: false) }
+                    throw error
+                }
+            }
+        }
+    }
+
+    /// A hard link: a backing hard link, so both names share the file id and its content.
+    public func link(_ node: BackingNode, as name: [UInt8], in directory: BackingNode) throws -> (BackingNode, stat) {
+        // No owner: the object keeps the one it has.
+        try createEntry(name, in: directory, owner: nil) { try io.linkat(node.fd, to: $0, in: directory.fd) }
+    }
+
+    public func unlink(_ name: [UInt8], in directory: BackingNode) throws {
+        let backing = try backingName(name, in: directory)
+        let sideFile = longSymlinkSideFile(ifLastLinkOf: backing.name, in: directory)
+        try io.unlinkat(backing.name, in: directory.fd, removeDirectory: false)
+        discardSideFile(of: backing, in: directory)
+        removeLinkFile(sideFile)
+    }
+
+    public func rmdir(_ name: [UInt8], in directory: BackingNode) throws {
+        let backing = try backingName(name, in: directory)
+        try io.withOpened(backing.name, in: directory.fd, flags: O_RDONLY | O_DIRECTORY | O_NOFOLLOW) { removed in
+            // Only the IV may be left: then it goes, and the directory with it.
+            guard try io.readdir(removed).allSatisfy({ $0.name == DirectoryIV.fileName }) else {
+                throw SystemError("rmdir", path: "", errno: ENOTEMPTY)
+            }
+            let iv = try DirectoryIV.read(in: removed, io: io)
+            try io.unlinkat(DirectoryIV.fileName, in: removed, removeDirectory: false)
+            do {
+                try io.unlinkat(backing.name, in: directory.fd, removeDirectory: true)
+            } catch {
+                try? DirectoryIV.restore(iv, in: removed, io: io)
+                throw error
+            }
+        }
+        discardSideFile(of: backing, in: directory)
+    }
+
+    /// rename(2) with its flags (RENAME_NOREPLACE, RENAME_EXCHANGE).
+    public func rename(_ name: [UInt8], in from: BackingNode, to newName: [UInt8], in to: BackingNode, flags: UInt32) throws {
+        let old = try backingName(name, in: from)
+        let new = try backingName(newName, in: to)
+        try writeLongNameSideFile(of: new, in: to)
+        let moving = flags & epochfs_RENAME_EXCHANGE == 0 && !(from === to && old == new)
+        let replacedLinkFile = moving ? longSymlinkSideFile(ifLastLinkOf: new.name, in: to) : nil
+        try io.renameat(old.name, in: from.fd, to: new.name, in: to.fd, flags: flags)
+        // An exchange keeps both names in place; a move leaves the old name unused.
+        if moving {
+            discardSideFile(of: old, in: from)
+            removeLinkFile(replacedLinkFile)
+        }
+    }
+
+    /// The plaintext target of the symlink `node`.
+    public func readlink(_ node: BackingNode) throws -> [UInt8] {
+        let backingTarget = try io.readlinkat("", in: node.fd)
+        guard let sideFile = SymlinkCodec.sideFileName(backingTarget) else { return try volume.symlinks.decrypt(inline: backingTarget) }
+        let sealed = try io.readFile(SymlinkCodec.sidePrefix + sideFile, in: root.fd, limit: 2 * SymlinkCodec.maxTarget)
+        return try volume.symlinks.decrypt(sealed: sealed)
+    }
+
+    // MARK: Directories
+
+    /// A descriptor to list `directory` through (`listing(of:through:)`) and to fsync.
+    public func openDirectory(_ directory: BackingNode) throws -> FileDescriptor {
+        try io.open(".", in: directory.fd, flags: O_RDONLY | O_DIRECTORY | O_CLOEXEC, mode: 0)
+    }
+
+    /// The plaintext names in `directory`, read through `handle`; epochfs's own files hidden.
+    /// A name that does not authenticate fails the listing: never a wrong name.
+    public func listing(of directory: BackingNode, through handle: FileDescriptor) throws -> [ListedEntry] {
+        let iv = try directory.directoryIV()
+        return try io.readdir(handle).compactMap { raw in
+            guard !NameCodec.isInternal(raw.name) else { return nil }
+            let encrypted = NameCodec.isLongName(raw.name)
+                ? String(decoding: try io.readFile(raw.name + NameCodec.longNameSuffix, in: handle, limit: 4096), as: UTF8.self)
+                : raw.name
+            return ListedEntry(name: try volume.keys.names.decrypt(encrypted, directoryIV: iv), inode: raw.inode, type: raw.type,
+                               backingName: raw.name)
+        }
+    }
+
+    // MARK: File content
+
+    /// Opens the regular file (or other non-directory) `node` with `flags`; O_TRUNC empties it.
+    public func open(_ node: BackingNode, flags: Int32, caller: uid_t) throws -> FileDescriptor {
+        let fd = try io.open(SystemIO.procPath(node.fd), in: .currentDirectory, flags: Self.backingFlags(flags), mode: 0)
+        guard let content = node.content else { return fd }
+        do {
+            if flags & O_TRUNC != 0 {
+                try dropSetIDBits(fd, caller: caller)
+                try content.truncate(fd: fd, to: 0)
+            } else {
+                try content.reloadHeader(fd: fd)
+            }
+        } catch {
+            io.close(fd)
+            throw error
+        }
+        return fd
+    }
+
+    public func close(_ handle: FileDescriptor) { io.close(handle) }
+
+    /// Reads up to `count` plaintext bytes at `offset` through `handle`, handed to `deliver`.
+    public func read<R>(_ node: BackingNode, through handle: FileDescriptor, offset: Int, count: Int,
+                        _ deliver: (UnsafeRawBufferPointer) throws -> R) throws -> R {
+        try content(node).read(fd: handle, offset: offset, count: count, deliver)
+    }
+
+    /// Writes `data` at `offset` (at the end when nil: O_APPEND), as `caller`.
+    public func write(_ node: BackingNode, through handle: FileDescriptor, offset: Int?, data: UnsafeRawBufferPointer,
+                      caller: uid_t) throws {
+        let content = try content(node)
+        try dropSetIDBits(handle, caller: caller)
+        try content.write(fd: handle, offset: offset, data: data)
+    }
+
+    /// Sets the plaintext size, through `handle` or, for a truncate by path, a descriptor of its own.
+    public func truncate(_ node: BackingNode, to size: Int, through handle: FileDescriptor?, caller: uid_t) throws {
+        guard let content = node.content else { throw SystemError("truncate", path: "", errno: EINVAL) }
+        let fd = try handle ?? io.open(SystemIO.procPath(node.fd), in: .currentDirectory, flags: O_RDWR | O_CLOEXEC, mode: 0)
+        defer { if handle == nil { io.close(fd) } }
+        try dropSetIDBits(fd, caller: caller)
+        try content.truncate(fd: fd, to: size)
+    }
+
+    /// fallocate(2): mode 0 extends the file with zeros; KEEP_SIZE reserves nothing yet.
+    public func allocate(_ node: BackingNode, through handle: FileDescriptor, mode: Int32, offset: Int, length: Int) throws {
+        let content = try content(node)
+        switch mode {
+        case 0:
+            if offset + length > (try content.size(fd: handle)) { try content.truncate(fd: handle, to: offset + length) }
+        case epochfs_FALLOC_FL_KEEP_SIZE:
+            break
+        default:
+            throw SystemError("fallocate", path: "", errno: EOPNOTSUPP)
+        }
+    }
+
+    /// fsync(2) or fdatasync(2) of a file or directory handle.
+    public func sync(_ handle: FileDescriptor, dataOnly: Bool) throws {
+        try dataOnly ? io.fdatasync(handle) : io.fsync(handle)
+    }
+
+    // MARK: Extended attributes (docs/FORMAT.md §5.5)
+
+    /// Sets a `user.` attribute, its value sealed under the active epoch. Other namespaces are
+    /// not stored (EOPNOTSUPP); symlinks take none (EPERM).
+    public func setXattr(_ node: BackingNode, name: String, value: [UInt8], flags: Int32) throws {
+        guard let backing = try volume.xattrs.backingName(name) else { throw SystemError("setxattr", path: "", errno: EOPNOTSUPP) }
+        guard !node.isSymlink else { throw SystemError("setxattr", path: "", errno: EPERM) }
+        try volume.sealing { epoch in
+            let sealed = try volume.xattrs.sealValue(value, name: name, epoch: epoch)
+            try sealed.withUnsafeBytes { try io.setxattr(node.fd, name: backing, value: $0, flags: flags) }
+        }
+    }
+
+    public func getXattr(_ node: BackingNode, name: String) throws -> [UInt8] {
+        guard let backing = try volume.xattrs.backingName(name), !node.isSymlink else {
+            throw SystemError("getxattr", path: "", errno: ENODATA)
+        }
+        var sealed = [UInt8](repeating: 0, count: Self.maxXattrValue + 64)
+        let length = try sealed.withUnsafeMutableBytes { try io.getxattr(node.fd, name: backing, into: $0) }
+        return try volume.xattrs.openValue(Array(sealed.prefix(length)), name: name)
+    }
+
+    /// The plaintext names of `node`'s `user.` attributes.
+    public func listXattrs(_ node: BackingNode) throws -> [String] {
+        guard !node.isSymlink else { return [] }
+        var raw = [UInt8](repeating: 0, count: Self.maxXattrValue)
+        let length = try raw.withUnsafeMutableBytes { try io.listxattr(node.fd, into: $0) }
+        return try raw.prefix(length).split(separator: 0).compactMap {
+            try volume.xattrs.name(ofBacking: String(decoding: $0, as: UTF8.self))
+        }
+    }
+
+    public func removeXattr(_ node: BackingNode, name: String) throws {
+        guard let backing = try volume.xattrs.backingName(name), !node.isSymlink else {
+            throw SystemError("removexattr", path: "", errno: ENODATA)
+        }
+        try io.removexattr(node.fd, name: backing)
+    }
+
+    // MARK: Internals
+
+    /// Backing open flags: read-write whenever writing (partial blocks are read back and
+    /// re-sealed), never O_APPEND/O_TRUNC/O_CREAT/O_DIRECT, which act on plaintext offsets here.
+    static func backingFlags(_ flags: Int32) -> Int32 {
+        let access = flags & O_ACCMODE == O_RDONLY ? O_RDONLY : O_RDWR
+        return access | (flags & (O_SYNC | O_DSYNC | epochfs_O_NOATIME)) | O_CLOEXEC
+    }
+
+    private func content(_ node: BackingNode) throws -> FileContent {
+        guard let content = node.content else { throw SystemError("content", path: "", errno: node.fileType == S_IFDIR ? EISDIR : EINVAL) }
+        return content
+    }
+
+    /// The backing name of `name` in `directory`, with its long-name side file if any.
+    private func backingName(_ name: [UInt8], in directory: BackingNode) throws -> BackingName {
+        guard name.count <= Int(NAME_MAX) else { throw SystemError("name", path: "", errno: ENAMETOOLONG) }
+        return try volume.keys.names.encrypt(name, directoryIV: try directory.directoryIV())
+    }
+
+    /// Creates an entry through `make(backingName)`: the long name's side file first, then the
+    /// entry, then its owner.
+    private func createEntry(_ name: [UInt8], in directory: BackingNode, owner: Owner?,
+                             _ make: (String) throws -> Void) throws -> (BackingNode, stat) {
+        let backing = try backingName(name, in: directory)
+        try writeLongNameSideFile(of: backing, in: directory)
+        do {
+            try make(backing.name)
+        } catch {
+            // EEXIST: the side file belongs to the entry that is there.
+            if (error as? SystemError)?.errno != EEXIST { discardSideFile(of: backing, in: directory) }
+            throw error
+        }
+        // A chown is a metadata write on the backing fs, so only when someone else asked.
+        if let owner { try? io.fchownat(backing.name, in: directory.fd, owner: owner.user, group: owner.group) }
+        return try locate(backingName: backing.name, in: directory)
+    }
+
+    /// Writes the side file a long name needs, before the entry itself is created.
+    private func writeLongNameSideFile(of name: BackingName, in directory: BackingNode) throws {
+        guard let sideFile = name.sideFile, let full = name.longName else { return }
+        try writeSideFile(sideFile, in: directory.fd, bytes: Array(full.utf8))
+    }
+
+    /// Removes the side file of a long name whose entry is gone.
+    private func discardSideFile(of name: BackingName, in directory: BackingNode) {
+        if let sideFile = name.sideFile { try? io.unlinkat(sideFile, in: directory.fd, removeDirectory: false) }
+    }
+
+    /// Creates (or replaces) a side file holding `bytes`, mode 0400.
+    private func writeSideFile(_ name: String, in directory: FileDescriptor, bytes: [UInt8]) throws {
+        try io.withOpened(name, in: directory, flags: O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW, mode: 0o400) {
+            try io.pwriteFully($0, bytes, at: 0)
+        }
+    }
+
+    /// The link file of `name` in `directory` if it is the last link of a long symlink: to be
+    /// removed once the entry is gone (unlinked or renamed over).
+    private func longSymlinkSideFile(ifLastLinkOf name: String, in directory: BackingNode) -> String? {
+        guard let info = try? io.fstatat(name, in: directory.fd), info.st_mode & S_IFMT == S_IFLNK, info.st_nlink == 1,
+              let target = try? io.readlinkat(name, in: directory.fd) else { return nil }
+        return SymlinkCodec.sideFileName(target).map { SymlinkCodec.sidePrefix + $0 }
+    }
+
+    private func removeLinkFile(_ path: String?) {
+        if let path { try? io.unlinkat(path, in: root.fd, removeDirectory: false) }
+    }
+
+    /// What ext4 does on a write or truncate by a caller without CAP_FSETID: set-user-ID goes,
+    /// and set-group-ID too when the group may execute. The backing fs would not do it, since
+    /// the daemon writes as root. Callers other than root count as lacking CAP_FSETID.
+    private func dropSetIDBits(_ fd: FileDescriptor, caller: uid_t) throws {
+        guard caller != 0 else { return }
+        let mode = try io.fstat(fd).st_mode & 0o7777
+        var kept = mode & ~S_ISUID
+        if kept & S_IXGRP != 0 { kept &= ~S_ISGID }
+        guard kept != mode else { return }
+        try io.fchmod(fd, mode: kept)
+    }
+
+    /// The root's name IV: made at init; created here only for a backing dir with no entries yet.
+    private func ensureRootDirectoryIV() throws {
+        try io.withOpened(volume.backing, in: .currentDirectory, flags: O_RDONLY | O_DIRECTORY) { directory in
+            guard (try? DirectoryIV.read(in: directory, io: io)) == nil else { return }
+            guard try io.readdir(directory).allSatisfy({ NameCodec.isInternal($0.name) }) else {
+                throw SystemError("open", path: volume.backing + "/" + DirectoryIV.fileName, errno: EIO)
+            }
+            try DirectoryIV.create(in: directory, io: io)
+        }
+    }
+}

@@ -1,0 +1,96 @@
+import EpochVolume
+import Foundation
+import Glibc
+import Support
+import Testing
+
+/// The volume's tree without FUSE, as offline commands use it, over the recording test double.
+@Suite struct BackingTreeTests {
+    let keys: KeyFiles
+    let directory = TemporaryDirectory()
+    let io = RecordingIO()
+    let tree: BackingTree
+
+    init() throws {
+        keys = try KeyFiles(epochs: 1...2)
+        let backing = directory.path + "/backing"
+        _ = try Volume.create(backing: backing, keySource: "file:\(keys.directory.path)/%d.key", epoch: 1, blockSize: 4096)
+        tree = try BackingTree(volume: try LiveVolume(backing: backing, io: io))
+    }
+
+    func bytes(_ text: String) -> [UInt8] { Array(text.utf8) }
+
+    func names(_ directory: BackingNode) throws -> [String] {
+        let handle = try tree.openDirectory(directory)
+        defer { tree.close(handle) }
+        return try tree.listing(of: directory, through: handle).map { String(decoding: $0.name, as: UTF8.self) }.sorted()
+    }
+
+    func write(_ text: String, to node: BackingNode, at offset: Int? = 0) throws {
+        let handle = try tree.open(node, flags: O_RDWR, caller: 0)
+        defer { tree.close(handle) }
+        try bytes(text).withUnsafeBytes { try tree.write(node, through: handle, offset: offset, data: $0, caller: 0) }
+    }
+
+    func read(_ node: BackingNode) throws -> String {
+        let handle = try tree.open(node, flags: O_RDONLY, caller: 0)
+        defer { tree.close(handle) }
+        return try tree.read(node, through: handle, offset: 0, count: 1 << 20) { String(decoding: $0, as: UTF8.self) }
+    }
+
+    @Test func entriesByPlaintextNameWithLongNamesSymlinksAndLinks() throws {
+        let long = String(repeating: "n", count: 240)
+        let (sub, _) = try tree.mkdir(bytes("sub"), in: tree.root, mode: 0o755, owner: nil)
+        let (handle, file, _) = try tree.create(bytes(long), in: sub, flags: O_RDWR | O_CREAT | O_EXCL, mode: 0o640, owner: nil)
+        tree.close(handle)
+        try write("hello, tree", to: file)
+        _ = try tree.symlink(bytes("../" + long), named: bytes("link"), in: tree.root, owner: nil)
+        _ = try tree.link(file, as: bytes("hard"), in: tree.root)
+        #expect(try names(tree.root) == ["hard", "link", "sub"])
+        #expect(try names(sub) == [long])
+
+        let (found, info) = try tree.lookup(bytes(long), in: sub)
+        #expect(found.identity == file.identity && info.st_size == 11 && info.st_mode & 0o777 == 0o640)
+        #expect(try read(try tree.lookup(bytes("hard"), in: tree.root).0) == "hello, tree")
+        #expect(try tree.readlink(try tree.lookup(bytes("link"), in: tree.root).0) == bytes("../" + long))
+
+        try tree.rename(bytes(long), in: sub, to: bytes("short"), in: tree.root, flags: 0)
+        #expect(try names(sub) == [])
+        #expect(try names(tree.root) == ["hard", "link", "short", "sub"])
+        #expect(throws: SystemError.self) { try tree.lookup(bytes(long), in: sub) }
+        let backingNames = try FileManager.default.contentsOfDirectory(atPath: directory.path + "/backing/" + backingName(of: sub))
+        #expect(backingNames == ["epochfs.diriv"], "the long name's side file went with the rename")
+        try tree.rmdir(bytes("sub"), in: tree.root)
+        try tree.unlink(bytes("short"), in: tree.root)
+        #expect(try names(tree.root) == ["hard", "link"])
+        #expect(try read(try tree.lookup(bytes("hard"), in: tree.root).0) == "hello, tree")
+    }
+
+    @Test func mkdirWritesTheDirectoryIVThroughTheBackingIO() throws {
+        io.clearRecording()
+        _ = try tree.mkdir(bytes("d"), in: tree.root, mode: 0o755, owner: nil)
+        let made = try #require(io.calls(.mkdirat).first).path
+        let stored = io.calls.filter { [.mkdirat, .open, .pwrite].contains($0.kind) && $0.path.hasPrefix(made) }
+        #expect(stored.map(\.kind) == [.mkdirat, .open, .open, .pwrite, .open])
+        #expect(stored.map(\.path) == [made, made, made + "/epochfs.diriv", made + "/epochfs.diriv", made])
+        #expect(stored[3].bytes?.count == 16 && stored[3].offset == 0)
+    }
+
+    @Test(arguments: [ENOSPC, EDQUOT, EIO, EROFS])
+    func aFailedBackingWriteReachesTheWriterAsItsErrno(errno: Int32) throws {
+        let (handle, file, _) = try tree.create(bytes("f"), in: tree.root, flags: O_RDWR | O_CREAT, mode: 0o600, owner: nil)
+        tree.close(handle)
+        try write("first", to: file)
+        io.inject(.fail(errno), into: .pwrite)
+        #expect(throws: SystemError("pwrite", path: directory.path + "/backing/" + (try backingName(of: file)), errno: errno)) {
+            try write(" second", to: file, at: nil)
+        }
+        #expect(try read(file) == "first")
+    }
+
+    /// The backing name of `node` in the backing root (or `sub`'s).
+    private func backingName(of node: BackingNode) throws -> String {
+        let path = String(decoding: try SystemIO().readlinkat(SystemIO.procPath(node.fd), in: .currentDirectory), as: UTF8.self)
+        return String(path.dropFirst(directory.path.count + "/backing/".count))
+    }
+}
