@@ -14,6 +14,7 @@ from benchfs import BindFS, EpochFS, GocryptFS, Plain, drop_caches, fio, sh
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--epochfs", required=True)
+parser.add_argument("--baseline", help="another epochfs build, measured in the same run (an A/B of two builds)")
 parser.add_argument("--runs", type=int, default=3)
 parser.add_argument("--size-mb", type=int, default=512)
 parser.add_argument("--random-seconds", type=int, default=10)
@@ -72,6 +73,8 @@ phases = [{"sequential": sequential, "random": random_io, "small": small_files}[
 systems = []
 try:
     systems = [EpochFS(work, args.epochfs), GocryptFS(work), BindFS(work), Plain(work)]
+    if args.baseline:
+        systems.insert(1, EpochFS(work, args.baseline, name="baseline"))
     results = {fs.name: {} for fs in systems}
     for fs in systems:
         fs.mount()
@@ -92,12 +95,14 @@ median = {name: {m: statistics.median(values) for m, values in figures.items()} 
 cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
 print(f"Run: {time.strftime('%Y-%m-%d %H:%M')} UTC, {cpu}, {os.cpu_count()} cores; median of {args.runs} runs; "
       f"seq {args.size_mb} MiB, random {args.random_seconds} s on {min(256, args.size_mb)} MiB")
-print(f"| metric | epochfs | gocryptfs | bindfs | plain | vs gocryptfs | vs bindfs | vs plain |")
-print("|---|---|---|---|---|---|---|---|")
+others = (["baseline"] if args.baseline else []) + ["gocryptfs", "bindfs", "plain"]
+print("| metric | epochfs | " + " | ".join(others) + " | " + " | ".join(f"vs {n}" for n in others) + " |")
+print("|---" * (1 + 2 * len(others) + 1) + "|")
 for m in metrics:
-    e, g, b, p = (median[n][m] for n in ("epochfs", "gocryptfs", "bindfs", "plain"))
+    e = median["epochfs"][m]
     # Times: lower is better, so the ratio is epochfs/other (target <= 0.8 vs gocryptfs).
     fmt = (lambda v: f"{v:.2f}") if m.endswith(" s") else (lambda v: f"{v:.0f}")
-    print(f"| {m} | {fmt(e)} | {fmt(g)} | {fmt(b)} | {fmt(p)} | {e / g:.2f} | {e / b:.2f} | {e / p:.2f} |")
+    print(f"| {m} | {fmt(e)} | " + " | ".join(fmt(median[n][m]) for n in others) + " | "
+          + " | ".join(f"{e / median[n][m]:.2f}" for n in others) + " |")
 print("\nRatios are epochfs / other. For MB/s and IOPS higher is better; for seconds lower is better.")
 print("Per-run values:", json.dumps(results))

@@ -19,6 +19,8 @@ const long epochfs_UTIME_OMIT = UTIME_OMIT;
 const unsigned int epochfs_RENAME_NOREPLACE = RENAME_NOREPLACE;
 const unsigned int epochfs_RENAME_EXCHANGE = RENAME_EXCHANGE;
 const int epochfs_FALLOC_FL_KEEP_SIZE = FALLOC_FL_KEEP_SIZE;
+const int epochfs_FALLOC_FL_PUNCH_HOLE = FALLOC_FL_PUNCH_HOLE;
+const int epochfs_FALLOC_FL_ZERO_RANGE = FALLOC_FL_ZERO_RANGE;
 
 int epochfs_renameat2(int olddirfd, const char *oldpath, int newdirfd, const char *newpath, unsigned int flags) {
     return renameat2(olddirfd, oldpath, newdirfd, newpath, flags);

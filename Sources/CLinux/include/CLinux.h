@@ -12,6 +12,8 @@ extern const long epochfs_UTIME_OMIT;
 extern const unsigned int epochfs_RENAME_NOREPLACE;
 extern const unsigned int epochfs_RENAME_EXCHANGE;
 extern const int epochfs_FALLOC_FL_KEEP_SIZE;
+extern const int epochfs_FALLOC_FL_PUNCH_HOLE;
+extern const int epochfs_FALLOC_FL_ZERO_RANGE;
 
 int epochfs_renameat2(int olddirfd, const char *oldpath, int newdirfd, const char *newpath, unsigned int flags);
 int epochfs_syncfs(int fd);

@@ -25,21 +25,40 @@ public final class FileHeaderStore: HeaderStore {
     private let io: any BackingIO
     private let fd: FileDescriptor
 
-    /// Opens the header of an existing volume.
+    /// Opens the header of an existing volume. A header whose slots are not both allocated
+    /// yet (made before epochfs allocated them at init) gets them now, while there is room.
     public init(backing: String, io: any BackingIO = SystemIO()) throws {
         path = backing + "/" + Self.fileName
         self.io = io
         fd = try io.open(path, in: .currentDirectory, flags: O_RDWR | O_CLOEXEC, mode: 0)
+        if let info = try? io.fstat(fd), Int(info.st_blocks) * 512 < 2 * HeaderSlot.size {
+            // Best effort: without it a commit still works wherever the disk has room.
+            try? allocateSlots()
+        }
     }
 
-    /// Creates the header file of a new volume; fails if one exists. The caller writes slot A,
-    /// then `sync()`s, which also makes the new file's directory entry durable.
+    /// Creates the header file of a new volume; fails if one exists. Both slots get their
+    /// disk space now, so that no later commit (a rekey on a full disk) needs new space. The
+    /// caller writes slot A, then `sync()`s, which also makes the new file's directory entry
+    /// durable.
     public init(creatingIn backing: String, io: any BackingIO = SystemIO()) throws {
         path = backing + "/" + Self.fileName
         self.io = io
         fd = try io.open(path, in: .currentDirectory, flags: O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, mode: 0o600)
-        try io.ftruncate(fd, size: 2 * HeaderSlot.size)
+        try allocateSlots()
         try io.withOpened(backing, in: .currentDirectory, flags: O_RDONLY | O_DIRECTORY) { try io.fsync($0) }
+    }
+
+    /// Gives both slots their blocks: fallocate, or where the file system has none, zeros
+    /// written into each slot that holds only zeros (a never-written slot reads as zeros).
+    private func allocateSlots() throws {
+        do {
+            try io.fallocate(fd, mode: 0, offset: 0, length: 2 * HeaderSlot.size)
+        } catch let error as SystemError where error.errno == EOPNOTSUPP {
+            let zeros = [UInt8](repeating: 0, count: HeaderSlot.size)
+            for slot in 0..<2 where try read(slot: slot) == zeros { try write(slot: slot, bytes: zeros) }
+        }
+        try sync()
     }
 
     deinit { io.close(fd) }
