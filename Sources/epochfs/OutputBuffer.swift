@@ -1,4 +1,5 @@
 import CEscape
+import EpochFormat
 import EpochWAL
 import Glibc
 
@@ -34,7 +35,7 @@ final class OutputBuffer {
     func appendJSON(_ entry: WALEntry) {
         append(#"{"index":"#)
         appendPrefix(entry, separator: nil)
-        withRoom((entry.data.count + 2) / 3 * 4) { Self.base64($0, entry.data) }
+        withRoom(Base64Standard.encodedCount(entry.data.count)) { Base64Standard.encode(entry.data, into: $0) }
         append("\"")
         if let keyID = entry.envelopeKeyID {
             append(#","key_id":"#)
@@ -92,31 +93,5 @@ final class OutputBuffer {
             }
         }
         count += body(UnsafeMutableRawBufferPointer(rebasing: storage[count..<count + size]))
-    }
-
-    private static let base64Digits: [UInt8] = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/".utf8)
-
-    /// Standard base64 with padding; returns the length written.
-    private static func base64(_ out: UnsafeMutableRawBufferPointer, _ data: UnsafeRawBufferPointer) -> Int {
-        let digits = base64Digits
-        var input = 0
-        var position = 0
-        while input + 3 <= data.count {
-            let group = UInt32(data[input]) << 16 | UInt32(data[input + 1]) << 8 | UInt32(data[input + 2])
-            out[position] = digits[Int(group >> 18)]
-            out[position + 1] = digits[Int(group >> 12 & 63)]
-            out[position + 2] = digits[Int(group >> 6 & 63)]
-            out[position + 3] = digits[Int(group & 63)]
-            input += 3
-            position += 4
-        }
-        let left = data.count - input
-        guard left > 0 else { return position }
-        let group = UInt32(data[input]) << 16 | (left == 2 ? UInt32(data[input + 1]) << 8 : 0)
-        out[position] = digits[Int(group >> 18)]
-        out[position + 1] = digits[Int(group >> 12 & 63)]
-        out[position + 2] = left == 2 ? digits[Int(group >> 6 & 63)] : UInt8(ascii: "=")
-        out[position + 3] = UInt8(ascii: "=")
-        return position + 4
     }
 }
