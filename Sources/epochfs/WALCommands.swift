@@ -148,32 +148,20 @@ struct RaftKeyOptions: ParsableArguments {
             guard header.volumeID.description == status.volumeID else {
                 throw CLIError("\(mount) serves volume \(status.volumeID), but its backing directory holds \(header.volumeID)")
             }
-            return (status.raftCutover, volumeKeyLookup(header.keyring))
+            return (status.raftCutover, RaftKeys.lookup(in: header.keyring))
         }
         if let backing {
             let header = try Volume.journal(backing: backing, keySourceOverride: keySource).open()
-            return (header.slot.raftCutover, volumeKeyLookup(header.keyring))
+            return (header.slot.raftCutover, RaftKeys.lookup(in: header.keyring))
         }
         guard !raftKeys.isEmpty else { return (nil, nil) }
         var keys: [UInt32: AESGCMKey] = [:]
         for spec in raftKeys {
             let key = try RawRaftKey(spec)
             guard keys[key.keyID] == nil else { throw ValidationError("--raft-key gives key id \(key.keyID) twice") }
-            keys[key.keyID] = try AESGCMKey(try key.read())
+            keys[key.keyID] = try key.read()
         }
-        return (nil, { keyID in
-            guard let key = keys[keyID] else { throw EnvelopeError.unknownKeyID(keyID) }
-            return key
-        })
-    }
-}
-
-/// The raft DEKs of a volume's keyring, by key id (= epoch). Unknown and retired epochs fail
-/// as the envelope layer names them.
-private func volumeKeyLookup(_ keyring: Keyring) -> EnvelopeKeyLookup {
-    { keyID in
-        guard let raftDEK = try keyring.keys(for: keyID).raftDEK else { throw EnvelopeError.retiredKey(keyID) }
-        return try AESGCMKey(raftDEK)
+        return (nil, RaftKeys.lookup(keys))
     }
 }
 
@@ -191,46 +179,12 @@ private struct RawRaftKey {
         path = String(spec[spec.index(after: colon)...])
     }
 
-    /// 32 raw bytes, or 64 hex digits with optional surrounding whitespace.
-    func read() throws -> SecretBytes {
-        let descriptor = open(path, O_RDONLY | O_CLOEXEC)
-        guard descriptor >= 0 else { throw SystemError("open", path: path) }
-        defer { close(descriptor) }
-        var count = 0
-        let contents = try SecretBytes(count: 4096) { buffer in
-            while count < buffer.count {
-                let result = Foundation.read(descriptor, buffer.baseAddress! + count, buffer.count - count)
-                if result < 0, errno == EINTR { continue }
-                guard result >= 0 else { throw SystemError("read", path: path) }
-                if result == 0 { break }
-                count += result
-            }
-        }
-        return try contents.withUnsafeBytes { buffer in
-            let bytes = UnsafeRawBufferPointer(rebasing: buffer[..<count])
-            if count == AESGCMKey.keySize { return SecretBytes(copying: bytes) }
-            let isSpace: (UInt8) -> Bool = { " \t\r\n".utf8.contains($0) }
-            let first = bytes.firstIndex { !isSpace($0) } ?? 0
-            let last = bytes.lastIndex { !isSpace($0) } ?? -1
-            guard last - first + 1 == 2 * AESGCMKey.keySize,
-                  bytes[first...last].allSatisfy({ $0.hexValue != nil }) else {
-                throw CLIError("raft key file \(path): expected 32 raw bytes or 64 hex digits")
-            }
-            return SecretBytes(count: AESGCMKey.keySize) { out in
-                for index in 0..<AESGCMKey.keySize {
-                    out[index] = bytes[first + 2 * index].hexValue! << 4 | bytes[first + 2 * index + 1].hexValue!
-                }
-            }
-        }
-    }
-}
-
-private extension UInt8 {
-    var hexValue: UInt8? {
-        switch self {
-        case 0x30...0x39: self - 0x30
-        case 0x41...0x46, 0x61...0x66: (self | 0x20) - 0x61 + 10
-        default: nil
+    /// The key; a file that holds none is named with the format it should have.
+    func read() throws -> AESGCMKey {
+        do {
+            return try RaftKeys.readKeyFile(path)
+        } catch is KeyMaterialError {
+            throw CLIError("raft key file \(path): expected 32 raw bytes or 64 hex digits")
         }
     }
 }
