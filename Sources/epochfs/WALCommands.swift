@@ -207,37 +207,13 @@ private struct MountStatus: Decodable {
     }
 }
 
-/// The backing directory of an epochfs mount: the mount source `epochfs:BACKING` in
-/// /proc/self/mountinfo (fields 5, the mount point, and the one after `-` and the fs type).
+/// The backing directory of an epochfs mount: the mount source `epochfs:BACKING` of the mount
+/// in view at the mount point.
 private func backingDirectory(ofMount mountpoint: String) throws -> String {
     let target = URL(fileURLWithPath: mountpoint).resolvingSymlinksInPath().path
-    guard let mountinfo = try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8) else {
-        throw CLIError("/proc/self/mountinfo: not readable")
-    }
-    let source = mountinfo.split(separator: "\n").reversed().lazy.compactMap { line -> String? in
-        let fields = line.split(separator: " ").map { unescapeMountField(String($0)) }
-        guard fields.count > 5, fields[4] == target, let separator = fields.firstIndex(of: "-"),
-              separator + 2 < fields.count else { return nil }
-        return fields[separator + 2]
-    }.first
-    guard let source, source.hasPrefix("epochfs:") else {
+    guard let mounts = try? MountTable.read() else { throw CLIError("/proc/self/mountinfo: not readable") }
+    guard let source = mounts.last(where: { $0.mountPoint == target })?.source, source.hasPrefix("epochfs:") else {
         throw CLIError("\(mountpoint) is not an epochfs mount (no mount source epochfs:BACKING in /proc/self/mountinfo)")
     }
     return String(source.dropFirst("epochfs:".count))
-}
-
-/// mountinfo writes space, tab, newline and backslash as `\ooo`.
-private func unescapeMountField(_ field: String) -> String {
-    guard field.contains("\\") else { return field }
-    var bytes: [UInt8] = []
-    var input = Array(field.utf8)[...]
-    while let byte = input.popFirst() {
-        if byte == UInt8(ascii: "\\"), input.count >= 3, let value = UInt8(String(decoding: input.prefix(3), as: UTF8.self), radix: 8) {
-            bytes.append(value)
-            input = input.dropFirst(3)
-        } else {
-            bytes.append(byte)
-        }
-    }
-    return String(decoding: bytes, as: UTF8.self)
 }
