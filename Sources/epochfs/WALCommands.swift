@@ -143,7 +143,7 @@ struct RaftKeyOptions: ParsableArguments {
 
     private func keysAndCutover() throws -> (UInt64?, EnvelopeKeyLookup?) {
         if let mount {
-            let status = try MountStatus.read(mountpoint: mount)
+            let status = try mountStatus(mountpoint: mount)
             let header = try Volume.journal(backing: try backingDirectory(ofMount: mount)).open()
             guard header.volumeID.description == status.volumeID else {
                 throw CLIError("\(mount) serves volume \(status.volumeID), but its backing directory holds \(header.volumeID)")
@@ -186,24 +186,6 @@ private struct RawRaftKey {
         } catch is KeyMaterialError {
             throw CLIError("raft key file \(path): expected 32 raw bytes or 64 hex digits")
         }
-    }
-}
-
-/// The fields of `MOUNT/.epochfs/status` the WAL commands use.
-private struct MountStatus: Decodable {
-    let volumeID: String
-    let raftCutover: UInt64
-
-    enum CodingKeys: String, CodingKey {
-        case volumeID = "volume_id", raftCutover = "raft_cutover"
-    }
-
-    static func read(mountpoint: String) throws -> MountStatus {
-        let path = mountpoint + "/.epochfs/status"
-        guard let data = FileManager.default.contents(atPath: path) else {
-            throw CLIError("\(path): not readable; is \(mountpoint) an epochfs mount?")
-        }
-        return try JSONDecoder().decode(MountStatus.self, from: data)
     }
 }
 
