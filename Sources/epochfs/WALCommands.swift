@@ -97,7 +97,7 @@ struct WAL: ParsableCommand {
                 \(summary.replacedEntries) replaced)
                 unwrapped   \(summary.unwrappedEntries) (cutover \(cutover), layout \(gate.layout.rawValue))
                 hard state  \(state)
-                crc         0x\(String(summary.crc, radix: 16))
+                crc         0x\(String(summary.crc, radix: 16)) (\(CRC32C.usesHardware ? "SSE4.2" : "table"))
                 end         \(summary.end)
                 ok
                 """)
