@@ -1,3 +1,4 @@
+import EpochVolume
 import Foundation
 import Glibc
 import Logging
@@ -18,14 +19,9 @@ final class Readahead: Sendable {
     /// Finds the mount's bdi through /proc/self/mountinfo (a stat of the mountpoint would wait
     /// for this very daemon, which does not serve requests yet).
     func prepare(mountpoint: String) {
-        // procfs files report size 0: read to the end rather than by size.
-        guard geteuid() == 0, let table = FileHandle(forReadingAtPath: "/proc/self/mountinfo")?.readDataToEndOfFile() else { return }
-        for line in String(decoding: table, as: UTF8.self).split(separator: "\n") {
-            let fields = line.split(separator: " ")
-            guard fields.count > 4, fields[4] == mountpoint else { continue }
-            setting.withLock { $0 = "/sys/class/bdi/\(fields[2])/read_ahead_kb" }
-            pending.store(true, ordering: .releasing)
-        }
+        guard geteuid() == 0, let mount = try? MountTable.read().last(where: { $0.mountPoint == mountpoint }) else { return }
+        setting.withLock { $0 = "/sys/class/bdi/\(mount.device)/read_ahead_kb" }
+        pending.store(true, ordering: .releasing)
     }
 
     /// Called on every request; writes the setting once, on the first one after INIT.

@@ -71,21 +71,6 @@ extension Array where Element == UInt8 {
         }
         return String(decoding: out, as: UTF8.self)
     }
-
-    /// Parses an even-length hex string; nil on any other character.
-    public init?(hexString: some StringProtocol) {
-        let utf8 = Array(hexString.utf8)
-        guard utf8.count % 2 == 0 else { return nil }
-        var result = [UInt8]()
-        result.reserveCapacity(utf8.count / 2)
-        var index = 0
-        while index < utf8.count {
-            guard let high = hexDigitValue(utf8[index]), let low = hexDigitValue(utf8[index + 1]) else { return nil }
-            result.append(high << 4 | low)
-            index += 2
-        }
-        self = result
-    }
 }
 
 /// The value of one ASCII hex digit, either case; nil for any other byte.

@@ -1,11 +1,11 @@
 /// What `info --json` and the mount's `.epochfs/status` report, in one JSON shape.
-public struct VolumeStatus: Encodable, Sendable {
-    public struct EpochState: Encodable, Sendable {
+public struct VolumeStatus: Codable, Equatable, Sendable {
+    public struct EpochState: Codable, Equatable, Sendable {
         public let epoch: UInt32
         public let state: String
     }
 
-    public struct Counters: Encodable, Sendable {
+    public struct Counters: Codable, Equatable, Sendable {
         public let blocksRead: UInt64
         public let blocksWritten: UInt64
         public let authenticationFailures: UInt64
@@ -52,6 +52,23 @@ public struct VolumeStatus: Encodable, Sendable {
         case volumeID = "volume_id", epoch, sequence, headerSlot = "header_slot", blockSize = "block_size"
         case raftCutover = "raft_cutover", keySource = "key_source", keyDerivation = "key_derivation", keyring
         case counters, lastError = "last_error", reencryption
+    }
+
+    /// Reads what `encode(to:)` writes: a status with counters is a mount's.
+    public init(from decoder: any Decoder) throws {
+        let container = try decoder.container(keyedBy: CodingKeys.self)
+        volumeID = try container.decode(String.self, forKey: .volumeID)
+        epoch = try container.decode(UInt32.self, forKey: .epoch)
+        sequence = try container.decode(UInt64.self, forKey: .sequence)
+        headerSlot = try container.decode(String.self, forKey: .headerSlot)
+        blockSize = try container.decode(UInt32.self, forKey: .blockSize)
+        raftCutover = try container.decode(UInt64.self, forKey: .raftCutover)
+        keySource = try container.decode(String.self, forKey: .keySource)
+        keyDerivation = try container.decode(String.self, forKey: .keyDerivation)
+        keyring = try container.decode([EpochState].self, forKey: .keyring)
+        counters = try container.decodeIfPresent(Counters.self, forKey: .counters)
+        lastError = try container.decodeIfPresent(String.self, forKey: .lastError)
+        isMounted = counters != nil
     }
 
     public func encode(to encoder: any Encoder) throws {

@@ -23,6 +23,6 @@ public struct CRC32C: Sendable, Equatable {
         return crc.value
     }
 
-    /// Whether the SSE4.2 instruction is in use (reported by benchmarks and `verify`).
+    /// Whether the SSE4.2 instruction is in use (`wal verify` reports it).
     public static var usesHardware: Bool { epochfs_crc32c_hardware() != 0 }
 }

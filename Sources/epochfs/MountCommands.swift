@@ -49,30 +49,38 @@ struct Status: ParsableCommand {
 
     func run() throws {
         try runReportingErrors {
-            let path = mountpoint + "/.epochfs/status"
-            guard let data = FileManager.default.contents(atPath: path) else {
-                throw CLIError("\(path): not readable; is \(mountpoint) an epochfs mount?")
-            }
             if json {
-                print(String(decoding: data, as: UTF8.self), terminator: "")
+                print(String(decoding: try statusJSON(mountpoint: mountpoint), as: UTF8.self), terminator: "")
                 return
             }
-            let status = try JSONSerialization.jsonObject(with: data) as? [String: Any] ?? [:]
-            let keyring = (status["keyring"] as? [[String: Any]] ?? []).map { "\($0["epoch"] ?? "?") \($0["state"] ?? "?")" }
-            let counters = status["counters"] as? [String: Any] ?? [:]
-            let cutover = (status["raft_cutover"] as? UInt64).map { $0 == .max ? "none (inert)" : String($0) } ?? "?"
+            let status = try mountStatus(mountpoint: mountpoint)
+            let cutover = status.raftCutover == .max ? "none (inert)" : String(status.raftCutover)
             print("""
-                volume        \(status["volume_id"] ?? "?")
-                epoch         \(status["epoch"] ?? "?")
-                sequence      \(status["sequence"] ?? "?")
+                volume        \(status.volumeID)
+                epoch         \(status.epoch)
+                sequence      \(status.sequence)
                 raft cutover  \(cutover)
-                keyring       \(keyring.joined(separator: ", "))
-                blocks        \(counters["blocks_read"] ?? 0) read, \(counters["blocks_written"] ?? 0) written, \
-                \(counters["authentication_failures"] ?? 0) authentication failures
-                last error    \(status["last_error"] as? String ?? "none")
+                keyring       \(status.keyring.map { "\($0.epoch) \($0.state)" }.joined(separator: ", "))
+                blocks        \(status.counters?.blocksRead ?? 0) read, \(status.counters?.blocksWritten ?? 0) written, \
+                \(status.counters?.authenticationFailures ?? 0) authentication failures
+                last error    \(status.lastError ?? "none")
                 """)
         }
     }
+}
+
+/// `MOUNTPOINT/.epochfs/status`, the JSON as the mount reports it.
+private func statusJSON(mountpoint: String) throws -> Data {
+    let path = mountpoint + "/.epochfs/status"
+    guard let data = FileManager.default.contents(atPath: path) else {
+        throw CLIError("\(path): not readable; is \(mountpoint) an epochfs mount?")
+    }
+    return data
+}
+
+/// A mount's status: what every command that asks a mount reads.
+func mountStatus(mountpoint: String) throws -> VolumeStatus {
+    try JSONDecoder().decode(VolumeStatus.self, from: try statusJSON(mountpoint: mountpoint))
 }
 
 /// Sends one command to a mount's control file; its errno is the answer.
@@ -84,14 +92,8 @@ func sendControlCommand(_ command: String, mountpoint: String) throws {
     let bytes = Array(command.utf8)
     guard write(fd, bytes, bytes.count) == bytes.count else {
         let failure = SystemError(command, path: path)
-        throw ControlCommandFailed(failure: failure, detail: lastControlError(mountpoint))
+        throw ControlCommandFailed(failure: failure, detail: try? mountStatus(mountpoint: mountpoint).lastError)
     }
-}
-
-private func lastControlError(_ mountpoint: String) -> String? {
-    guard let data = FileManager.default.contents(atPath: mountpoint + "/.epochfs/status"),
-          let status = try? JSONSerialization.jsonObject(with: data) as? [String: Any] else { return nil }
-    return status["last_error"] as? String
 }
 
 /// A control command the mount refused: the errno and, from status, why.

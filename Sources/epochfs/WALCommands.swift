@@ -1,5 +1,4 @@
 import ArgumentParser
-import CEscape
 import EpochCrypto
 import EpochFormat
 import EpochVolume
@@ -98,7 +97,7 @@ struct WAL: ParsableCommand {
                 \(summary.replacedEntries) replaced)
                 unwrapped   \(summary.unwrappedEntries) (cutover \(cutover), layout \(gate.layout.rawValue))
                 hard state  \(state)
-                crc         0x\(String(summary.crc, radix: 16))
+                crc         0x\(String(summary.crc, radix: 16)) (\(CRC32C.usesHardware ? "SSE4.2" : "table"))
                 end         \(summary.end)
                 ok
                 """)
@@ -144,37 +143,25 @@ struct RaftKeyOptions: ParsableArguments {
 
     private func keysAndCutover() throws -> (UInt64?, EnvelopeKeyLookup?) {
         if let mount {
-            let status = try MountStatus.read(mountpoint: mount)
+            let status = try mountStatus(mountpoint: mount)
             let header = try Volume.journal(backing: try backingDirectory(ofMount: mount)).open()
             guard header.volumeID.description == status.volumeID else {
                 throw CLIError("\(mount) serves volume \(status.volumeID), but its backing directory holds \(header.volumeID)")
             }
-            return (status.raftCutover, volumeKeyLookup(header.keyring))
+            return (status.raftCutover, RaftKeys.lookup(in: header.keyring))
         }
         if let backing {
             let header = try Volume.journal(backing: backing, keySourceOverride: keySource).open()
-            return (header.slot.raftCutover, volumeKeyLookup(header.keyring))
+            return (header.slot.raftCutover, RaftKeys.lookup(in: header.keyring))
         }
         guard !raftKeys.isEmpty else { return (nil, nil) }
         var keys: [UInt32: AESGCMKey] = [:]
         for spec in raftKeys {
             let key = try RawRaftKey(spec)
             guard keys[key.keyID] == nil else { throw ValidationError("--raft-key gives key id \(key.keyID) twice") }
-            keys[key.keyID] = try AESGCMKey(try key.read())
+            keys[key.keyID] = try key.read()
         }
-        return (nil, { keyID in
-            guard let key = keys[keyID] else { throw EnvelopeError.unknownKeyID(keyID) }
-            return key
-        })
-    }
-}
-
-/// The raft DEKs of a volume's keyring, by key id (= epoch). Unknown and retired epochs fail
-/// as the envelope layer names them.
-private func volumeKeyLookup(_ keyring: Keyring) -> EnvelopeKeyLookup {
-    { keyID in
-        guard let raftDEK = try keyring.keys(for: keyID).raftDEK else { throw EnvelopeError.retiredKey(keyID) }
-        return try AESGCMKey(raftDEK)
+        return (nil, RaftKeys.lookup(keys))
     }
 }
 
@@ -192,218 +179,23 @@ private struct RawRaftKey {
         path = String(spec[spec.index(after: colon)...])
     }
 
-    /// 32 raw bytes, or 64 hex digits with optional surrounding whitespace.
-    func read() throws -> SecretBytes {
-        let descriptor = open(path, O_RDONLY | O_CLOEXEC)
-        guard descriptor >= 0 else { throw SystemError("open", path: path) }
-        defer { close(descriptor) }
-        var count = 0
-        let contents = try SecretBytes(count: 4096) { buffer in
-            while count < buffer.count {
-                let result = Foundation.read(descriptor, buffer.baseAddress! + count, buffer.count - count)
-                if result < 0, errno == EINTR { continue }
-                guard result >= 0 else { throw SystemError("read", path: path) }
-                if result == 0 { break }
-                count += result
-            }
-        }
-        return try contents.withUnsafeBytes { buffer in
-            let bytes = UnsafeRawBufferPointer(rebasing: buffer[..<count])
-            if count == AESGCMKey.keySize { return SecretBytes(copying: bytes) }
-            let isSpace: (UInt8) -> Bool = { " \t\r\n".utf8.contains($0) }
-            let first = bytes.firstIndex { !isSpace($0) } ?? 0
-            let last = bytes.lastIndex { !isSpace($0) } ?? -1
-            guard last - first + 1 == 2 * AESGCMKey.keySize,
-                  bytes[first...last].allSatisfy({ $0.hexValue != nil }) else {
-                throw CLIError("raft key file \(path): expected 32 raw bytes or 64 hex digits")
-            }
-            return SecretBytes(count: AESGCMKey.keySize) { out in
-                for index in 0..<AESGCMKey.keySize {
-                    out[index] = bytes[first + 2 * index].hexValue! << 4 | bytes[first + 2 * index + 1].hexValue!
-                }
-            }
+    /// The key; a file that holds none is named with the format it should have.
+    func read() throws -> AESGCMKey {
+        do {
+            return try RaftKeys.readKeyFile(path)
+        } catch is KeyMaterialError {
+            throw CLIError("raft key file \(path): expected 32 raw bytes or 64 hex digits")
         }
     }
 }
 
-private extension UInt8 {
-    var hexValue: UInt8? {
-        switch self {
-        case 0x30...0x39: self - 0x30
-        case 0x41...0x46, 0x61...0x66: (self | 0x20) - 0x61 + 10
-        default: nil
-        }
-    }
-}
-
-/// The fields of `MOUNT/.epochfs/status` the WAL commands use.
-private struct MountStatus: Decodable {
-    let volumeID: String
-    let raftCutover: UInt64
-
-    enum CodingKeys: String, CodingKey {
-        case volumeID = "volume_id", raftCutover = "raft_cutover"
-    }
-
-    static func read(mountpoint: String) throws -> MountStatus {
-        let path = mountpoint + "/.epochfs/status"
-        guard let data = FileManager.default.contents(atPath: path) else {
-            throw CLIError("\(path): not readable; is \(mountpoint) an epochfs mount?")
-        }
-        return try JSONDecoder().decode(MountStatus.self, from: data)
-    }
-}
-
-/// The backing directory of an epochfs mount: the mount source `epochfs:BACKING` in
-/// /proc/self/mountinfo (fields 5, the mount point, and the one after `-` and the fs type).
+/// The backing directory of an epochfs mount: the mount source `epochfs:BACKING` of the mount
+/// in view at the mount point.
 private func backingDirectory(ofMount mountpoint: String) throws -> String {
     let target = URL(fileURLWithPath: mountpoint).resolvingSymlinksInPath().path
-    guard let mountinfo = try? String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8) else {
-        throw CLIError("/proc/self/mountinfo: not readable")
-    }
-    let source = mountinfo.split(separator: "\n").reversed().lazy.compactMap { line -> String? in
-        let fields = line.split(separator: " ").map { unescapeMountField(String($0)) }
-        guard fields.count > 5, fields[4] == target, let separator = fields.firstIndex(of: "-"),
-              separator + 2 < fields.count else { return nil }
-        return fields[separator + 2]
-    }.first
-    guard let source, source.hasPrefix("epochfs:") else {
+    guard let mounts = try? MountTable.read() else { throw CLIError("/proc/self/mountinfo: not readable") }
+    guard let source = mounts.last(where: { $0.mountPoint == target })?.source, source.hasPrefix("epochfs:") else {
         throw CLIError("\(mountpoint) is not an epochfs mount (no mount source epochfs:BACKING in /proc/self/mountinfo)")
     }
     return String(source.dropFirst("epochfs:".count))
-}
-
-/// mountinfo writes space, tab, newline and backslash as `\ooo`.
-private func unescapeMountField(_ field: String) -> String {
-    guard field.contains("\\") else { return field }
-    var bytes: [UInt8] = []
-    var input = Array(field.utf8)[...]
-    while let byte = input.popFirst() {
-        if byte == UInt8(ascii: "\\"), input.count >= 3, let value = UInt8(String(decoding: input.prefix(3), as: UTF8.self), radix: 8) {
-            bytes.append(value)
-            input = input.dropFirst(3)
-        } else {
-            bytes.append(byte)
-        }
-    }
-    return String(decoding: bytes, as: UTF8.self)
-}
-
-/// Standard output through one reusable buffer, written out in large pieces. Entries are
-/// formatted straight into the buffer through a pointer: per-byte appends to an array cost
-/// more than the decryption. 64 KiB stays in the CPU's L2 cache while it is filled, and is a
-/// pipe's default capacity.
-private final class OutputBuffer {
-    private static let capacity = 1 << 16
-    private var storage = UnsafeMutableRawBufferPointer.allocate(byteCount: capacity, alignment: 64)
-    private var count = 0
-
-    deinit { storage.deallocate() }
-
-    func append(_ text: String) {
-        var text = text
-        text.withUTF8 { utf8 in withRoom(utf8.count) { $0.copyMemory(from: UnsafeRawBufferPointer(utf8)); return utf8.count } }
-    }
-
-    /// `INDEX TERM TYPE DATA`: printable ASCII kept, everything else (and `\`) as `\xNN`.
-    func appendText(_ entry: WALEntry) {
-        appendPrefix(entry, separator: " ")
-        withRoom(4 * entry.data.count + 1) { out in
-            let target = out.baseAddress!.assumingMemoryBound(to: UInt8.self)
-            let written = entry.data.isEmpty ? 0
-                : epochfs_escape_text(entry.data.baseAddress!.assumingMemoryBound(to: UInt8.self), entry.data.count, target)
-            target[written] = 0x0a
-            return written + 1
-        }
-    }
-
-    /// `{"index":…,"term":…,"type":"…","data":"BASE64"[,"key_id":…[,"request_id":…]]}`.
-    func appendJSON(_ entry: WALEntry) {
-        append(#"{"index":"#)
-        appendPrefix(entry, separator: nil)
-        withRoom((entry.data.count + 2) / 3 * 4) { Self.base64($0, entry.data) }
-        append("\"")
-        if let keyID = entry.envelopeKeyID {
-            append(#","key_id":"#)
-            appendDecimal(UInt64(keyID))
-        }
-        if let requestID = entry.proposalRequestID {
-            append(#","request_id":"#)
-            appendDecimal(requestID)
-        }
-        append("}\n")
-    }
-
-    func flush() {
-        var written = 0
-        while written < count {
-            let result = write(STDOUT_FILENO, storage.baseAddress! + written, count - written)
-            if result < 0, errno == EINTR { continue }
-            guard result > 0 else { break } // stdout closed: nothing left to tell anyone
-            written += result
-        }
-        count = 0
-    }
-
-    /// Index, term and type: `I T TYPE ` as text, `I,"term":T,"type":"TYPE","data":"` as JSON.
-    private func appendPrefix(_ entry: WALEntry, separator: String?) {
-        appendDecimal(entry.index)
-        append(separator ?? #","term":"#)
-        appendDecimal(entry.term)
-        append(separator ?? #","type":""#)
-        append(entry.type == .normal ? "EntryNormal" : entry.type.description)
-        append(separator ?? #"","data":""#)
-    }
-
-    private func appendDecimal(_ value: UInt64) {
-        withRoom(20) { out in
-            var digits = 1
-            var rest = value / 10
-            while rest > 0 { digits += 1; rest /= 10 }
-            var remaining = value
-            for position in stride(from: digits - 1, through: 0, by: -1) {
-                out[position] = UInt8(ascii: "0") + UInt8(remaining % 10)
-                remaining /= 10
-            }
-            return digits
-        }
-    }
-
-    /// Lets `body` write up to `size` bytes at the end of the buffer; it returns how many it wrote.
-    private func withRoom(_ size: Int, _ body: (UnsafeMutableRawBufferPointer) -> Int) {
-        if count + size > storage.count {
-            flush()
-            if size > storage.count {
-                storage.deallocate()
-                storage = .allocate(byteCount: size, alignment: 64)
-            }
-        }
-        count += body(UnsafeMutableRawBufferPointer(rebasing: storage[count..<count + size]))
-    }
-
-    private static let base64Digits: [UInt8] = Array("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/".utf8)
-
-    /// Standard base64 with padding; returns the length written.
-    private static func base64(_ out: UnsafeMutableRawBufferPointer, _ data: UnsafeRawBufferPointer) -> Int {
-        let digits = base64Digits
-        var input = 0
-        var position = 0
-        while input + 3 <= data.count {
-            let group = UInt32(data[input]) << 16 | UInt32(data[input + 1]) << 8 | UInt32(data[input + 2])
-            out[position] = digits[Int(group >> 18)]
-            out[position + 1] = digits[Int(group >> 12 & 63)]
-            out[position + 2] = digits[Int(group >> 6 & 63)]
-            out[position + 3] = digits[Int(group & 63)]
-            input += 3
-            position += 4
-        }
-        let left = data.count - input
-        guard left > 0 else { return position }
-        let group = UInt32(data[input]) << 16 | (left == 2 ? UInt32(data[input + 1]) << 8 : 0)
-        out[position] = digits[Int(group >> 18)]
-        out[position + 1] = digits[Int(group >> 12 & 63)]
-        out[position + 2] = left == 2 ? digits[Int(group >> 6 & 63)] : UInt8(ascii: "=")
-        out[position + 3] = UInt8(ascii: "=")
-        return position + 4
-    }
 }

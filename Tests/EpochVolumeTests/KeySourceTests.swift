@@ -37,6 +37,55 @@ import Testing
         #expect(throws: KeySourceError.self) { try KeySourceSpec.parse("no-colon") }
     }
 
+    /// One decoder for every key: 32 bytes as they are, else 64 hex digits in either case with
+    /// whitespace around them.
+    @Test func keyMaterialIsRawBytesOrHex() throws {
+        let key = try SecureRandom.bytes(32)
+        let decoded = { (material: [UInt8]) in try decodeKeyMaterial(SecretBytes(copying: material)).withUnsafeBytes { Array($0) } }
+        #expect(try decoded(key) == key)
+        #expect(try decoded(Array(toHex(key).utf8)) == key)
+        #expect(try decoded(Array((" \t" + toHex(key).uppercased() + "\r\n").utf8)) == key)
+        // 32 bytes that happen to be hex digits are a raw key, not half of a hex one.
+        let digits = Array(String(repeating: "ab", count: 16).utf8)
+        #expect(try decoded(digits) == digits)
+    }
+
+    /// Bad key material is refused by its length or as "not a hex digit", never quoted.
+    @Test func badKeyMaterialIsNamedWithoutItsBytes() throws {
+        let hexKey = toHex(try SecureRandom.bytes(32))
+        let cases: [(String, KeyMaterialError)] = [
+            ("", .wrongLength(0)), (" \n", .wrongLength(2)), (String(hexKey.dropLast()), .wrongLength(63)),
+            (hexKey + "0\n", .wrongLength(66)), (hexKey.dropLast() + "g", .notHex),
+            (hexKey.prefix(32) + " " + hexKey.dropFirst(33), .notHex),
+        ]
+        for (material, expected) in cases {
+            let error = #expect(throws: KeyMaterialError.self) { try decodeKeyMaterial(SecretBytes(copying: Array(material.utf8))) }
+            #expect(error == expected, "\(material.utf8.count) bytes")
+            #expect(!"\(expected)".contains(hexKey.prefix(8)))
+        }
+    }
+
+    /// Raft keys from a raw key file or a volume's keyring open what their key id's key sealed.
+    @Test func raftKeysComeFromKeyFilesAndKeyrings() throws {
+        let dir = TemporaryDirectory()
+        let raw = try SecureRandom.bytes(32)
+        dir.write(Array((toHex(raw) + "\n").utf8), to: "raft.key")
+        dir.write(Array("not a key".utf8), to: "bad.key")
+        let fromFile = RaftKeys.lookup([7: try RaftKeys.readKeyFile(dir.path + "/raft.key")])
+        let sealed = try RaftEnvelope.seal([1, 2, 3], keyID: 7, raftDEK: AESGCMKey(SecretBytes(copying: raw)))
+        #expect(try RaftEnvelope.open(sealed, raftDEKs: fromFile) == [1, 2, 3])
+        #expect(throws: EnvelopeError.unknownKeyID(8)) { try fromFile(8) }
+        #expect(throws: KeyMaterialError.wrongLength(9)) { try RaftKeys.readKeyFile(dir.path + "/bad.key") }
+        #expect(throws: SystemError.self) { try RaftKeys.readKeyFile(dir.path + "/missing.key") }
+
+        let keyring = try Keyring.create(epoch: 1).adding(epoch: 2)
+        let fromKeyring = RaftKeys.lookup(in: keyring)
+        let raftDEK = try #require(try keyring.keys(for: 1).raftDEK)
+        let sealedAtOne = try RaftEnvelope.seal([4], keyID: 1, raftDEK: AESGCMKey(raftDEK))
+        #expect(try RaftEnvelope.open(sealedAtOne, raftDEKs: fromKeyring) == [4])
+        #expect(throws: EnvelopeError.unknownKeyID(3)) { try fromKeyring(3) }
+    }
+
     @Test func relativeTemplatesBecomeAbsolute() throws {
         let source = try KeySourceSpec.parse("file:keys/%d.key", workingDirectory: "/srv/vol")
         #expect(source.spec == "file:/srv/vol/keys/%d.key")

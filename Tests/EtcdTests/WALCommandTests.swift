@@ -183,6 +183,10 @@ private func epochfs(_ arguments: [String]) throws -> CommandResult {
         let plain = try epochfs(["wal", "verify", log.walDirectory])
         #expect(plain.status == 0, "\(plain.stderr)")
         #expect(plain.stdout.contains("unwrapped   0 (cutover none (inert)"))
+        // The chained CRC the reader ends with, and how it was computed.
+        let crc = try WALReader(directory: log.walDirectory, gate: CutoverGate()).verify().crc
+        #expect(plain.stdout.contains("\ncrc         0x\(String(crc, radix: 16)) (\(CRC32C.usesHardware ? "SSE4.2" : "table"))\n"),
+                "\(plain.stdout)")
     }
 
     @Test func corruptSegmentNamesSegmentOffsetAndIndex() throws {

@@ -63,24 +63,46 @@ public enum KeySourceSpec {
     }
 }
 
+/// Why bytes are not a key. Names only their length, never key material.
+public enum KeyMaterialError: Error, Equatable, Sendable, CustomStringConvertible {
+    case wrongLength(Int)
+    case notHex
+
+    public var description: String {
+        switch self {
+        case let .wrongLength(count): "expected 32 raw bytes or 64 hex digits, got \(count) bytes"
+        case .notHex: "not a hex digit in the key"
+        }
+    }
+}
+
 /// Decodes key material: exactly 32 raw bytes, or 64 hex digits with optional surrounding
-/// whitespace (a trailing newline from `echo` or an editor).
-func decodeWrappingKey(_ raw: SecretBytes, epoch: UInt32) throws -> SecretBytes {
+/// whitespace (a trailing newline from `echo` or an editor). Throws `KeyMaterialError`.
+func decodeKeyMaterial(_ raw: SecretBytes) throws -> SecretBytes {
     if raw.count == Keyring.dekSize { return raw }
     return try raw.withUnsafeBytes { bytes in
         let isSpace: (UInt8) -> Bool = { $0 == 0x20 || $0 == 0x09 || $0 == 0x0a || $0 == 0x0d }
         guard let first = bytes.firstIndex(where: { !isSpace($0) }),
               let last = bytes.lastIndex(where: { !isSpace($0) }), last - first + 1 == 2 * Keyring.dekSize else {
-            throw KeySourceError.badKeyMaterial(epoch: epoch, reason: "expected 32 raw bytes or 64 hex digits, got \(raw.count) bytes")
+            throw KeyMaterialError.wrongLength(raw.count)
         }
         return try SecretBytes(count: Keyring.dekSize) { out in
             for index in 0..<Keyring.dekSize {
                 guard let high = hexDigitValue(bytes[first + 2 * index]), let low = hexDigitValue(bytes[first + 2 * index + 1]) else {
-                    throw KeySourceError.badKeyMaterial(epoch: epoch, reason: "not a hex digit in the key")
+                    throw KeyMaterialError.notHex
                 }
                 out[index] = high << 4 | low
             }
         }
+    }
+}
+
+/// The wrapping key of `epoch` in `raw`, its errors naming the epoch.
+func decodeWrappingKey(_ raw: SecretBytes, epoch: UInt32) throws -> SecretBytes {
+    do {
+        return try decodeKeyMaterial(raw)
+    } catch let error as KeyMaterialError {
+        throw KeySourceError.badKeyMaterial(epoch: epoch, reason: error.description)
     }
 }
 
