@@ -11,16 +11,19 @@ public enum Volume {
         try prepareEmptyDirectory(backing, io: io)
         let header = try HeaderJournal(store: try FileHeaderStore(creatingIn: backing, io: io), source: source)
             .create(epoch: epoch, blockSize: blockSize)
-        try io.withOpened(backing, in: .currentDirectory, flags: O_RDONLY | O_DIRECTORY) { try DirectoryIV.create(in: $0, io: io) }
+        try io.withOpened(backing, in: .currentDirectory, flags: O_RDONLY | O_DIRECTORY) { try DirectoryIV.createDurably(in: $0, io: io) }
         return header
     }
 
     /// The journal of an existing volume, with the key source remembered in its header unless
-    /// `keySourceOverride` names another.
+    /// `keySourceOverride` names another. A remembered `command:` source is refused: only the
+    /// operator's own (the override) is ever run.
     public static func journal(backing: String, keySourceOverride: String? = nil, io: any BackingIO = SystemIO()) throws -> HeaderJournal {
         let store = try FileHeaderStore(backing: backing, io: io)
         let spec = try keySourceOverride ?? rememberedKeySource(store)
-        return HeaderJournal(store: store, source: try KeySourceSpec.parse(spec))
+        let source = try KeySourceSpec.parse(spec)
+        if keySourceOverride == nil, source is CommandKeySource { throw KeySourceError.storedCommand(spec: spec) }
+        return HeaderJournal(store: store, source: source)
     }
 
     /// The documented CLI exit code for an error: 64 for a malformed key source spec, 2 for key

@@ -102,10 +102,18 @@ struct CLI {
     @Test func commandAndPassphraseSources() throws {
         let cli = try CLI()
         defer { cli.remove() }
-        let byArgument = try cli("init", "cmdvol2", "--key-source", "command:f() { cat keys/$1.key; }; f", "--epoch", "2")
+        let command = "command:touch ran; f() { cat keys/$1.key; }; f"
+        let byArgument = try cli("init", "cmdvol2", "--key-source", command, "--epoch", "2")
         #expect(byArgument.status == 0, "\(byArgument.stderr)")
-        #expect(try cli("rekey", "cmdvol2", "3").status == 0)
-        #expect(try cli.info("cmdvol2")["epoch"] as? Int == 3)
+        try FileManager.default.removeItem(atPath: cli.directory + "/ran")
+        // The command remembered in the header is shown, never run by itself.
+        let remembered = try cli("rekey", "cmdvol2", "3")
+        #expect(remembered.status == 2)
+        #expect(remembered.stderr.contains("never runs a command") && remembered.stderr.contains("--key-source"))
+        #expect(!FileManager.default.fileExists(atPath: cli.directory + "/ran"))
+        #expect(try cli("rekey", "cmdvol2", "3", "--key-source", command).status == 0)
+        #expect(FileManager.default.fileExists(atPath: cli.directory + "/ran"))
+        #expect(try cli("info", "cmdvol2", "--json", "--key-source", command).stdout.contains("\"epoch\":3"))
 
         let pass = try cli("init", "pvol", "--key-source", "passphrase:-", stdin: "first secret\n")
         #expect(pass.status == 0, "\(pass.stderr)")

@@ -20,7 +20,8 @@ import Testing
 
     func bytes(_ text: String) -> [UInt8] { Array(text.utf8) }
 
-    func names(_ directory: BackingNode) throws -> [String] {
+    func names(_ directory: BackingNode, in tree: BackingTree? = nil) throws -> [String] {
+        let tree = tree ?? self.tree
         let handle = try tree.openDirectory(directory)
         defer { tree.close(handle) }
         return try tree.listing(of: directory, through: handle).map { String(decoding: $0.name, as: UTF8.self) }.sorted()
@@ -74,6 +75,58 @@ import Testing
         #expect(stored.map(\.kind) == [.mkdirat, .open, .open, .pwrite, .open])
         #expect(stored.map(\.path) == [made, made, made + "/epochfs.diriv", made + "/epochfs.diriv", made])
         #expect(stored[3].bytes?.count == 16 && stored[3].offset == 0)
+    }
+
+    @Test func sideFilesAreDurableBeforeAnyFsyncIsAcknowledged() throws {
+        let (sub, _) = try tree.mkdir(bytes("sub"), in: tree.root, mode: 0o755, owner: nil)
+        let subPath = try #require(io.calls(.mkdirat).last).path
+        let long = String(repeating: "x", count: 200)
+        let (handle, _, _) = try tree.create(bytes(long), in: sub, flags: O_RDWR | O_CREAT, mode: 0o600, owner: nil)
+        defer { tree.close(handle) }
+        let sideFile = try #require(io.calls(.open).first { $0.path.hasSuffix(".name") }).path
+        io.clearRecording()
+        try tree.sync(handle, dataOnly: true)
+        let syncs = io.calls.filter { [.fsync, .fdatasync].contains($0.kind) }.map { "\($0.kind) \($0.path)" }
+        // The new directory's IV and the long name's side file, each with its directory, then the file.
+        #expect(syncs.dropLast() == ["fsync \(subPath)/epochfs.diriv", "fsync \(subPath)", "fsync \(sideFile)", "fsync \(subPath)"])
+        #expect(syncs.last?.hasPrefix("fdatasync \(subPath)/epochfs.long.") == true, "\(syncs)")
+
+        // Durable once: the next fsync has nothing more to do first.
+        io.clearRecording()
+        let rootHandle = try tree.openDirectory(tree.root)
+        defer { tree.close(rootHandle) }
+        try tree.sync(rootHandle, dataOnly: false)
+        #expect(io.calls.filter { [.fsync, .fdatasync, .syncfs].contains($0.kind) }.count == 1)
+    }
+
+    @Test func manySideFilesWithoutAnFsyncTakeOneSyncfs() throws {
+        for index in 0..<300 { _ = try tree.mkdir(bytes("d\(index)"), in: tree.root, mode: 0o755, owner: nil) }
+        #expect(io.calls(.syncfs).count == 1)
+        #expect(io.calls(.fsync).isEmpty)
+        io.clearRecording()
+        let rootHandle = try tree.openDirectory(tree.root)
+        defer { tree.close(rootHandle) }
+        try tree.sync(rootHandle, dataOnly: false)
+        #expect(io.calls(.syncfs).count == 1, "the 43 since then: one more syncfs")
+    }
+
+    @Test(arguments: [0, -1]) func aDirectoryWhoseIVWasLostIsNotBricked(ivSize: Int) throws {
+        _ = try tree.mkdir(bytes("empty"), in: tree.root, mode: 0o755, owner: nil)
+        let (full, _) = try tree.mkdir(bytes("full"), in: tree.root, mode: 0o755, owner: nil)
+        _ = try tree.mkdir(bytes("inside"), in: full, mode: 0o755, owner: nil)
+        // What a power cut can leave of IV files never fsync'd: empty (ivSize 0) or missing.
+        for call in io.calls(.mkdirat) where !call.path.hasSuffix("/inside") {
+            let iv = call.path + "/epochfs.diriv"
+            if ivSize < 0 { try FileManager.default.removeItem(atPath: iv) } else { #expect(truncate(iv, off_t(ivSize)) == 0) }
+        }
+        let fresh = try BackingTree(volume: tree.volume) // nothing cached from before
+        let (empty, _) = try fresh.lookup(bytes("empty"), in: fresh.root)
+        #expect(try names(empty, in: fresh) == [])
+        try fresh.rmdir(bytes("empty"), in: fresh.root)
+        let (broken, _) = try fresh.lookup(bytes("full"), in: fresh.root)
+        #expect(throws: SystemError.self) { try names(broken, in: fresh) }
+        #expect(throws: SystemError.self) { try fresh.lookup(bytes("inside"), in: broken) }
+        #expect(try names(fresh.root, in: fresh) == ["full"])
     }
 
     @Test(arguments: [ENOSPC, EDQUOT, EIO, EROFS])

@@ -13,12 +13,14 @@ public final class MountedVolume: @unchecked Sendable {
     private var process: ChildProcess?
 
     /// Key files for epochs 1...`epochs`; the volume starts at epoch 1. It lives in its own
-    /// temporary directory, or in `directory/name` (several volumes side by side).
-    public init(in directory: TemporaryDirectory? = nil, name: String = "volume", epochs: Int = 3, blockSize: Int = 4096,
-                mountOptions: [String] = []) throws {
+    /// temporary directory, or in `directory/name` (several volumes side by side), or under
+    /// `disk` (a backing disk that fills up).
+    public init(in directory: TemporaryDirectory? = nil, name: String = "volume", on disk: SmallDisk? = nil, epochs: Int = 3,
+                blockSize: Int = 4096, mountOptions: [String] = []) throws {
         try requireTools([("/bin/fusermount3", "fuse3")])
         guard access("/dev/fuse", R_OK | W_OK) == 0 else { throw TestFailure("/dev/fuse is missing; run mount-helpers/prepare-host.sh") }
-        root = directory.map { $0.path + "/" + name } ?? NSTemporaryDirectory() + "epochfs-mount-" + UUID().uuidString
+        root = disk.map { $0.path + "/" + name } ?? directory.map { $0.path + "/" + name }
+            ?? NSTemporaryDirectory() + "epochfs-mount-" + UUID().uuidString
         try FileManager.default.createDirectory(atPath: root + "/keys", withIntermediateDirectories: true)
         try FileManager.default.createDirectory(atPath: root + "/mnt", withIntermediateDirectories: true)
         for epoch in 1...epochs { try addKey(epoch: epoch) }

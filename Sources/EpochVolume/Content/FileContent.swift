@@ -1,3 +1,4 @@
+import CLinux
 import EpochCrypto
 import EpochFormat
 import EpochIO
@@ -129,14 +130,20 @@ public final class FileContent: Sendable {
     @discardableResult
     public func write(fd: FileDescriptor, offset requested: Int?, data: UnsafeRawBufferPointer) throws -> Int {
         try volume.sealing { epoch in try access.withWriteLock {
-            let (fileID, size) = try prepareForWrite(fd)
+            let backing = try io.fstat(fd)
+            let size = layout.plaintextSize(backingSize: Int(backing.st_size))
             let offset = requested ?? size
             guard data.count > 0 else { return offset }
             let end = offset + data.count
             let blockSize = layout.blockSize
             let first = offset / blockSize
+            let rewritesTail = size % blockSize != 0 && first > size / blockSize
+            let reserved = (Int(backing.st_size) < ContentLayout.headerSize ? 0 : layout.backingOffset(block: rewritesTail ? size / blockSize : first))
+                ..< min(layout.backingSize(plaintextSize: max(size, end)), layout.backingOffset(block: (end - 1) / blockSize + 1))
+            try reserve(reserved, in: fd, backing)
+            let fileID = try prepareForWrite(fd, backingSize: Int(backing.st_size))
             // A partial last block before the written range becomes a full block of zeros-padded data.
-            if size % blockSize != 0, first > size / blockSize {
+            if rewritesTail {
                 try rewriteBlock(size / blockSize, fileID: fileID, fd: fd, currentSize: size, newLength: blockSize, epoch: epoch)
             }
             let last = (end - 1) / blockSize
@@ -179,43 +186,119 @@ public final class FileContent: Sendable {
 
     /// Sets the plaintext size: shrinking cuts the last block, growing adds zeros (holes).
     public func truncate(fd: FileDescriptor, to newSize: Int) throws {
+        try volume.sealing { epoch in try access.withWriteLock { try truncateLocked(fd, to: newSize, epoch: epoch) } }
+    }
+
+    private func truncateLocked(_ fd: FileDescriptor, to newSize: Int, epoch: UInt32) throws {
+        let backing = try io.fstat(fd)
+        let size = layout.plaintextSize(backingSize: Int(backing.st_size))
+        guard newSize != size else { return }
+        guard newSize > 0 else {
+            try io.ftruncate(fd, size: 0)
+            cache.withLock { $0.adopt(nil) } // the next write starts a new file id
+            return
+        }
+        let blockSize = layout.blockSize
+        // Growing reseals a partial last block longer: its new length is reserved first.
+        if newSize > size, size % blockSize != 0 {
+            let block = size / blockSize
+            try reserve(layout.backingOffset(block: block)..<layout.backingSize(plaintextSize: min(newSize, (block + 1) * blockSize)),
+                        in: fd, backing)
+        }
+        if Int(backing.st_size) < ContentLayout.headerSize { try reserve(0..<ContentLayout.headerSize, in: fd, backing) }
+        let fileID = try prepareForWrite(fd, backingSize: Int(backing.st_size))
+        if newSize < size {
+            if newSize % blockSize != 0 {
+                try rewriteBlock(newSize / blockSize, fileID: fileID, fd: fd, currentSize: size, newLength: newSize % blockSize,
+                                 epoch: epoch)
+            }
+        } else if size % blockSize != 0 {
+            let block = size / blockSize
+            try rewriteBlock(block, fileID: fileID, fd: fd, currentSize: size,
+                             newLength: min(blockSize, newSize - block * blockSize), epoch: epoch)
+        }
+        try io.ftruncate(fd, size: layout.backingSize(plaintextSize: newSize))
+    }
+
+    /// fallocate(2) on the plaintext (mode as in the system call): reserves the backing space
+    /// of [offset, offset + length), ciphertext overhead included, so later writes into the
+    /// range cannot fail for lack of space; without KEEP_SIZE the file grows to cover it.
+    /// PUNCH_HOLE (with KEEP_SIZE) and ZERO_RANGE make the range read as zeros; other modes
+    /// are EOPNOTSUPP.
+    public func allocate(fd: FileDescriptor, mode: Int32, offset: Int, length: Int) throws {
+        let keepSize = mode & epochfs_FALLOC_FL_KEEP_SIZE != 0
+        let zeroing = mode & ~epochfs_FALLOC_FL_KEEP_SIZE
+        guard offset >= 0, length > 0 else { throw SystemError("fallocate", path: "", errno: EINVAL) }
+        guard zeroing == 0 || zeroing == epochfs_FALLOC_FL_ZERO_RANGE || (zeroing == epochfs_FALLOC_FL_PUNCH_HOLE && keepSize) else {
+            throw SystemError("fallocate", path: "", errno: EOPNOTSUPP)
+        }
         try volume.sealing { epoch in try access.withWriteLock {
-            let size = try self.size(fd: fd)
-            guard newSize != size else { return }
-            guard newSize > 0 else {
-                try io.ftruncate(fd, size: 0)
-                cache.withLock { $0.adopt(nil) } // the next write starts a new file id
-                return
-            }
-            let (fileID, _) = try prepareForWrite(fd)
+            let backing = try io.fstat(fd)
+            let size = layout.plaintextSize(backingSize: Int(backing.st_size))
+            let end = offset + length
             let blockSize = layout.blockSize
-            if newSize < size {
-                if newSize % blockSize != 0 {
-                    try rewriteBlock(newSize / blockSize, fileID: fileID, fd: fd, currentSize: size, newLength: newSize % blockSize,
-                                     epoch: epoch)
-                }
-            } else if size % blockSize != 0 {
-                let block = size / blockSize
-                try rewriteBlock(block, fileID: fileID, fd: fd, currentSize: size,
-                                 newLength: min(blockSize, newSize - block * blockSize), epoch: epoch)
+            if zeroing == 0 || zeroing == epochfs_FALLOC_FL_ZERO_RANGE {
+                // Every block the range touches, each as a full block (a later write may fill
+                // it), and the file header; from the old last block on when that grows too.
+                let first = keepSize || size % blockSize == 0 ? offset / blockSize : min(offset, size) / blockSize
+                let reserved = (Int(backing.st_size) < ContentLayout.headerSize ? 0 : layout.backingOffset(block: first))
+                    ..< layout.backingOffset(block: (end - 1) / blockSize + 1)
+                try io.fallocate(fd, mode: epochfs_FALLOC_FL_KEEP_SIZE, offset: reserved.lowerBound, length: reserved.count)
             }
-            try io.ftruncate(fd, size: layout.backingSize(plaintextSize: newSize))
+            if zeroing != 0, offset < size {
+                try zero(offset..<min(end, size), fd: fd, size: size, epoch: epoch, punch: zeroing == epochfs_FALLOC_FL_PUNCH_HOLE)
+            }
+            if !keepSize, end > size { try truncateLocked(fd, to: end, epoch: epoch) }
         } }
+    }
+
+    /// Makes `range` (inside the file) read as zeros: whole blocks become holes (punched, or
+    /// zeroed in place), partial ones at the edges are resealed.
+    private func zero(_ range: Range<Int>, fd: FileDescriptor, size: Int, epoch: UInt32, punch: Bool) throws {
+        let blockSize = layout.blockSize
+        let fileID = try loadFileID(fd)
+        let firstWhole = (range.lowerBound + blockSize - 1) / blockSize
+        // The last block counts as whole when the range reaches the end of the file.
+        let endWhole = range.upperBound == size ? (size + blockSize - 1) / blockSize : range.upperBound / blockSize
+        for block in Set([range.lowerBound / blockSize, (range.upperBound - 1) / blockSize]) where block < firstWhole || block >= endWhole {
+            let blockStart = block * blockSize
+            let length = min(blockSize, size - blockStart)
+            var plain = try readBlock(block, fileID: fileID, fd: fd, length: length)
+            for index in max(range.lowerBound, blockStart)..<min(range.upperBound, blockStart + length) { plain[index - blockStart] = 0 }
+            try writeBlock(block, plain, fileID: fileID, fd: fd, epoch: epoch)
+        }
+        if firstWhole < endWhole {
+            let start = layout.backingOffset(block: firstWhole)
+            let stop = min(layout.backingOffset(block: endWhole), layout.backingSize(plaintextSize: size))
+            let mode = punch ? epochfs_FALLOC_FL_PUNCH_HOLE | epochfs_FALLOC_FL_KEEP_SIZE : epochfs_FALLOC_FL_ZERO_RANGE | epochfs_FALLOC_FL_KEEP_SIZE
+            try io.fallocate(fd, mode: mode, offset: start, length: stop - start)
+        }
+    }
+
+    /// Reserves the backing blocks of `range` (KEEP_SIZE) before anything is written, so that
+    /// a full disk fails the call before it changes a byte. Nothing to do where the range lies
+    /// inside a file with no holes: those blocks are allocated already.
+    private func reserve(_ range: Range<Int>, in fd: FileDescriptor, _ backing: stat) throws {
+        guard !range.isEmpty else { return }
+        let sparse = Int(backing.st_blocks) * 512 < Int(backing.st_size)
+        guard sparse || range.upperBound > Int(backing.st_size) else { return }
+        do {
+            try io.fallocate(fd, mode: epochfs_FALLOC_FL_KEEP_SIZE, offset: range.lowerBound, length: range.count)
+        } catch let error as SystemError where error.errno == EOPNOTSUPP {
+            // A backing file system without fallocate: writes are as safe as it makes them.
+        }
     }
 
     // MARK: - Blocks
 
-    /// The file id, creating the header of an empty backing file; and the plaintext size.
-    private func prepareForWrite(_ fd: FileDescriptor) throws -> (FileID, Int) {
-        let backing = try io.size(fd)
-        if backing >= ContentLayout.headerSize {
-            return (try loadFileID(fd), layout.plaintextSize(backingSize: backing))
-        }
+    /// The file id, creating the header of an empty backing file.
+    private func prepareForWrite(_ fd: FileDescriptor, backingSize: Int) throws -> FileID {
+        if backingSize >= ContentLayout.headerSize { return try loadFileID(fd) }
         // Empty (or a header torn at creation, which held no data): start a new file id.
         let fileID = try FileID.random()
         try io.pwriteFully(fd, ContentLayout.header(fileID: fileID), at: 0)
         cache.withLock { $0.adopt(fileID) }
-        return (fileID, 0)
+        return fileID
     }
 
     private func loadFileID(_ fd: FileDescriptor) throws -> FileID {
@@ -235,7 +318,12 @@ public final class FileContent: Sendable {
         var plain = try readBlock(index, fileID: fileID, fd: fd, length: existing)
         if plain.count > newLength { plain.removeLast(plain.count - newLength) }
         if plain.count < newLength { plain += [UInt8](repeating: 0, count: newLength - plain.count) }
-        var sealed = [UInt8](repeating: 0, count: newLength + Envelope.overhead)
+        try writeBlock(index, plain, fileID: fileID, fd: fd, epoch: epoch)
+    }
+
+    /// Seals `plain` as block `index` under `epoch` and writes it in place.
+    private func writeBlock(_ index: Int, _ plain: [UInt8], fileID: FileID, fd: FileDescriptor, epoch: UInt32) throws {
+        var sealed = [UInt8](repeating: 0, count: plain.count + Envelope.overhead)
         var key = try blockKey(epoch, fileID: fileID)
         try plain.withUnsafeBytes { p in
             try sealed.withUnsafeMutableBytes { try sealBlock(p, block: index, key: &key, into: $0) }

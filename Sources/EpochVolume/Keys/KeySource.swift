@@ -10,6 +10,9 @@ public enum KeySourceError: Error, Equatable, Sendable, CustomStringConvertible 
     case timedOut(epoch: UInt32, seconds: Double)
     case badKeyMaterial(epoch: UInt32, reason: String)
     case wrongDerivation(spec: String, reason: String)
+    /// The header names a `command:` source and no operator did: the backing directory is
+    /// what encryption at rest defends against, so a command found there is never run.
+    case storedCommand(spec: String)
 
     public var description: String {
         switch self {
@@ -18,8 +21,17 @@ public enum KeySourceError: Error, Equatable, Sendable, CustomStringConvertible 
         case let .timedOut(epoch, seconds): "key source timed out after \(seconds) s fetching epoch \(epoch)"
         case let .badKeyMaterial(epoch, reason): "key for epoch \(epoch) is unusable: \(reason)"
         case let .wrongDerivation(spec, reason): "key source '\(spec)' does not fit this volume: \(reason)"
+        case let .storedCommand(spec):
+            "the volume's header names the key source '\(printable(spec))', and epochfs never runs a command it finds in "
+                + "the backing directory: give the key source yourself (--key-source SPEC, or keysource=SPEC in fstab)"
         }
     }
+}
+
+/// `text` with every control character shown as `?`: a spec read from the backing directory
+/// could hold terminal escape sequences.
+private func printable(_ text: String) -> String {
+    String(text.unicodeScalars.map { $0.properties.generalCategory == .control ? "?" : Character($0) })
 }
 
 /// Yields the 32-byte wrapping key of an epoch (docs/FORMAT.md §4).

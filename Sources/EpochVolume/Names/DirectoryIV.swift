@@ -15,18 +15,25 @@ public enum DirectoryIV {
         return iv
     }
 
-    /// Writes a fresh IV into a new directory.
-    @discardableResult
-    public static func create(in directory: FileDescriptor, io: any BackingIO) throws -> [UInt8] {
-        let iv = try SecureRandom.bytes(size)
-        try restore(iv, in: directory, io: io)
-        return iv
+    /// Writes `iv` (a fresh one, or the old one back after a failed rmdir) into a new IV file
+    /// of `directory`, and returns that file still open, for the caller to make durable.
+    public static func write(_ iv: [UInt8], in directory: FileDescriptor, io: any BackingIO) throws -> FileDescriptor {
+        let fd = try io.open(fileName, in: directory, flags: O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode: 0o440)
+        do {
+            try io.pwriteFully(fd, iv, at: 0)
+        } catch {
+            io.close(fd)
+            throw error
+        }
+        return fd
     }
 
-    /// Writes `iv` as the directory's IV (a new one, or the old one back after a failed rmdir).
-    public static func restore(_ iv: [UInt8], in directory: FileDescriptor, io: any BackingIO) throws {
-        try io.withOpened(fileName, in: directory, flags: O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, mode: 0o440) {
-            try io.pwriteFully($0, iv, at: 0)
-        }
+    /// Writes a fresh IV into `directory` (open for reading) and makes it durable at once, with
+    /// its directory entry: for `init` and a root found without one.
+    public static func createDurably(in directory: FileDescriptor, io: any BackingIO) throws {
+        let fd = try write(try SecureRandom.bytes(size), in: directory, io: io)
+        defer { io.close(fd) }
+        try io.fsync(fd)
+        try io.fsync(directory)
     }
 }

@@ -1,6 +1,8 @@
 import CLinux
+import EpochCrypto
 import EpochIO
 import Glibc
+import Synchronization
 
 /// The plaintext tree of a volume over its backing directory (docs/FORMAT.md §1, §5): entries
 /// by plaintext name, with encrypted and long names and their side files, directory IVs,
@@ -34,6 +36,24 @@ public final class BackingTree: Sendable {
     /// Longest `user.` xattr value taken.
     public static let maxXattrValue = 65_536
 
+    /// A side file (directory IV, long-name or link file, `epochfs.links`) written since the
+    /// last fsync of anything, held open with the directory it is in, both to be fsync'd.
+    private struct UnsyncedSideFile {
+        let file: FileDescriptor
+        let directory: FileDescriptor
+    }
+
+    /// Side files not yet durable. Every fsync, fdatasync and fsyncdir makes them durable
+    /// before its own call, so nothing a caller made durable names a side file that is not:
+    /// a directory made durable has its IV, a long name its side file, a long symlink its link
+    /// file (docs/FORMAT.md §1.4). Without an fsync nothing is promised, as on any file system.
+    private let unsynced = Mutex<[UnsyncedSideFile]>([])
+    /// Beyond this many (say, an untar of thousands of directories with no fsync), one syncfs
+    /// makes them all durable at once instead of holding more descriptors.
+    private static let unsyncedLimit = 256
+    /// Up to this many are fsync'd one by one; more take one syncfs, which is cheaper.
+    private static let unsyncedOneByOne = 4
+
     private var io: any BackingIO { volume.io }
 
     public init(volume: LiveVolume) throws {
@@ -61,19 +81,25 @@ public final class BackingTree: Sendable {
     /// The entry stored as `backingName` (from a listing) in `directory`, and its attributes.
     public func locate(backingName: String, in directory: BackingNode) throws -> (BackingNode, stat) {
         let fd = try io.open(backingName, in: directory.fd, flags: epochfs_O_PATH | O_NOFOLLOW | O_CLOEXEC, mode: 0)
-        let node: BackingNode
+        let info: stat
         do {
-            node = BackingNode(fd: fd, info: try io.fstat(fd), volume: volume)
+            info = try io.fstat(fd)
         } catch {
             io.close(fd)
             throw error
         }
-        return (node, try attributes(of: node))
+        let node = BackingNode(fd: fd, info: info, volume: volume)
+        return (node, try plaintextAttributes(info, of: node))
     }
 
     /// The plaintext attributes of `node`: regular files and symlinks have their plaintext sizes.
     public func attributes(of node: BackingNode) throws -> stat {
-        var info = try io.fstat(node.fd)
+        try plaintextAttributes(try io.fstat(node.fd), of: node)
+    }
+
+    /// `info`, the backing attributes of `node`, with the plaintext size.
+    private func plaintextAttributes(_ info: stat, of node: BackingNode) throws -> stat {
+        var info = info
         switch info.st_mode & S_IFMT {
         case S_IFREG: info.st_size = off_t(ContentLayout(blockSize: volume.keys.blockSize).plaintextSize(backingSize: Int(info.st_size)))
         case S_IFLNK: info.st_size = off_t(try readlink(node).count)
@@ -100,7 +126,10 @@ public final class BackingTree: Sendable {
     }
 
     /// Makes everything written to the backing file system durable (at unmount).
-    public func syncAll() throws { try io.syncfs(root.fd) }
+    public func syncAll() throws {
+        // syncfs(2) needs a descriptor opened for reading, not an O_PATH one.
+        try io.withOpened(".", in: root.fd, flags: O_RDONLY | O_DIRECTORY) { try io.syncfs($0) }
+    }
 
     // MARK: Creating and removing entries
 
@@ -128,11 +157,18 @@ public final class BackingTree: Sendable {
         try createEntry(name, in: directory, owner: owner) { backingName in
             try io.mkdirat(backingName, in: directory.fd, mode: mode)
             do {
-                try io.withOpened(backingName, in: directory.fd, flags: O_RDONLY | O_DIRECTORY | O_NOFOLLOW) { created in
-                    try DirectoryIV.create(in: created, io: io)
-                    if let owner { try? io.fchownat(DirectoryIV.fileName, in: created, owner: owner.user, group: owner.group) }
+                let created = try io.open(backingName, in: directory.fd, flags: O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC, mode: 0)
+                let ivFile: FileDescriptor
+                do {
+                    ivFile = try DirectoryIV.write(try SecureRandom.bytes(DirectoryIV.size), in: created, io: io)
+                } catch {
+                    io.close(created)
+                    throw error
                 }
+                if let owner { try? io.fchownat(DirectoryIV.fileName, in: created, owner: owner.user, group: owner.group) }
+                awaitSync(ivFile, in: created)
             } catch {
+                try? io.unlinkat(backingName + "/" + DirectoryIV.fileName, in: directory.fd, removeDirectory: false)
                 try? io.unlinkat(backingName, in: directory.fd, removeDirectory: true)
                 throw error
             }
@@ -150,12 +186,7 @@ public final class BackingTree: Sendable {
         return try createEntry(name, in: directory, owner: owner) { backingName in
             try volume.sealing { epoch in
                 let (backingTarget, side) = try volume.symlinks.encrypt(target, epoch: epoch)
-                if let side {
-                    do {
-                        try io.mkdirat(SymlinkCodec.sideDirectory, in: root.fd, mode: 0o700)
-                    } catch let error as SystemError where error.errno == EEXIST {}
-                    try writeSideFile(SymlinkCodec.sidePrefix + side.name, in: root.fd, bytes: side.bytes)
-                }
+                if let side { try writeLinkFile(side.name, bytes: side.bytes) }
                 do {
                     try io.symlinkat(backingTarget, backingName, in: directory.fd)
                 } catch {
@@ -187,12 +218,15 @@ public final class BackingTree: Sendable {
             guard try io.readdir(removed).allSatisfy({ $0.name == DirectoryIV.fileName }) else {
                 throw SystemError("rmdir", path: "", errno: ENOTEMPTY)
             }
-            let iv = try DirectoryIV.read(in: removed, io: io)
-            try io.unlinkat(DirectoryIV.fileName, in: removed, removeDirectory: false)
+            // An IV lost in a power cut (missing or empty) does not keep an empty directory.
+            let iv = try? DirectoryIV.read(in: removed, io: io)
+            do {
+                try io.unlinkat(DirectoryIV.fileName, in: removed, removeDirectory: false)
+            } catch let error as SystemError where error.errno == ENOENT {}
             do {
                 try io.unlinkat(backing.name, in: directory.fd, removeDirectory: true)
             } catch {
-                try? DirectoryIV.restore(iv, in: removed, io: io)
+                if let iv, let restored = try? DirectoryIV.write(iv, in: removed, io: io) { io.close(restored) }
                 throw error
             }
         }
@@ -231,10 +265,13 @@ public final class BackingTree: Sendable {
 
     /// The plaintext names in `directory`, read through `handle`; epochfs's own files hidden.
     /// A name that does not authenticate fails the listing: never a wrong name.
+    /// A directory whose IV is lost lists as empty while nothing in it needs the IV, so it
+    /// can still be removed; with entries it fails (EIO) until fsck repairs it.
     public func listing(of directory: BackingNode, through handle: FileDescriptor) throws -> [ListedEntry] {
+        let entries = try io.readdir(handle).filter { !NameCodec.isInternal($0.name) }
+        guard !entries.isEmpty else { return [] }
         let iv = try directory.directoryIV()
-        return try io.readdir(handle).compactMap { raw in
-            guard !NameCodec.isInternal(raw.name) else { return nil }
+        return try entries.map { raw in
             let encrypted = NameCodec.isLongName(raw.name)
                 ? String(decoding: try io.readFile(raw.name + NameCodec.longNameSuffix, in: handle, limit: 4096), as: UTF8.self)
                 : raw.name
@@ -288,22 +325,58 @@ public final class BackingTree: Sendable {
         try content.truncate(fd: fd, to: size)
     }
 
-    /// fallocate(2): mode 0 extends the file with zeros; KEEP_SIZE reserves nothing yet.
+    /// fallocate(2) on the plaintext (FileContent.allocate).
     public func allocate(_ node: BackingNode, through handle: FileDescriptor, mode: Int32, offset: Int, length: Int) throws {
-        let content = try content(node)
-        switch mode {
-        case 0:
-            if offset + length > (try content.size(fd: handle)) { try content.truncate(fd: handle, to: offset + length) }
-        case epochfs_FALLOC_FL_KEEP_SIZE:
-            break
-        default:
-            throw SystemError("fallocate", path: "", errno: EOPNOTSUPP)
+        try content(node).allocate(fd: handle, mode: mode, offset: offset, length: length)
+    }
+
+    /// fsync(2) or fdatasync(2) of a file or directory handle, after the side files written
+    /// since the last one.
+    public func sync(_ handle: FileDescriptor, dataOnly: Bool) throws {
+        try syncSideFiles()
+        try dataOnly ? io.fdatasync(handle) : io.fsync(handle)
+    }
+
+    /// Makes every side file written so far durable, with its directory entry.
+    public func syncSideFiles() throws {
+        let pending = unsynced.withLock { list in
+            defer { list = [] }
+            return list
+        }
+        guard !pending.isEmpty else { return }
+        do {
+            if pending.count <= Self.unsyncedOneByOne {
+                for side in pending {
+                    try io.fsync(side.file)
+                    try io.fsync(side.directory)
+                }
+            } else {
+                try syncAll()
+            }
+        } catch {
+            unsynced.withLock { $0 = pending + $0 } // still to do: the next fsync tries again
+            throw error
+        }
+        for side in pending {
+            io.close(side.file)
+            io.close(side.directory)
         }
     }
 
-    /// fsync(2) or fdatasync(2) of a file or directory handle.
-    public func sync(_ handle: FileDescriptor, dataOnly: Bool) throws {
-        try dataOnly ? io.fdatasync(handle) : io.fsync(handle)
+    /// Holds a side file just written (open at `file`, in the directory open at `directory`)
+    /// until the next fsync of anything; takes over both descriptors.
+    private func awaitSync(_ file: FileDescriptor, in directory: FileDescriptor) {
+        let count = unsynced.withLock { list in
+            list.append(UnsyncedSideFile(file: file, directory: directory))
+            return list.count
+        }
+        // A failure here is the next fsync's to report: it tries again.
+        if count > Self.unsyncedLimit { try? syncSideFiles() }
+    }
+
+    /// Opens the directory whose O_PATH descriptor is `directory`, for an fsync.
+    private func openForSync(_ directory: FileDescriptor) throws -> FileDescriptor {
+        try io.open(".", in: directory, flags: O_RDONLY | O_DIRECTORY | O_CLOEXEC, mode: 0)
     }
 
     // MARK: Extended attributes (docs/FORMAT.md §5.5)
@@ -389,15 +462,39 @@ public final class BackingTree: Sendable {
         try writeSideFile(sideFile, in: directory.fd, bytes: Array(full.utf8))
     }
 
+    /// Writes a long symlink's link file into `epochfs.links/`, made on first use.
+    private func writeLinkFile(_ name: String, bytes: [UInt8]) throws {
+        do {
+            try io.mkdirat(SymlinkCodec.sideDirectory, in: root.fd, mode: 0o700)
+            let rootForSync = try openForSync(root.fd)
+            do {
+                awaitSync(try io.open(SymlinkCodec.sideDirectory, in: root.fd, flags: O_RDONLY | O_DIRECTORY | O_CLOEXEC, mode: 0),
+                          in: rootForSync)
+            } catch {
+                io.close(rootForSync)
+                throw error
+            }
+        } catch let error as SystemError where error.errno == EEXIST {}
+        let links = try io.open(SymlinkCodec.sideDirectory, in: root.fd, flags: epochfs_O_PATH | O_DIRECTORY | O_CLOEXEC, mode: 0)
+        defer { io.close(links) }
+        try writeSideFile(name, in: links, bytes: bytes)
+    }
+
     /// Removes the side file of a long name whose entry is gone.
     private func discardSideFile(of name: BackingName, in directory: BackingNode) {
         if let sideFile = name.sideFile { try? io.unlinkat(sideFile, in: directory.fd, removeDirectory: false) }
     }
 
-    /// Creates (or replaces) a side file holding `bytes`, mode 0400.
+    /// Creates (or replaces) a side file holding `bytes`, mode 0400, in the directory open
+    /// (O_PATH) at `directory`; durable with the next fsync.
     private func writeSideFile(_ name: String, in directory: FileDescriptor, bytes: [UInt8]) throws {
-        try io.withOpened(name, in: directory, flags: O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW, mode: 0o400) {
-            try io.pwriteFully($0, bytes, at: 0)
+        let file = try io.open(name, in: directory, flags: O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, mode: 0o400)
+        do {
+            try io.pwriteFully(file, bytes, at: 0)
+            awaitSync(file, in: try openForSync(directory))
+        } catch {
+            io.close(file)
+            throw error
         }
     }
 
@@ -432,7 +529,11 @@ public final class BackingTree: Sendable {
             guard try io.readdir(directory).allSatisfy({ NameCodec.isInternal($0.name) }) else {
                 throw SystemError("open", path: volume.backing + "/" + DirectoryIV.fileName, errno: EIO)
             }
-            try DirectoryIV.create(in: directory, io: io)
+            // No name depends on it yet: an IV file left empty by a power cut is replaced.
+            do {
+                try io.unlinkat(DirectoryIV.fileName, in: directory, removeDirectory: false)
+            } catch let error as SystemError where error.errno == ENOENT {}
+            try DirectoryIV.createDurably(in: directory, io: io)
         }
     }
 }
