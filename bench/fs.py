@@ -3,10 +3,11 @@
 
 Per file system and run: sequential write (fio, 1 MiB blocks, SIZE MiB, fsync at the end),
 sequential read of that file after dropping caches, random 4 KiB read and write IOPS (fio,
-psync, one job, caches dropped first), and untar / `ls -lR` / `rm -rf` seconds on a tarball of
-/usr/include. Each figure is the median of RUNS runs. All four stay mounted; each phase
-(sequential, random, small files) runs on every file system in turn, in an order that rotates
-from run to run.
+psync, one job, caches dropped first), untar / `ls -lR` / `rm -rf` seconds on a tarball of
+/usr/include, and a raft log's 4 KiB appends each followed by fdatasync (fio --fdatasync=1,
+16 MiB). Each figure is the median of RUNS runs. All stay mounted; each phase (sequential,
+random, small files, wal) runs on every file system in turn, in an order that rotates from run
+to run. --baseline adds a second epochfs build to the same run.
 """
 import argparse, json, os, shutil, statistics, subprocess, sys, tarfile, time
 
@@ -19,8 +20,8 @@ parser.add_argument("--runs", type=int, default=3)
 parser.add_argument("--size-mb", type=int, default=512)
 parser.add_argument("--random-seconds", type=int, default=10)
 parser.add_argument("--dir", default="/var/tmp/epochfs-bench")
-parser.add_argument("--phases", default="sequential,random,small",
-                    help="comma-separated subset of sequential, random, small")
+parser.add_argument("--phases", default="sequential,random,small,wal",
+                    help="comma-separated subset of sequential, random, small, wal")
 args = parser.parse_args()
 
 work = args.dir
@@ -56,6 +57,14 @@ def random_io(fs):
     return figures
 
 
+def wal(fs):
+    # A raft log's pattern: 4 KiB appends, each made durable with fdatasync before the next.
+    drop_caches()
+    appends = fio(fs.mnt, "wal", "write", "4k", 16, ["--fdatasync=1"])
+    os.unlink(os.path.join(fs.mnt, "wal.0.0"))
+    return {"wal appends/s": appends["iops"]}
+
+
 def small_files(fs):
     figures = {}
     drop_caches()
@@ -69,7 +78,8 @@ def small_files(fs):
 # The machine's speed drifts by tens of percent over minutes. So that a slow stretch does not
 # land on one file system only, all four stay mounted and each phase (tens of seconds) runs on
 # every file system in turn, starting with a different one each run.
-phases = [{"sequential": sequential, "random": random_io, "small": small_files}[name] for name in args.phases.split(",")]
+phases = [{"sequential": sequential, "random": random_io, "small": small_files, "wal": wal}[name]
+          for name in args.phases.split(",")]
 systems = []
 try:
     systems = [EpochFS(work, args.epochfs), GocryptFS(work), BindFS(work), Plain(work)]
