@@ -117,7 +117,8 @@ final class ControlFiles: Sendable {
     }
 
     /// Runs one command. Errors come back as errno: EINVAL bad command, EPERM not the mount
-    /// owner or root, ESTALE epoch below current, EIO key source or header failure.
+    /// owner or root, ESTALE epoch below current, the backing file system's errno when the
+    /// header could not be written (EROFS, EIO, ...), EIO for a key source failure.
     func write(_ node: UInt64, data: UnsafeRawBufferPointer, caller: uid_t) throws {
         guard node == Self.controlID else { throw SystemError("write", path: ".epochfs", errno: EBADF) }
         let text = String(decoding: data, as: UTF8.self)
@@ -152,6 +153,7 @@ final class ControlFiles: Sendable {
         case is ControlError: EINVAL
         case JournalError.epochBelowCurrent: ESTALE
         case JournalError.reservedEpoch: EINVAL
+        case let error as SystemError: error.errno // the backing file system's own (EROFS, EIO, ...)
         default: EIO
         }
     }

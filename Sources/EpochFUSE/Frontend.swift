@@ -62,9 +62,11 @@ final class Frontend: Sendable {
     func errno(for error: any Error, _ operation: String) -> Int32 {
         switch error {
         case let error as SystemError:
+            volume.counters.countFailure(error.errno)
             return error.errno
         case let error as ContentError:
             logger.error("integrity failure", metadata: ["operation": "\(operation)", "error": "\(error)"])
+            volume.counters.countFailure(EIO)
             return EIO
         case let error as NameError:
             volume.counters.authenticationFailures.add(1, ordering: .relaxed)

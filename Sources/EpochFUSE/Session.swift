@@ -19,6 +19,9 @@ public enum MountSession {
 
     /// Blocks until unmounted. Throws if the volume cannot be opened or mounted.
     public static func run(backing: String, mountpoint: String, journal: HeaderJournal, options: Options) throws {
+        // The kernel has applied the caller's umask to every mode it sends; ours must not
+        // narrow it again (a new file asked as 0642 stays 0642).
+        umask(0)
         let volume = try LiveVolume(backing: backing, journal: journal)
         let frontend = try Frontend(volume: volume)
         let logger = Logger(label: "epochfs.mount")

@@ -9,9 +9,13 @@ public struct VolumeStatus: Codable, Equatable, Sendable {
         public let blocksRead: UInt64
         public let blocksWritten: UInt64
         public let authenticationFailures: UInt64
+        /// Calls answered with a backing file system's failure, by errno name (ENOSPC, EDQUOT,
+        /// EROFS, EIO).
+        public let errors: [String: UInt64]
 
         enum CodingKeys: String, CodingKey {
             case blocksRead = "blocks_read", blocksWritten = "blocks_written", authenticationFailures = "authentication_failures"
+            case errors
         }
     }
 
@@ -42,7 +46,7 @@ public struct VolumeStatus: Codable, Equatable, Sendable {
         keyring = header.keyring.epochs.map { EpochState(epoch: $0.epoch, state: $0.state.description) }
         self.counters = counters.map {
             Counters(blocksRead: $0.blocksRead.load(ordering: .relaxed), blocksWritten: $0.blocksWritten.load(ordering: .relaxed),
-                     authenticationFailures: $0.authenticationFailures.load(ordering: .relaxed))
+                     authenticationFailures: $0.authenticationFailures.load(ordering: .relaxed), errors: $0.failedCalls)
         }
         self.lastError = lastError
         isMounted = counters != nil

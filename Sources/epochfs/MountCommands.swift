@@ -63,10 +63,17 @@ struct Status: ParsableCommand {
                 keyring       \(status.keyring.map { "\($0.epoch) \($0.state)" }.joined(separator: ", "))
                 blocks        \(status.counters?.blocksRead ?? 0) read, \(status.counters?.blocksWritten ?? 0) written, \
                 \(status.counters?.authenticationFailures ?? 0) authentication failures
+                failed calls  \(failedCalls(status))
                 last error    \(status.lastError ?? "none")
                 """)
         }
     }
+}
+
+/// The calls answered with a failing disk's errno, `ENOSPC 2, EROFS 1`, or `none`.
+private func failedCalls(_ status: VolumeStatus) -> String {
+    let counted = (status.counters?.errors ?? [:]).filter { $0.value > 0 }.sorted { $0.key < $1.key }
+    return counted.isEmpty ? "none" : counted.map { "\($0.key) \($0.value)" }.joined(separator: ", ")
 }
 
 /// `MOUNTPOINT/.epochfs/status`, the JSON as the mount reports it.

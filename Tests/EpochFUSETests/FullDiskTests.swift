@@ -34,6 +34,35 @@ import Testing
         return epochfs_fallocate(fd, mode, offset, length) == 0 ? 0 : errno
     }
 
+    /// The status file's count of calls answered with each errno of a failing disk.
+    func failedCalls(_ volume: MountedVolume) throws -> [String: Int] {
+        (try volume.status()["counters"] as? [String: Any])?["errors"] as? [String: Int] ?? [:]
+    }
+
+    @Test func aBackingDirRemountedReadOnlyRefusesWritesWithEROFSAndKeepsReading() throws {
+        let disk = try SmallDisk(megabytes: 4)
+        let volume = try MountedVolume(on: disk)
+        defer {
+            _ = try? run("/bin/mount", ["-o", "remount,rw", disk.path])
+            volume.destroy()
+        }
+        let stored = random(10_000)
+        #expect(write(volume.path("f"), stored, sync: true) == 0)
+        #expect(mkdir(volume.path("d"), 0o755) == 0)
+        #expect(try run("/bin/mount", ["-o", "remount,ro", disk.path]).status == 0)
+
+        #expect(write(volume.path("f"), random(10), at: 0) == EROFS)
+        #expect(write(volume.path("new"), random(10)) == EROFS)
+        #expect(mkdir(volume.path("d/sub"), 0o755) == -1 && errno == EROFS)
+        #expect(unlink(volume.path("f")) == -1 && errno == EROFS)
+        #expect(volume.control("raft-cutover 9") == EROFS, "a header commit fails with the backing errno")
+        let intact = holds(volume.path("f"), stored)
+        #expect(intact, "reads keep working")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: volume.mountpoint).sorted() == ["d", "f"])
+        #expect(try failedCalls(volume)["EROFS"] == 5)
+        #expect((try volume.status()["last_error"] as? String)?.contains("Read-only file system") == true)
+    }
+
     @Test func writesThatDoNotFitFailWithENOSPCAndLoseNothing() throws {
         let disk = try SmallDisk(megabytes: 4)
         let volume = try MountedVolume(on: disk)
@@ -79,6 +108,7 @@ import Testing
         #expect(write(volume.path("kept"), appended) == 0)
         expected["kept"]! += appended
         #expect(volume.control("rekey 2") == 0)
+        #expect(try failedCalls(volume)["ENOSPC"] == 5, "status counts each ENOSPC")
 
         volume.unmount()
         disk.makeRoom(1 << 20)

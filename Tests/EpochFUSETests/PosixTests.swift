@@ -154,6 +154,28 @@ let posixSteps: [Step] = [
             + outcome(fallocate(fd, epochfs_FALLOC_FL_PUNCH_HOLE | epochfs_FALLOC_FL_KEEP_SIZE, 24_000, 5000)) + readAll(r + "/holes")
             + outcome(fallocate(fd, epochfs_FALLOC_FL_PUNCH_HOLE, 0, 10)) // PUNCH_HOLE needs KEEP_SIZE: EOPNOTSUPP
     },
+    Step(name: "modes as asked, under umask 0, short and 255-byte names") { r in
+        let saved = umask(0)
+        defer { umask(saved) }
+        let long = String(repeating: "m", count: 255)
+        var result = ""
+        for name in ["m642", long] {
+            let fd = open(r + "/" + name, O_CREAT | O_WRONLY, 0o642)
+            result += outcome(fd >= 0 ? 0 : -1) + statLine(r + "/" + name) + " "
+            if fd >= 0 { close(fd) }
+            result += outcome(mkdir(r + "/d" + name.prefix(250), 0o753)) + statLine(r + "/d" + name.prefix(250)) + " "
+        }
+        return result
+    },
+    Step(name: "rename a directory over an empty one, not over a full one") { r in
+        mkdir(r + "/ra", 0o755)
+        _ = writeFile(r + "/ra/inside", [1, 2, 3])
+        mkdir(r + "/rb", 0o755)
+        mkdir(r + "/rc", 0o755)
+        _ = writeFile(r + "/rc/x", [4])
+        return outcome(rename(r + "/ra", r + "/rb")) + readAll(r + "/rb/inside") + outcome(rename(r + "/rb", r + "/rc"))
+            + outcome(rename(r + "/rc", r + "/rc")) + readAll(r + "/rc/x")
+    },
     Step(name: "fsync fdatasync") { r in
         let fd = open(r + "/fa", O_RDWR)
         defer { close(fd) }

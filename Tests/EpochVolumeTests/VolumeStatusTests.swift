@@ -2,6 +2,7 @@
 import Foundation
 import Support
 import Synchronization
+import Glibc
 import Testing
 
 @Suite struct VolumeStatusTests {
@@ -36,8 +37,13 @@ import Testing
         counters.blocksRead.store(7, ordering: .relaxed)
         counters.blocksWritten.store(5, ordering: .relaxed)
         counters.authenticationFailures.store(1, ordering: .relaxed)
+        counters.countFailure(ENOSPC)
+        counters.countFailure(ENOSPC)
+        counters.countFailure(EROFS)
+        counters.countFailure(ENOENT) // not a failing disk: not counted
         #expect(try Self.json(VolumeStatus(header, counters: counters)) == """
-            {"block_size":4096,"counters":{"authentication_failures":1,"blocks_read":7,"blocks_written":5},"epoch":2,\
+            {"block_size":4096,"counters":{"authentication_failures":1,"blocks_read":7,"blocks_written":5,\
+            "errors":{"EDQUOT":0,"EIO":0,"ENOSPC":2,"EROFS":1}},"epoch":2,\
             "header_slot":"\(slot)","key_derivation":"direct","key_source":"\(keySource)","keyring":\(keyring),\
             "last_error":null,"raft_cutover":18446744073709551615,"reencryption":{"running":false},\
             "sequence":\(header.sequence),"volume_id":"\(header.volumeID)"}

@@ -10,6 +10,9 @@ public final class MountedVolume: @unchecked Sendable {
     public var mountpoint: String { root + "/mnt" }
     public var keys: String { root + "/keys" }
     public let binary = productPath("epochfs")
+    /// The daemon's stderr: beside the volume, or for one on a `SmallDisk` outside it, so that
+    /// the daemon keeps no file of that disk open for writing.
+    private let logPath: String
     private var process: ChildProcess?
 
     /// Key files for epochs 1...`epochs`; the volume starts at epoch 1. It lives in its own
@@ -21,6 +24,7 @@ public final class MountedVolume: @unchecked Sendable {
         guard access("/dev/fuse", R_OK | W_OK) == 0 else { throw TestFailure("/dev/fuse is missing; run mount-helpers/prepare-host.sh") }
         root = disk.map { $0.path + "/" + name } ?? directory.map { $0.path + "/" + name }
             ?? NSTemporaryDirectory() + "epochfs-mount-" + UUID().uuidString
+        logPath = disk == nil ? root + "/mount.log" : NSTemporaryDirectory() + "epochfs-mount-" + UUID().uuidString + ".log"
         try FileManager.default.createDirectory(atPath: root + "/keys", withIntermediateDirectories: true)
         try FileManager.default.createDirectory(atPath: root + "/mnt", withIntermediateDirectories: true)
         for epoch in 1...epochs { try addKey(epoch: epoch) }
@@ -45,7 +49,7 @@ public final class MountedVolume: @unchecked Sendable {
 
     public func mount(options: [String] = []) throws {
         let process = try ChildProcess([binary, "mount", backing, mountpoint, "-f"] + options.flatMap { ["-o", $0] },
-                                       stdoutPath: "/dev/null", stderrPath: root + "/mount.log")
+                                       stdoutPath: "/dev/null", stderrPath: logPath)
         self.process = process
         let deadline = Date().addingTimeInterval(15)
         while !isMounted {
@@ -65,7 +69,7 @@ public final class MountedVolume: @unchecked Sendable {
         return table.split(separator: "\n").contains { $0.split(separator: " ").dropFirst(4).first.map(String.init) == mountpoint }
     }
 
-    public var mountLog: String { (try? String(contentsOfFile: root + "/mount.log", encoding: .utf8)) ?? "" }
+    public var mountLog: String { (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "" }
 
     /// Unmounts with fusermount3 and waits for the daemon to exit (killing only our own pid
     /// if it does not). Safe to call twice.
@@ -82,6 +86,7 @@ public final class MountedVolume: @unchecked Sendable {
     public func destroy() {
         unmount()
         try? FileManager.default.removeItem(atPath: root)
+        try? FileManager.default.removeItem(atPath: logPath)
     }
 
     /// Writes one command to the control file; returns the errno (0 on success).

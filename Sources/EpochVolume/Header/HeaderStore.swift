@@ -17,7 +17,9 @@ public protocol HeaderStore: Sendable {
 }
 
 /// The header file `BACKING/epochfs.header`: slot A at offset 0, slot B at offset 65536,
-/// written with pwrite and made durable with fsync.
+/// written with pwrite and made durable with fsync. Between commits it is held open read-only,
+/// so that a mount keeps no file of the backing dir open for writing (and its file system can
+/// be remounted read-only under it).
 public final class FileHeaderStore: HeaderStore {
     public static let fileName = "epochfs.header"
 
@@ -30,7 +32,7 @@ public final class FileHeaderStore: HeaderStore {
     public init(backing: String, io: any BackingIO = SystemIO()) throws {
         path = backing + "/" + Self.fileName
         self.io = io
-        fd = try io.open(path, in: .currentDirectory, flags: O_RDWR | O_CLOEXEC, mode: 0)
+        fd = try io.open(path, in: .currentDirectory, flags: O_RDONLY | O_CLOEXEC, mode: 0)
         if let info = try? io.fstat(fd), Int(info.st_blocks) * 512 < 2 * HeaderSlot.size {
             // Best effort: without it a commit still works wherever the disk has room.
             try? allocateSlots()
@@ -44,7 +46,8 @@ public final class FileHeaderStore: HeaderStore {
     public init(creatingIn backing: String, io: any BackingIO = SystemIO()) throws {
         path = backing + "/" + Self.fileName
         self.io = io
-        fd = try io.open(path, in: .currentDirectory, flags: O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, mode: 0o600)
+        try io.withOpened(path, in: .currentDirectory, flags: O_WRONLY | O_CREAT | O_EXCL, mode: 0o600) { _ in }
+        fd = try io.open(path, in: .currentDirectory, flags: O_RDONLY | O_CLOEXEC, mode: 0)
         try allocateSlots()
         try io.withOpened(backing, in: .currentDirectory, flags: O_RDONLY | O_DIRECTORY) { try io.fsync($0) }
     }
@@ -53,7 +56,7 @@ public final class FileHeaderStore: HeaderStore {
     /// written into each slot that holds only zeros (a never-written slot reads as zeros).
     private func allocateSlots() throws {
         do {
-            try io.fallocate(fd, mode: 0, offset: 0, length: 2 * HeaderSlot.size)
+            try withWritable { try io.fallocate($0, mode: 0, offset: 0, length: 2 * HeaderSlot.size) }
         } catch let error as SystemError where error.errno == EOPNOTSUPP {
             let zeros = [UInt8](repeating: 0, count: HeaderSlot.size)
             for slot in 0..<2 where try read(slot: slot) == zeros { try write(slot: slot, bytes: zeros) }
@@ -71,10 +74,16 @@ public final class FileHeaderStore: HeaderStore {
 
     public func write(slot: Int, bytes: [UInt8]) throws {
         precondition(bytes.count == HeaderSlot.size)
-        try io.pwriteFully(fd, bytes, at: offset(slot))
+        try withWritable { try io.pwriteFully($0, bytes, at: offset(slot)) }
     }
 
+    /// fsync through the read-only descriptor: it makes the file's data durable all the same.
     public func sync() throws { try io.fsync(fd) }
+
+    /// Runs `body` with the header opened for writing, for the one call that needs it.
+    private func withWritable(_ body: (FileDescriptor) throws -> Void) throws {
+        try io.withOpened(path, in: .currentDirectory, flags: O_WRONLY, body)
+    }
 
     public func withExclusiveLock<R>(_ body: () throws -> R) throws -> R {
         try io.flock(fd, operation: LOCK_EX)

@@ -158,15 +158,14 @@ public final class BackingTree: Sendable {
             try io.mkdirat(backingName, in: directory.fd, mode: mode)
             do {
                 let created = try io.open(backingName, in: directory.fd, flags: O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC, mode: 0)
-                let ivFile: FileDescriptor
                 do {
-                    ivFile = try DirectoryIV.write(try SecureRandom.bytes(DirectoryIV.size), in: created, io: io)
+                    io.close(try DirectoryIV.write(try SecureRandom.bytes(DirectoryIV.size), in: created, io: io))
+                    if let owner { try? io.fchownat(DirectoryIV.fileName, in: created, owner: owner.user, group: owner.group) }
+                    awaitSync(try io.open(DirectoryIV.fileName, in: created, flags: O_RDONLY | O_NOFOLLOW | O_CLOEXEC, mode: 0), in: created)
                 } catch {
                     io.close(created)
                     throw error
                 }
-                if let owner { try? io.fchownat(DirectoryIV.fileName, in: created, owner: owner.user, group: owner.group) }
-                awaitSync(ivFile, in: created)
             } catch {
                 try? io.unlinkat(backingName + "/" + DirectoryIV.fileName, in: directory.fd, removeDirectory: false)
                 try? io.unlinkat(backingName, in: directory.fd, removeDirectory: true)
@@ -240,11 +239,48 @@ public final class BackingTree: Sendable {
         try writeLongNameSideFile(of: new, in: to)
         let moving = flags & epochfs_RENAME_EXCHANGE == 0 && !(from === to && old == new)
         let replacedLinkFile = moving ? longSymlinkSideFile(ifLastLinkOf: new.name, in: to) : nil
-        try io.renameat(old.name, in: from.fd, to: new.name, in: to.fd, flags: flags)
+        // A directory renamed over an empty one: the target's IV is all it holds, and it goes
+        // first, as in rmdir (and comes back if the rename fails).
+        let displaced = moving && flags & epochfs_RENAME_NOREPLACE == 0 ? try removeIVOfEmptyTarget(new.name, in: to, movedFrom: (old.name, from)) : nil
+        defer { if let displaced { io.close(displaced.directory) } }
+        do {
+            try io.renameat(old.name, in: from.fd, to: new.name, in: to.fd, flags: flags)
+        } catch {
+            if let displaced, let iv = displaced.iv, let restored = try? DirectoryIV.write(iv, in: displaced.directory, io: io) {
+                io.close(restored)
+            }
+            throw error
+        }
         // An exchange keeps both names in place; a move leaves the old name unused.
         if moving {
             discardSideFile(of: old, in: from)
             removeLinkFile(replacedLinkFile)
+        }
+    }
+
+    /// When both `source` and the target `name` in `directory` are directories and the target
+    /// holds nothing but its IV, removes that IV; returns it (nil if unreadable) and the
+    /// target, open, for a restore. nil when the rename replaces no empty directory.
+    private func removeIVOfEmptyTarget(_ name: String, in directory: BackingNode,
+                                       movedFrom source: (name: String, directory: BackingNode))
+        throws -> (iv: [UInt8]?, directory: FileDescriptor)? {
+        guard let target = try? io.fstatat(name, in: directory.fd), target.st_mode & S_IFMT == S_IFDIR,
+              let moved = try? io.fstatat(source.name, in: source.directory.fd), moved.st_mode & S_IFMT == S_IFDIR,
+              target.st_ino != moved.st_ino || target.st_dev != moved.st_dev else { return nil }
+        let opened = try io.open(name, in: directory.fd, flags: O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC, mode: 0)
+        do {
+            guard try io.readdir(opened).allSatisfy({ $0.name == DirectoryIV.fileName }) else {
+                io.close(opened)
+                return nil // not empty: the rename fails with ENOTEMPTY by itself
+            }
+            let iv = try? DirectoryIV.read(in: opened, io: io)
+            do {
+                try io.unlinkat(DirectoryIV.fileName, in: opened, removeDirectory: false)
+            } catch let error as SystemError where error.errno == ENOENT {}
+            return (iv, opened)
+        } catch {
+            io.close(opened)
+            throw error
         }
     }
 
@@ -363,6 +399,21 @@ public final class BackingTree: Sendable {
         }
     }
 
+    /// Holds the side file `name` just written in the directory whose O_PATH descriptor is
+    /// `directory` until the next fsync of anything. Read-only descriptors do for fsync, and
+    /// hold nothing of the backing dir open for writing.
+    private func awaitSync(_ name: String, in directory: FileDescriptor) throws {
+        let file = try io.open(name, in: directory, flags: O_RDONLY | O_NOFOLLOW | O_CLOEXEC, mode: 0)
+        let containing: FileDescriptor
+        do {
+            containing = try openForSync(directory)
+        } catch {
+            io.close(file)
+            throw error
+        }
+        awaitSync(file, in: containing)
+    }
+
     /// Holds a side file just written (open at `file`, in the directory open at `directory`)
     /// until the next fsync of anything; takes over both descriptors.
     private func awaitSync(_ file: FileDescriptor, in directory: FileDescriptor) {
@@ -466,14 +517,7 @@ public final class BackingTree: Sendable {
     private func writeLinkFile(_ name: String, bytes: [UInt8]) throws {
         do {
             try io.mkdirat(SymlinkCodec.sideDirectory, in: root.fd, mode: 0o700)
-            let rootForSync = try openForSync(root.fd)
-            do {
-                awaitSync(try io.open(SymlinkCodec.sideDirectory, in: root.fd, flags: O_RDONLY | O_DIRECTORY | O_CLOEXEC, mode: 0),
-                          in: rootForSync)
-            } catch {
-                io.close(rootForSync)
-                throw error
-            }
+            try awaitSync(SymlinkCodec.sideDirectory, in: root.fd)
         } catch let error as SystemError where error.errno == EEXIST {}
         let links = try io.open(SymlinkCodec.sideDirectory, in: root.fd, flags: epochfs_O_PATH | O_DIRECTORY | O_CLOEXEC, mode: 0)
         defer { io.close(links) }
@@ -488,14 +532,10 @@ public final class BackingTree: Sendable {
     /// Creates (or replaces) a side file holding `bytes`, mode 0400, in the directory open
     /// (O_PATH) at `directory`; durable with the next fsync.
     private func writeSideFile(_ name: String, in directory: FileDescriptor, bytes: [UInt8]) throws {
-        let file = try io.open(name, in: directory, flags: O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, mode: 0o400)
-        do {
-            try io.pwriteFully(file, bytes, at: 0)
-            awaitSync(file, in: try openForSync(directory))
-        } catch {
-            io.close(file)
-            throw error
+        try io.withOpened(name, in: directory, flags: O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW, mode: 0o400) {
+            try io.pwriteFully($0, bytes, at: 0)
         }
+        try awaitSync(name, in: directory)
     }
 
     /// The link file of `name` in `directory` if it is the last link of a long symlink: to be
