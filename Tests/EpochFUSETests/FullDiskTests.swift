@@ -66,7 +66,10 @@ import Testing
     @Test func writesThatDoNotFitFailWithENOSPCAndLoseNothing() throws {
         let disk = try SmallDisk(megabytes: 4)
         let volume = try MountedVolume(on: disk)
-        defer { volume.destroy() }
+        defer {
+            volume.destroy()
+            withExtendedLifetime(disk) {} // the tmpfs goes only after the mount on it
+        }
         var expected: [String: [UInt8]] = [:]
 
         // A partial last block (2304 bytes), fsync'd; a dense file; 64 KiB reserved past the

@@ -44,5 +44,6 @@ import Testing
         try volume.rekey(to: 3)
         let reopened = try LiveVolume(backing: backing).header
         #expect(reopened.epoch == 3 && reopened.slot.raftCutover == 42)
+        withExtendedLifetime(disk) {}
     }
 }

@@ -242,14 +242,15 @@ final class WriteLoad: @unchecked Sendable {
     private var failure: String?
     private let finished = DispatchSemaphore(value: 0)
 
-    init(port: UInt16, prefix: String, limit: Int, retrySeconds: Double = 0) {
+    /// `padding` more bytes in every value make a load that grows etcd's database quickly.
+    init(port: UInt16, prefix: String, limit: Int, retrySeconds: Double = 0, padding: Int = 0) {
         self.port = port
         self.prefix = prefix
         Thread { [self] in
             let client = EtcdClient(port: port)
             for number in 0..<limit where !lock.withLock({ stopRequested }) {
                 let key = WriteLoad.key(prefix, number)
-                let value = "value-\(number)-" + String(repeating: "v", count: number % 64)
+                let value = "value-\(number)-" + String(repeating: "v", count: number % 64 + padding)
                 let deadline = monotonicSeconds() + retrySeconds
                 var lastError: (any Error)?
                 repeat {

@@ -73,6 +73,41 @@ import Testing
         #expect(verify.status == 0, "\(verify.stderr)")
     }
 
+    /// The backing disk fills up under etcd: puts stop succeeding (etcd may stop itself), and
+    /// once the disk has room again etcd starts and holds every put it acknowledged.
+    @Test(.timeLimit(.minutes(4))) func aFullBackingDiskLosesNoAcknowledgedPut() throws {
+        try requireTools(etcdTools)
+        let directory = TemporaryDirectory()
+        let disk = try SmallDisk(megabytes: 200)
+        let volume = try MountedVolume(on: disk)
+        defer {
+            volume.destroy()
+            withExtendedLifetime(disk) {}
+        }
+        let member = EtcdMember(.init(name: "full"), dataDirectory: volume.mountpoint + "/etcd", logDirectory: directory)
+        try member.start()
+        try member.waitHealthy()
+        disk.fill()
+        disk.makeRoom(3 << 20) // a few MiB, for some hundreds of puts before the disk is full
+
+        let loads = (0..<3).map { WriteLoad(port: member.endpoint.clientPort, prefix: "full-w\($0)", limit: 20_000, padding: 2048) }
+        let refused = waitUntil(seconds: 120) { loads.allSatisfy { $0.failureMessage != nil } }
+        let acknowledged = try loads.reduce(into: [String: String]()) { $0.merge(try $1.finish()) { $1 } }
+        try #require(refused, "etcd took every put on a full disk: the test filled nothing (\(acknowledged.count) puts)")
+        _ = member.kill9() // it may have stopped by itself already
+        #expect(acknowledged.count > 100, "\(acknowledged.count) puts before the disk was full")
+
+        disk.makeRoom(100 << 20) // as an operator would: grow the disk, or free space on it
+        try member.start()
+        try member.waitHealthy()
+        let stored = try member.client.range(prefix: "full-")
+        let lost = acknowledged.filter { stored[$0.key] != $0.value }
+        #expect(lost.isEmpty, "\(lost.count) of \(acknowledged.count) acknowledged puts lost, e.g. \(lost.keys.sorted().prefix(5))")
+        #expect(member.stop() == 143, "\(member.logTail)")
+        let verify = try volume.epochfs("wal", "verify", member.walPath, "--mount", volume.mountpoint)
+        #expect(verify.status == 0, "\(verify.stderr)")
+    }
+
     /// Two live rekeys through the control file while etcd writes; all data stays readable,
     /// on the live mount and after a remount, and status shows the new epoch.
     @Test(.timeLimit(.minutes(3))) func rekeyWhileEtcdWrites() throws {
