@@ -1,0 +1,228 @@
+import EpochVolume
+import Foundation
+import Glibc
+import Support
+import Testing
+
+/// Workloads run through the volume's tree over the recording double; then every state a power
+/// cut can leave of the backing dir (PowerCut) is opened as a volume and checked: everything
+/// acknowledged as durable (by an fsync, fdatasync or fsyncdir that returned, or a rekey that
+/// returned) reads back, and every directory on the way lists.
+@Suite struct PowerCutTests {
+    final class Run {
+        let keys: KeyFiles
+        let directory = TemporaryDirectory()
+        let backing: String
+        let io = RecordingIO()
+        let initial: PowerCut.Tree
+        let volume: LiveVolume
+        let tree: BackingTree
+        /// The plaintext files by path after each change, once the first `calls` recorded calls
+        /// had been made; `durable` where a sync (or rekey) that returned acknowledged it, with
+        /// the epoch a reopened volume must be at least.
+        private(set) var versions: [(calls: Int, files: [String: [UInt8]], epoch: UInt32, durable: Bool)] = [(0, [:], 1, true)]
+
+        init() throws {
+            keys = try KeyFiles(epochs: 1...3)
+            backing = directory.path + "/backing"
+            _ = try Volume.create(backing: backing, keySource: "file:\(keys.directory.path)/%d.key", epoch: 1, blockSize: 4096)
+            initial = try PowerCut.Tree(reading: backing)
+            volume = try LiveVolume(backing: backing, io: io)
+            tree = try BackingTree(volume: volume)
+        }
+
+        /// The files after a change that no sync has acknowledged yet.
+        func changed(_ files: [String: [UInt8]]) { versions.append((io.calls.count, files, volume.header.epoch, false)) }
+
+        /// The files as a sync that just returned acknowledged them.
+        func acknowledge(_ files: [String: [UInt8]]) { versions.append((io.calls.count, files, volume.header.epoch, true)) }
+
+        /// What a cut after `calls` calls may leave: the last acknowledged version, any made since,
+        /// and the one whose change was under way.
+        func acceptable(after calls: Int) -> (versions: [[String: [UInt8]]], epoch: UInt32) {
+            let acknowledged = versions.lastIndex { $0.durable && $0.calls <= calls }!
+            let later = versions[(acknowledged + 1)...]
+            let made = later.prefix { $0.calls <= calls }
+            let underWay = later.dropFirst(made.count).first.map { [$0.files] } ?? []
+            return ([versions[acknowledged].files] + made.map(\.files) + underWay, versions[acknowledged].epoch)
+        }
+
+        func directory(_ path: String) throws -> BackingNode {
+            try path.split(separator: "/").reduce(tree.root) { try tree.lookup(Array($1.utf8), in: $0).0 }
+        }
+
+        /// Opens every state; returns how many there were, what went wrong in which, and in how
+        /// many of them only the block a torn write was rewriting in place lost acknowledged
+        /// bytes (docs/FORMAT.md §6, what a power cut can leave).
+        func check() throws -> (states: Int, failures: [String], tornBlockLost: Int) {
+            let cut = PowerCut(root: backing, initial: initial, calls: io.calls)
+            let states = cut.allStates
+            var failures: [String] = []
+            var tornBlockLost = 0
+            for state in states {
+                let (candidates, epoch) = acceptable(after: state.crashPoint)
+                let scratch = TemporaryDirectory()
+                try state.tree.write(to: scratch.path + "/backing")
+                let problems = candidates.map { verify(scratch.path + "/backing", files: $0, epoch: epoch) }
+                guard !problems.contains(where: { $0 == nil }), let problem = problems.first! else { continue }
+                // Every block but the ones the torn write was rewriting must still read back.
+                let spared = state.torn.map { torn in
+                    candidates.map { verify(scratch.path + "/backing", files: $0, epoch: epoch, sparing: torn.range) }
+                }
+                if let spared, spared.contains(where: { $0 == nil }) {
+                    tornBlockLost += 1
+                } else {
+                    failures.append("cut after call \(state.crashPoint), \(state.label): \(problem)")
+                }
+            }
+            return (states.count, failures, tornBlockLost)
+        }
+
+        /// Checks the acknowledged `files` in the volume at `backing`; with `sparing`, not the
+        /// blocks whose stored bytes overlap that backing byte range.
+        private func verify(_ backing: String, files: [String: [UInt8]], epoch: UInt32, sparing: Range<Int>? = nil) -> String? {
+            do {
+                let volume = try LiveVolume(backing: backing, keySourceOverride: "file:\(keys.directory.path)/%d.key")
+                guard volume.header.epoch >= epoch else { return "opened at epoch \(volume.header.epoch), below \(epoch)" }
+                let tree = try BackingTree(volume: volume)
+                for (path, content) in files.sorted(by: { $0.key < $1.key }) {
+                    var node = tree.root
+                    for component in path.split(separator: "/") {
+                        let handle = try tree.openDirectory(node)
+                        defer { tree.close(handle) }
+                        _ = try tree.listing(of: node, through: handle)
+                        node = try tree.lookup(Array(component.utf8), in: node).0
+                    }
+                    let handle = try tree.open(node, flags: O_RDONLY, caller: 0)
+                    defer { tree.close(handle) }
+                    if let sparing {
+                        let layout = ContentLayout(blockSize: volume.keys.blockSize)
+                        for block in 0..<((content.count + 4095) / 4096) {
+                            let stored = layout.backingOffset(block: block)..<layout.backingOffset(block: block + 1)
+                            guard !stored.overlaps(sparing) else { continue }
+                            let range = (block * 4096)..<min(content.count, (block + 1) * 4096)
+                            let read = try tree.read(node, through: handle, offset: range.lowerBound, count: range.count) { Array($0) }
+                            guard read == Array(content[range]) else { return "\(path): block \(block) differs" }
+                        }
+                        continue
+                    }
+                    let stored = try tree.read(node, through: handle, offset: 0, count: 1 << 20) { Array($0) }
+                    guard stored == content else { return "\(path): the \(stored.count) bytes read differ from the \(content.count) written" }
+                }
+                return nil
+            } catch {
+                return "\(error)"
+            }
+        }
+    }
+
+    func random(_ count: Int) -> [UInt8] { (0..<count).map { _ in UInt8.random(in: 0...255) } }
+
+    /// An etcd-like log: records of 100 to 700 bytes appended, each made durable with fdatasync.
+    @Test func appendsEachFollowedByFdatasync() throws {
+        let run = try Run()
+        let (handle, file, _) = try run.tree.create(Array("log".utf8), in: run.tree.root, flags: O_RDWR | O_CREAT, mode: 0o600, owner: nil)
+        defer { run.tree.close(handle) }
+        var content: [UInt8] = []
+        for _ in 0..<12 {
+            let record = random(Int.random(in: 100...700))
+            try record.withUnsafeBytes { try run.tree.write(file, through: handle, offset: nil, data: $0, caller: 0) }
+            content += record
+            run.changed(["log": content])
+            try run.tree.sync(handle, dataOnly: true)
+            run.acknowledge(["log": content])
+        }
+        let (states, failures, tornBlockLost) = try run.check()
+        print("power cut, appends with fdatasync: \(states) states; \(tornBlockLost) lose acknowledged bytes of the "
+              + "partial last block a torn append was rewriting; \(failures.count) lose anything else")
+        #expect(states > 100)
+        #expect(failures.isEmpty, "\(failures.count) of \(states) states: \(failures.prefix(3))")
+    }
+
+    /// A database-like file: 4 KiB overwrites at random offsets, each made durable with fsync.
+    @Test func overwritesEachFollowedByFsync() throws {
+        let run = try Run()
+        let (handle, file, _) = try run.tree.create(Array("db".utf8), in: run.tree.root, flags: O_RDWR | O_CREAT, mode: 0o600, owner: nil)
+        defer { run.tree.close(handle) }
+        var content = random(64 * 1024)
+        try content.withUnsafeBytes { try run.tree.write(file, through: handle, offset: 0, data: $0, caller: 0) }
+        run.changed(["db": content])
+        try run.tree.sync(handle, dataOnly: false)
+        run.acknowledge(["db": content])
+        for _ in 0..<8 {
+            let offset = Int.random(in: 0..<(60 * 1024)), page = random(4096)
+            try page.withUnsafeBytes { try run.tree.write(file, through: handle, offset: offset, data: $0, caller: 0) }
+            content.replaceSubrange(offset..<(offset + 4096), with: page)
+            run.changed(["db": content])
+            try run.tree.sync(handle, dataOnly: false)
+            run.acknowledge(["db": content])
+        }
+        let (states, failures, tornBlockLost) = try run.check()
+        print("power cut, overwrites with fsync: \(states) states; \(tornBlockLost) lose acknowledged bytes of the "
+              + "blocks a torn overwrite was rewriting; \(failures.count) lose anything else")
+        #expect(states > 100)
+        #expect(failures.isEmpty, "\(failures.count) of \(states) states: \(failures.prefix(3))")
+    }
+
+    /// mkdir, create (a long name too), rename, each made durable by fsync of the file and
+    /// fsyncdir of its directory and the parents, as careful programs do.
+    @Test func directoriesMadeDurableByFsyncOfTheirParents() throws {
+        let run = try Run()
+        let tree = run.tree
+        let long = String(repeating: "l", count: 200)
+        func syncDirectory(_ path: String) throws {
+            let node = try run.directory(path)
+            let handle = try tree.openDirectory(node)
+            defer { tree.close(handle) }
+            try tree.sync(handle, dataOnly: false)
+        }
+        let (d, _) = try tree.mkdir(Array("d".utf8), in: tree.root, mode: 0o755, owner: nil)
+        let (sub, _) = try tree.mkdir(Array(long.utf8), in: d, mode: 0o755, owner: nil)
+        let (handle, file, _) = try tree.create(Array("f".utf8), in: sub, flags: O_RDWR | O_CREAT, mode: 0o600, owner: nil)
+        let content = random(5000)
+        try content.withUnsafeBytes { try tree.write(file, through: handle, offset: 0, data: $0, caller: 0) }
+        try tree.sync(handle, dataOnly: false)
+        tree.close(handle)
+        try syncDirectory("d/" + long)
+        try syncDirectory("d")
+        try syncDirectory("")
+        run.acknowledge(["d/\(long)/f": content])
+
+        try tree.rename(Array("f".utf8), in: sub, to: Array(String(repeating: "g", count: 230).utf8), in: d, flags: 0)
+        run.changed(["d/" + String(repeating: "g", count: 230): content])
+        try syncDirectory("d/" + long)
+        try syncDirectory("d")
+        run.acknowledge(["d/" + String(repeating: "g", count: 230): content])
+        let (subsub, _) = try tree.mkdir(Array("e".utf8), in: sub, mode: 0o755, owner: nil)
+        _ = try tree.symlink(Array("../\(long)".utf8), named: Array("link".utf8), in: subsub, owner: nil)
+        try syncDirectory("d/\(long)/e")
+        try syncDirectory("d/" + long)
+        run.acknowledge(["d/" + String(repeating: "g", count: 230): content])
+
+        let (states, failures, tornBlockLost) = try run.check()
+        print("power cut, directories with fsyncdir: \(states) states, \(failures.count + tornBlockLost) lose acknowledged data")
+        #expect(states > 100)
+        #expect(failures.isEmpty && tornBlockLost == 0, "\(failures.count + tornBlockLost) of \(states) states: \(failures.prefix(3))")
+    }
+
+    /// Two rekeys and a raft cutover over a file made durable before them.
+    @Test func rekeys() throws {
+        let run = try Run()
+        let (handle, file, _) = try run.tree.create(Array("f".utf8), in: run.tree.root, flags: O_RDWR | O_CREAT, mode: 0o600, owner: nil)
+        let content = random(10_000)
+        try content.withUnsafeBytes { try run.tree.write(file, through: handle, offset: 0, data: $0, caller: 0) }
+        try run.tree.sync(handle, dataOnly: false)
+        run.tree.close(handle)
+        run.acknowledge(["f": content])
+        try run.volume.rekey(to: 2)
+        run.acknowledge(["f": content])
+        try run.volume.setRaftCutover(7)
+        try run.volume.rekey(to: 3)
+        run.acknowledge(["f": content])
+
+        let (states, failures, tornBlockLost) = try run.check()
+        print("power cut, rekeys: \(states) states, \(failures.count + tornBlockLost) lose acknowledged data")
+        #expect(states > 100)
+        #expect(failures.isEmpty && tornBlockLost == 0, "\(failures.count + tornBlockLost) of \(states) states: \(failures.prefix(3))")
+    }
+}

@@ -1,0 +1,290 @@
+import EpochIO
+import Foundation
+import Glibc
+
+/// The states a power cut can leave of a directory, built from a recording of every call made
+/// on it (`RecordingIO`), the way ext4 (data=ordered) keeps them:
+/// - a file's data (writes, truncates, fallocates) is durable up to its last completed fsync or
+///   fdatasync (or a syncfs);
+/// - directory operations (create, mkdir, symlink, link, rename, unlink) are journaled in
+///   order, and every fsync, fdatasync or syncfs commits all of them made so far;
+/// - what is not durable at the cut is dropped, or kept, or the last write of it is torn at
+///   each 512-byte boundary it spans (its first sectors reached the disk, the rest did not).
+public struct PowerCut {
+    /// A directory tree as files, directories and symlinks by path relative to its root.
+    public struct Tree: Equatable {
+        public var files: [String: [UInt8]] = [:]
+        public var directories: Set<String> = []
+        public var symlinks: [String: String] = [:]
+
+        public init() {}
+
+        /// What `root` holds now.
+        public init(reading root: String) throws {
+            let manager = FileManager.default
+            for relative in try manager.subpathsOfDirectory(atPath: root) {
+                let path = root + "/" + relative
+                let attributes = try manager.attributesOfItem(atPath: path)
+                switch attributes[.type] as? FileAttributeType {
+                case .typeDirectory?: directories.insert(relative)
+                case .typeSymbolicLink?: symlinks[relative] = try manager.destinationOfSymbolicLink(atPath: path)
+                default: files[relative] = Array(try Data(contentsOf: URL(fileURLWithPath: path)))
+                }
+            }
+        }
+
+        /// Writes this tree into the empty or missing directory `root`.
+        public func write(to root: String) throws {
+            let manager = FileManager.default
+            try manager.createDirectory(atPath: root, withIntermediateDirectories: true)
+            for directory in directories.sorted(by: { $0.count < $1.count }) {
+                try manager.createDirectory(atPath: root + "/" + directory, withIntermediateDirectories: true)
+            }
+            for (path, bytes) in files { try Data(bytes).write(to: URL(fileURLWithPath: root + "/" + path)) }
+            for (path, target) in symlinks { try manager.createSymbolicLink(atPath: root + "/" + path, withDestinationPath: target) }
+        }
+    }
+
+    /// One state: how it came about, and the tree.
+    public struct State {
+        public let crashPoint: Int
+        public let label: String
+        public let tree: Tree
+        /// For a torn write: the file (its paths) and the byte range the write was for.
+        public var torn: (paths: [String], range: Range<Int>)? = nil
+    }
+
+    /// What a recorded call did to the tree, files named by inode number (so that writes
+    /// through a descriptor follow renames).
+    private enum Effect {
+        case create(path: String, inode: Int)
+        case link(path: String, inode: Int)
+        case mkdir(path: String)
+        case symlink(path: String, target: String)
+        case remove(path: String)
+        case rename(from: String, to: String)
+        case write(inode: Int, offset: Int, bytes: [UInt8])
+        case truncate(inode: Int, size: Int)
+        /// fallocate: `zeroes` the range (PUNCH_HOLE, ZERO_RANGE), `grows` the file to its end
+        /// (mode 0, ZERO_RANGE without KEEP_SIZE).
+        case allocate(inode: Int, offset: Int, length: Int, zeroes: Bool, grows: Bool)
+        /// fsync or fdatasync of a file (its data durable; directory operations committed), of a
+        /// directory (inode nil: a commit), or syncfs (`everything`).
+        case sync(inode: Int?, everything: Bool)
+
+        var isData: Bool {
+            switch self {
+            case .write, .truncate, .allocate: true
+            default: false
+            }
+        }
+    }
+
+    private let initial: Tree
+    private let initialInodes: [String: Int]
+    /// Per recorded call, its effect (nil when it changed nothing).
+    private let effects: [Effect?]
+
+    /// `root` is the directory the calls were made on (as /proc/self/fd names it), `initial`
+    /// what it held before them.
+    public init(root: String, initial: Tree, calls: [RecordingIO.Call]) {
+        let prefix = (URL(fileURLWithPath: root).resolvingSymlinksInPath().path) + "/"
+        self.initial = initial
+        var inodes: [String: Int] = [:]
+        for (number, path) in initial.files.keys.sorted().enumerated() { inodes[path] = number }
+        initialInodes = inodes
+        var nextInode = inodes.count
+        var effects: [Effect?] = []
+        func relative(_ path: String?) -> String? {
+            guard let path, path.hasPrefix(prefix), !path.hasSuffix(" (deleted)") else { return nil }
+            return String(path.dropFirst(prefix.count))
+        }
+        for call in calls {
+            guard case let .success(result) = call.result else {
+                effects.append(nil)
+                continue
+            }
+            guard let path = relative(call.path) else {
+                // The root itself: an fsync of it commits, a syncfs through it makes all durable.
+                let syncs = [RecordingIO.Kind.fsync, .fdatasync, .syncfs].contains(call.kind)
+                effects.append(syncs ? .sync(inode: nil, everything: call.kind == .syncfs) : nil)
+                continue
+            }
+            var effect: Effect?
+            switch call.kind {
+            case .open:
+                let flags = Int32(call.length ?? 0)
+                if inodes[path] == nil, flags & O_CREAT != 0, flags & O_DIRECTORY == 0 {
+                    inodes[path] = nextInode
+                    effect = .create(path: path, inode: nextInode)
+                    nextInode += 1
+                } else if flags & O_TRUNC != 0, let inode = inodes[path] {
+                    effect = .truncate(inode: inode, size: 0)
+                }
+            case .pwrite:
+                if let inode = inodes[path], let bytes = call.bytes {
+                    effect = .write(inode: inode, offset: call.offset ?? 0, bytes: Array(bytes.prefix(result)))
+                }
+            case .ftruncate:
+                if let inode = inodes[path] { effect = .truncate(inode: inode, size: call.length ?? 0) }
+            case .fallocate:
+                let mode = Int32(call.other?.dropFirst("mode ".count) ?? "0") ?? 0
+                let keepSize = mode & 0x01 != 0, zeroes = mode & (0x02 | 0x10) != 0 // KEEP_SIZE; PUNCH_HOLE, ZERO_RANGE
+                if let inode = inodes[path], zeroes || !keepSize {
+                    effect = .allocate(inode: inode, offset: call.offset ?? 0, length: call.length ?? 0, zeroes: zeroes, grows: !keepSize)
+                }
+            case .fsync, .fdatasync:
+                effect = .sync(inode: inodes[path], everything: false)
+            case .syncfs:
+                effect = .sync(inode: nil, everything: true)
+            case .mkdirat:
+                effect = .mkdir(path: path)
+            case .symlinkat:
+                effect = .symlink(path: path, target: call.other ?? "")
+            case .linkat:
+                if let target = relative(call.other), let inode = inodes[path] {
+                    inodes[target] = inode
+                    effect = .link(path: target, inode: inode)
+                }
+            case .unlinkat:
+                inodes = inodes.filter { $0.key != path && !$0.key.hasPrefix(path + "/") }
+                effect = .remove(path: path)
+            case .renameat:
+                if let target = relative(call.other) {
+                    var moved: [String: Int] = [:]
+                    for (name, inode) in inodes where name != target && !name.hasPrefix(target + "/") {
+                        if name == path { moved[target] = inode }
+                        else if name.hasPrefix(path + "/") { moved[target + name.dropFirst(path.count)] = inode }
+                        else { moved[name] = inode }
+                    }
+                    inodes = moved
+                    effect = .rename(from: path, to: target)
+                }
+            default:
+                break
+            }
+            effects.append(effect)
+        }
+        self.effects = effects
+    }
+
+    public var callCount: Int { effects.count }
+
+    /// Every state a cut after the first `crashPoint` calls can leave.
+    public func states(at crashPoint: Int) -> [State] {
+        let happened = Array(effects.prefix(crashPoint).enumerated())
+        var lastCommit = -1, lastSyncAll = -1
+        var lastDataSync: [Int: Int] = [:]
+        for (index, effect) in happened {
+            guard case let .sync(inode, everything)? = effect else { continue }
+            lastCommit = index
+            if everything { lastSyncAll = index }
+            if let inode { lastDataSync[inode] = index }
+        }
+        func durable(_ index: Int, _ effect: Effect) -> Bool {
+            switch effect {
+            case let .write(inode, _, _), let .truncate(inode, _), let .allocate(inode, _, _, _, _):
+                index <= max(lastDataSync[inode] ?? -1, lastSyncAll)
+            default:
+                index <= lastCommit
+            }
+        }
+        let pending = happened.compactMap { index, effect in effect.flatMap { durable(index, $0) ? nil : (index, $0) } }
+        var states = [State(crashPoint: crashPoint, label: "pending dropped", tree: replay(happened.filter { index, effect in
+            effect.map { durable(index, $0) } ?? false
+        }))]
+        guard !pending.isEmpty else { return states }
+        states.append(State(crashPoint: crashPoint, label: "pending kept", tree: replay(happened)))
+        // The last pending write, torn at each 512-byte boundary inside it.
+        if let (tornIndex, torn) = pending.last(where: { if case .write = $0.1 { true } else { false } }),
+           case let .write(inode, offset, bytes) = torn {
+            var boundary = (offset / 512 + 1) * 512
+            while boundary < offset + bytes.count {
+                let effects = happened.map { index, effect in
+                    index == tornIndex ? (index, Effect.write(inode: inode, offset: offset, bytes: Array(bytes.prefix(boundary - offset)))) : (index, effect)
+                }
+                let tree = replay(effects)
+                let paths = names(of: inode, in: happened)
+                states.append(State(crashPoint: crashPoint, label: "write torn at \(boundary)", tree: tree,
+                                    torn: (paths, offset..<(offset + bytes.count))))
+                boundary += 512
+            }
+        }
+        return states
+    }
+
+    /// Every state of every crash point.
+    public var allStates: [State] { (0...callCount).flatMap { states(at: $0) } }
+
+    /// The paths `inode` has after `applied`.
+    private func names(of inode: Int, in applied: [(Int, Effect?)]) -> [String] {
+        var names = initialInodes
+        for (_, effect) in applied {
+            switch effect {
+            case let .create(path, number)?, let .link(path, number)?: names[path] = number
+            case let .remove(path)?: names = names.filter { $0.key != path && !$0.key.hasPrefix(path + "/") }
+            case let .rename(from, to)?:
+                names = names.filter { $0.key != to && !$0.key.hasPrefix(to + "/") }
+                names = Dictionary(uniqueKeysWithValues: names.map { name, number in
+                    (name == from ? to : name.hasPrefix(from + "/") ? to + name.dropFirst(from.count) : name, number)
+                })
+            default: break
+            }
+        }
+        return names.filter { $0.value == inode }.map(\.key)
+    }
+
+    private func replay(_ applied: [(Int, Effect?)]) -> Tree {
+        var tree = initial
+        var names = initialInodes
+        var contents: [Int: [UInt8]] = [:]
+        for (path, inode) in initialInodes { contents[inode] = initial.files[path] }
+        for (_, effect) in applied {
+            switch effect {
+            case nil, .sync?:
+                break
+            case let .create(path, inode)?:
+                names[path] = inode
+                contents[inode] = contents[inode] ?? []
+            case let .link(path, inode)?:
+                names[path] = inode
+            case let .mkdir(path)?:
+                tree.directories.insert(path)
+            case let .symlink(path, target)?:
+                tree.symlinks[path] = target
+            case let .remove(path)?:
+                names = names.filter { $0.key != path && !$0.key.hasPrefix(path + "/") }
+                tree.directories = tree.directories.filter { $0 != path && !$0.hasPrefix(path + "/") }
+                tree.symlinks[path] = nil
+            case let .rename(from, to)?:
+                func move(_ name: String) -> String? {
+                    name == from ? to : name.hasPrefix(from + "/") ? to + name.dropFirst(from.count) : nil
+                }
+                names = names.filter { $0.key != to && !$0.key.hasPrefix(to + "/") }
+                names = Dictionary(uniqueKeysWithValues: names.map { (move($0.key) ?? $0.key, $0.value) })
+                if tree.directories.contains(from) { tree.directories = tree.directories.filter { $0 != to } }
+                tree.directories = Set(tree.directories.map { move($0) ?? $0 })
+                if let target = tree.symlinks.removeValue(forKey: from) { tree.symlinks[to] = target }
+            case let .write(inode, offset, bytes)?:
+                var content = contents[inode] ?? []
+                if content.count < offset + bytes.count { content += [UInt8](repeating: 0, count: offset + bytes.count - content.count) }
+                content.replaceSubrange(offset..<(offset + bytes.count), with: bytes)
+                contents[inode] = content
+            case let .truncate(inode, size)?:
+                var content = contents[inode] ?? []
+                if content.count > size { content.removeLast(content.count - size) } else { content += [UInt8](repeating: 0, count: size - content.count) }
+                contents[inode] = content
+            case let .allocate(inode, offset, length, zeroes, grows)?:
+                var content = contents[inode] ?? []
+                if zeroes, offset < content.count {
+                    let end = min(offset + length, content.count)
+                    content.replaceSubrange(offset..<end, with: repeatElement(0, count: end - offset))
+                }
+                if grows, content.count < offset + length { content += [UInt8](repeating: 0, count: offset + length - content.count) }
+                contents[inode] = content
+            }
+        }
+        tree.files = Dictionary(uniqueKeysWithValues: names.compactMap { path, inode in contents[inode].map { (path, $0) } })
+        return tree
+    }
+}
