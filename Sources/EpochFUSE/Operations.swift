@@ -74,6 +74,10 @@ enum Operations {
         replying(request, "setattr") { fs, request in
             let node = try fs.backing(node, orFail: EPERM)
             let wanted = wanted!.pointee
+            // chown(path, -1, -1) changes nothing but the ctime; the kernel sends it with no field.
+            let fields = FUSE_SET_ATTR_MODE | FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID | FUSE_SET_ATTR_SIZE | FUSE_SET_ATTR_ATIME
+                | FUSE_SET_ATTR_MTIME | FUSE_SET_ATTR_ATIME_NOW | FUSE_SET_ATTR_MTIME_NOW
+            if toSet & fields == 0 { try fs.tree.setOwner(node, user: uid_t.max, group: gid_t.max) }
             if toSet & FUSE_SET_ATTR_MODE != 0 { try fs.tree.setMode(node, wanted.st_mode) }
             if toSet & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID) != 0 {
                 try fs.tree.setOwner(node, user: toSet & FUSE_SET_ATTR_UID != 0 ? wanted.st_uid : uid_t.max,

@@ -176,6 +176,15 @@ let posixSteps: [Step] = [
         return outcome(rename(r + "/ra", r + "/rb")) + readAll(r + "/rb/inside") + outcome(rename(r + "/rb", r + "/rc"))
             + outcome(rename(r + "/rc", r + "/rc")) + readAll(r + "/rc/x")
     },
+    Step(name: "chown to -1 -1 touches only the ctime") { r in
+        _ = writeFile(r + "/ct", [1])
+        var before = stat(), after = stat()
+        lstat(r + "/ct", &before)
+        usleep(20_000)
+        let result = outcome(chown(r + "/ct", uid_t.max, gid_t.max))
+        lstat(r + "/ct", &after)
+        return result + " ctime changed \(before.st_ctim.tv_sec != after.st_ctim.tv_sec || before.st_ctim.tv_nsec != after.st_ctim.tv_nsec)"
+    },
     Step(name: "fsync fdatasync") { r in
         let fd = open(r + "/fa", O_RDWR)
         defer { close(fd) }
