@@ -44,10 +44,17 @@ final class InodeTable: Sendable {
     func forget(_ nodeID: UInt64, count: UInt64) {
         guard nodeID != UInt64(FUSE_ROOT_ID) else { return }
         let identity = node(nodeID).identity
-        entries.withLock { table in
-            guard var entry = table[identity] else { return }
+        let released = entries.withLock { table -> BackingNode? in
+            guard var entry = table[identity] else { return nil }
             entry.lookups -= min(count, entry.lookups)
-            table[identity] = entry.lookups == 0 ? nil : entry
+            guard entry.lookups == 0 else {
+                table[identity] = entry
+                return nil
+            }
+            return table.removeValue(forKey: identity)?.node
         }
+        // Dropped here, not under the lock: closing the last descriptor of an unlinked file
+        // frees its blocks, which takes long enough to stall every other request (`rm -rf`).
+        withExtendedLifetime(released) {}
     }
 }

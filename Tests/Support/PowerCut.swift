@@ -147,17 +147,11 @@ public struct PowerCut {
                     effect = .link(path: target, inode: inode)
                 }
             case .unlinkat:
-                inodes = inodes.filter { $0.key != path && !$0.key.hasPrefix(path + "/") }
+                inodes = inodes.removing(path)
                 effect = .remove(path: path)
             case .renameat:
                 if let target = relative(call.other) {
-                    var moved: [String: Int] = [:]
-                    for (name, inode) in inodes where name != target && !name.hasPrefix(target + "/") {
-                        if name == path { moved[target] = inode }
-                        else if name.hasPrefix(path + "/") { moved[target + name.dropFirst(path.count)] = inode }
-                        else { moved[name] = inode }
-                    }
-                    inodes = moved
+                    inodes = inodes.renaming(path, to: target)
                     effect = .rename(from: path, to: target)
                 }
             default:
@@ -222,12 +216,8 @@ public struct PowerCut {
         for (_, effect) in applied {
             switch effect {
             case let .create(path, number)?, let .link(path, number)?: names[path] = number
-            case let .remove(path)?: names = names.filter { $0.key != path && !$0.key.hasPrefix(path + "/") }
-            case let .rename(from, to)?:
-                names = names.filter { $0.key != to && !$0.key.hasPrefix(to + "/") }
-                names = Dictionary(uniqueKeysWithValues: names.map { name, number in
-                    (name == from ? to : name.hasPrefix(from + "/") ? to + name.dropFirst(from.count) : name, number)
-                })
+            case let .remove(path)?: names = names.removing(path)
+            case let .rename(from, to)?: names = names.renaming(from, to: to)
             default: break
             }
         }
@@ -253,18 +243,17 @@ public struct PowerCut {
             case let .symlink(path, target)?:
                 tree.symlinks[path] = target
             case let .remove(path)?:
-                names = names.filter { $0.key != path && !$0.key.hasPrefix(path + "/") }
-                tree.directories = tree.directories.filter { $0 != path && !$0.hasPrefix(path + "/") }
-                tree.symlinks[path] = nil
-            case let .rename(from, to)?:
-                func move(_ name: String) -> String? {
-                    name == from ? to : name.hasPrefix(from + "/") ? to + name.dropFirst(from.count) : nil
-                }
-                names = names.filter { $0.key != to && !$0.key.hasPrefix(to + "/") }
-                names = Dictionary(uniqueKeysWithValues: names.map { (move($0.key) ?? $0.key, $0.value) })
-                if tree.directories.contains(from) { tree.directories = tree.directories.filter { $0 != to } }
-                tree.directories = Set(tree.directories.map { move($0) ?? $0 })
-                if let target = tree.symlinks.removeValue(forKey: from) { tree.symlinks[to] = target }
+                names = names.removing(path)
+                tree.directories = tree.directories.filter { !isAt($0, orUnder: path) }
+                tree.symlinks = tree.symlinks.removing(path)
+            case let .rename(from, to)? where from != to:
+                names = names.renaming(from, to: to)
+                // A directory moved over an (empty) directory replaces it.
+                if tree.directories.contains(from) { tree.directories = tree.directories.filter { !isAt($0, orUnder: to) } }
+                tree.directories = Set(tree.directories.map { renamed($0, from: from, to: to) })
+                tree.symlinks = tree.symlinks.renaming(from, to: to)
+            case .rename?:
+                break // a name renamed to itself
             case let .write(inode, offset, bytes)?:
                 var content = contents[inode] ?? []
                 if content.count < offset + bytes.count { content += [UInt8](repeating: 0, count: offset + bytes.count - content.count) }
@@ -286,5 +275,24 @@ public struct PowerCut {
         }
         tree.files = Dictionary(uniqueKeysWithValues: names.compactMap { path, inode in contents[inode].map { (path, $0) } })
         return tree
+    }
+}
+
+/// Whether `name` is `path` or lies under it.
+private func isAt(_ name: String, orUnder path: String) -> Bool { name == path || name.hasPrefix(path + "/") }
+
+/// `name` after `from` was renamed to `to`.
+private func renamed(_ name: String, from: String, to: String) -> String {
+    isAt(name, orUnder: from) ? to + name.dropFirst(from.count) : name
+}
+
+private extension Dictionary where Key == String {
+    /// Without `path` and everything under it.
+    func removing(_ path: String) -> Self { filter { !isAt($0.key, orUnder: path) } }
+
+    /// After a rename of `from` to `to`, which replaces whatever was at `to`.
+    func renaming(_ from: String, to: String) -> Self {
+        guard from != to else { return self } // rename(2) of a name to itself does nothing
+        return Dictionary(uniqueKeysWithValues: removing(to).map { (renamed($0.key, from: from, to: to), $0.value) })
     }
 }
