@@ -1,3 +1,4 @@
+import CLinux
 import EpochVolume
 import Foundation
 import Glibc
@@ -129,6 +130,23 @@ import Testing
         #expect(throws: SystemError.self) { try names(broken, in: fresh) }
         #expect(throws: SystemError.self) { try fresh.lookup(bytes("inside"), in: broken) }
         #expect(try names(fresh.root, in: fresh) == ["full"])
+    }
+
+    /// Space is reserved for what is written, not for the gap before it: sparse files stay sparse.
+    @Test func writesAndFallocatesFarPastTheEndLeaveTheGapAHole() throws {
+        for (index, operation) in ["write", "fallocate", "fallocate keep size"].enumerated() {
+            let (handle, file, _) = try tree.create(bytes("sparse\(index)"), in: tree.root, flags: O_RDWR | O_CREAT, mode: 0o600, owner: nil)
+            defer { tree.close(handle) }
+            try write("head", to: file)
+            let farAway = 64 << 20
+            switch operation {
+            case "write": try write("tail", to: file, at: farAway)
+            case "fallocate": try tree.allocate(file, through: handle, mode: 0, offset: farAway, length: 4096)
+            default: try tree.allocate(file, through: handle, mode: epochfs_FALLOC_FL_KEEP_SIZE, offset: farAway, length: 4096)
+            }
+            let allocated = Int(try SystemIO().fstat(handle).st_blocks) * 512
+            #expect(allocated < 64 * 1024, "\(operation): \(allocated) bytes allocated")
+        }
     }
 
     @Test(arguments: [ENOSPC, EDQUOT, EIO, EROFS])

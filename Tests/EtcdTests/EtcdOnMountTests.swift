@@ -62,13 +62,19 @@ import Testing
         try #require(loaded, "the write load did not reach 1500 puts: \(loads.compactMap(\.failureMessage))")
         let acknowledged = try loads.reduce(into: [String: String]()) { $0.merge(try $1.finish()) { $1 } }
 
+        try restartHoldingEveryPut(member, acknowledged, prefix: "kill-", volume: volume)
+    }
+
+    /// Starts `member` again and expects every acknowledged put there, a clean stop and a WAL
+    /// that verifies.
+    private func restartHoldingEveryPut(_ member: EtcdMember, _ acknowledged: [String: String], prefix: String,
+                                        volume: MountedVolume) throws {
         try member.start()
         try member.waitHealthy()
-        let stored = try member.client.range(prefix: "kill-")
+        let stored = try member.client.range(prefix: prefix)
         let lost = acknowledged.filter { stored[$0.key] != $0.value }
         #expect(lost.isEmpty, "\(lost.count) of \(acknowledged.count) acknowledged puts lost, e.g. \(lost.keys.sorted().prefix(5))")
         #expect(member.stop() == 143, "\(member.logTail)")
-
         let verify = try volume.epochfs("wal", "verify", member.walPath, "--mount", volume.mountpoint)
         #expect(verify.status == 0, "\(verify.stderr)")
     }
@@ -98,14 +104,7 @@ import Testing
         #expect(acknowledged.count > 100, "\(acknowledged.count) puts before the disk was full")
 
         disk.makeRoom(100 << 20) // as an operator would: grow the disk, or free space on it
-        try member.start()
-        try member.waitHealthy()
-        let stored = try member.client.range(prefix: "full-")
-        let lost = acknowledged.filter { stored[$0.key] != $0.value }
-        #expect(lost.isEmpty, "\(lost.count) of \(acknowledged.count) acknowledged puts lost, e.g. \(lost.keys.sorted().prefix(5))")
-        #expect(member.stop() == 143, "\(member.logTail)")
-        let verify = try volume.epochfs("wal", "verify", member.walPath, "--mount", volume.mountpoint)
-        #expect(verify.status == 0, "\(verify.stderr)")
+        try restartHoldingEveryPut(member, acknowledged, prefix: "full-", volume: volume)
     }
 
     /// Two live rekeys through the control file while etcd writes; all data stays readable,

@@ -138,9 +138,10 @@ public final class FileContent: Sendable {
             let blockSize = layout.blockSize
             let first = offset / blockSize
             let rewritesTail = size % blockSize != 0 && first > size / blockSize
-            let reserved = (Int(backing.st_size) < ContentLayout.headerSize ? 0 : layout.backingOffset(block: rewritesTail ? size / blockSize : first))
-                ..< min(layout.backingSize(plaintextSize: max(size, end)), layout.backingOffset(block: (end - 1) / blockSize + 1))
-            try reserve(reserved, in: fd, backing)
+            try reserve([rewritesTail ? blockRange(size / blockSize) : nil,
+                         layout.backingOffset(block: first)
+                            ..< min(layout.backingSize(plaintextSize: max(size, end)), layout.backingOffset(block: (end - 1) / blockSize + 1))],
+                        in: fd, backing)
             let fileID = try prepareForWrite(fd, backingSize: Int(backing.st_size))
             // A partial last block before the written range becomes a full block of zeros-padded data.
             if rewritesTail {
@@ -200,12 +201,8 @@ public final class FileContent: Sendable {
         }
         let blockSize = layout.blockSize
         // Growing reseals a partial last block longer: its new length is reserved first.
-        if newSize > size, size % blockSize != 0 {
-            let block = size / blockSize
-            try reserve(layout.backingOffset(block: block)..<layout.backingSize(plaintextSize: min(newSize, (block + 1) * blockSize)),
-                        in: fd, backing)
-        }
-        if Int(backing.st_size) < ContentLayout.headerSize { try reserve(0..<ContentLayout.headerSize, in: fd, backing) }
+        let grownTail = newSize > size && size % blockSize != 0
+        try reserve([grownTail ? blockRange(size / blockSize) : nil], in: fd, backing)
         let fileID = try prepareForWrite(fd, backingSize: Int(backing.st_size))
         if newSize < size {
             if newSize % blockSize != 0 {
@@ -239,11 +236,10 @@ public final class FileContent: Sendable {
             let blockSize = layout.blockSize
             if zeroing == 0 || zeroing == epochfs_FALLOC_FL_ZERO_RANGE {
                 // Every block the range touches, each as a full block (a later write may fill
-                // it), and the file header; from the old last block on when that grows too.
-                let first = keepSize || size % blockSize == 0 ? offset / blockSize : min(offset, size) / blockSize
-                let reserved = (Int(backing.st_size) < ContentLayout.headerSize ? 0 : layout.backingOffset(block: first))
-                    ..< layout.backingOffset(block: (end - 1) / blockSize + 1)
-                try io.fallocate(fd, mode: epochfs_FALLOC_FL_KEEP_SIZE, offset: reserved.lowerBound, length: reserved.count)
+                // it); and the old last block when the file grows past it (it is resealed).
+                let grownTail = !keepSize && end > size && size % blockSize != 0
+                let range = layout.backingOffset(block: offset / blockSize)..<layout.backingOffset(block: (end - 1) / blockSize + 1)
+                try reserve([grownTail ? blockRange(size / blockSize) : nil, range], in: fd, backing, forFallocate: true)
             }
             if zeroing != 0, offset < size {
                 try zero(offset..<min(end, size), fd: fd, size: size, epoch: epoch, punch: zeroing == epochfs_FALLOC_FL_PUNCH_HOLE)
@@ -275,16 +271,33 @@ public final class FileContent: Sendable {
         }
     }
 
-    /// Reserves the backing blocks of `range` (KEEP_SIZE) before anything is written, so that
-    /// a full disk fails the call before it changes a byte. Nothing to do where the range lies
-    /// inside a file with no holes: those blocks are allocated already.
-    private func reserve(_ range: Range<Int>, in fd: FileDescriptor, _ backing: stat) throws {
-        guard !range.isEmpty else { return }
-        let sparse = Int(backing.st_blocks) * 512 < Int(backing.st_size)
-        guard sparse || range.upperBound > Int(backing.st_size) else { return }
+    /// The stored bytes of block `index` at its full size.
+    private func blockRange(_ index: Int) -> Range<Int> {
+        layout.backingOffset(block: index)..<layout.backingOffset(block: index + 1)
+    }
+
+    /// Reserves the backing blocks of `ranges` (KEEP_SIZE), and of the file header of a file
+    /// that has none yet, before anything is written, so that a full disk fails the call
+    /// before it changes a byte; the gaps between them stay holes. For a write or truncate,
+    /// nothing is done for a range inside a file with no holes (those blocks are allocated
+    /// already), nor where the backing file system has no fallocate; `forFallocate` reserves
+    /// every range and lets EOPNOTSUPP reach the caller, who may fall back to writing zeros.
+    private func reserve(_ ranges: [Range<Int>?], in fd: FileDescriptor, _ backing: stat, forFallocate: Bool = false) throws {
+        let size = Int(backing.st_size), sparse = Int(backing.st_blocks) * 512 < size
+        var wanted = ranges.compactMap { $0 }.filter { !$0.isEmpty && (forFallocate || sparse || $0.upperBound > size) }
+        if size < ContentLayout.headerSize { wanted.append(0..<ContentLayout.headerSize) }
+        // One fallocate for ranges that touch or overlap.
+        var merged: [Range<Int>] = []
+        for range in wanted.sorted(by: { $0.lowerBound < $1.lowerBound }) {
+            if let last = merged.last, range.lowerBound <= last.upperBound {
+                merged[merged.count - 1] = last.lowerBound..<max(last.upperBound, range.upperBound)
+            } else {
+                merged.append(range)
+            }
+        }
         do {
-            try io.fallocate(fd, mode: epochfs_FALLOC_FL_KEEP_SIZE, offset: range.lowerBound, length: range.count)
-        } catch let error as SystemError where error.errno == EOPNOTSUPP {
+            for range in merged { try io.fallocate(fd, mode: epochfs_FALLOC_FL_KEEP_SIZE, offset: range.lowerBound, length: range.count) }
+        } catch let error as SystemError where error.errno == EOPNOTSUPP && !forFallocate {
             // A backing file system without fallocate: writes are as safe as it makes them.
         }
     }

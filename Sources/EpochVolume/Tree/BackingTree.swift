@@ -60,14 +60,7 @@ public final class BackingTree: Sendable {
         self.volume = volume
         let io = volume.io
         let fd = try io.open(volume.backing, in: .currentDirectory, flags: epochfs_O_PATH | O_DIRECTORY | O_CLOEXEC, mode: 0)
-        let info: stat
-        do {
-            info = try io.fstat(fd)
-        } catch {
-            io.close(fd)
-            throw error
-        }
-        root = BackingNode(fd: fd, info: info, volume: volume)
+        root = try Self.node(openedAt: fd, volume: volume).node
         try ensureRootDirectoryIV()
     }
 
@@ -81,15 +74,20 @@ public final class BackingTree: Sendable {
     /// The entry stored as `backingName` (from a listing) in `directory`, and its attributes.
     public func locate(backingName: String, in directory: BackingNode) throws -> (BackingNode, stat) {
         let fd = try io.open(backingName, in: directory.fd, flags: epochfs_O_PATH | O_NOFOLLOW | O_CLOEXEC, mode: 0)
-        let info: stat
+        let (node, info) = try Self.node(openedAt: fd, volume: volume)
+        return (node, try plaintextAttributes(info, of: node))
+    }
+
+    /// The node of the object open (O_PATH) at `fd`, which it takes over, and its backing
+    /// attributes; `fd` is closed if they cannot be had.
+    private static func node(openedAt fd: FileDescriptor, volume: LiveVolume) throws -> (node: BackingNode, info: stat) {
         do {
-            info = try io.fstat(fd)
+            let info = try volume.io.fstat(fd)
+            return (BackingNode(fd: fd, info: info, volume: volume), info)
         } catch {
-            io.close(fd)
+            volume.io.close(fd)
             throw error
         }
-        let node = BackingNode(fd: fd, info: info, volume: volume)
-        return (node, try plaintextAttributes(info, of: node))
     }
 
     /// The plaintext attributes of `node`: regular files and symlinks have their plaintext sizes.
