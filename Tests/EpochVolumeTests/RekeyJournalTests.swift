@@ -178,6 +178,27 @@ struct KeyringFingerprint: Equatable {
         #expect(try HeaderSlot.decode(try store.read(slot: recovered.slotIndex)).epoch == 4)
     }
 
+    /// Trials are bounded: only the newest `maxRecoveryTrials` epochs are tried.
+    @Test func trialRecoveryTriesAtMostTheNewestEpochs() throws {
+        let keys = try KeyFiles(epochs: 1...6)
+        let store = FaultyHeaderStore()
+        let current = try HeaderJournal(store: store, source: keys.source).create(epoch: 1, blockSize: 4096)
+        var legacy = current.slot
+        legacy.epoch = HeaderSlot.unrecordedEpoch
+        legacy.sequence += 1
+        try legacy.seal(current.keyring, wrappingKey: keys.source.wrappingKey(epoch: 1, derivation: .direct))
+        store.overwrite(slot: 1, with: try legacy.encoded())
+        store.resetWriteCount()
+        #expect {
+            try HeaderJournal(store: store, source: keys.source, maxRecoveryTrials: 3).open()
+        } throws: { error in
+            guard case let JournalError.epochUnrecoverable(tried, reason) = error else { return false }
+            return tried == [6, 5, 4] && reason.contains("3 older epochs not tried (at most 3 are)")
+        }
+        #expect(store.writeCount == 0)
+        #expect(try HeaderJournal(store: store, source: keys.source).open().epoch == 1, "within the default bound it is found")
+    }
+
     @Test func trialRecoveryWithNoMatchingKeyFailsWithoutWriting() throws {
         let keys = try KeyFiles(epochs: 1...3)
         let store = FaultyHeaderStore()

@@ -63,9 +63,14 @@ public final class HeaderJournal: Sendable {
     private let commits = Mutex(())
     private let logger = Logger(label: "epochfs.header")
 
-    public init(store: any HeaderStore, source: any KeySource) {
+    /// At most this many epochs are tried, newest first, to recover an unrecorded one: each
+    /// trial may run a key command (with its own timeout) or derive a passphrase key.
+    public let maxRecoveryTrials: Int
+
+    public init(store: any HeaderStore, source: any KeySource, maxRecoveryTrials: Int = 32) {
         self.store = store
         self.source = source
+        self.maxRecoveryTrials = maxRecoveryTrials
     }
 
     /// Writes the first header of a new volume (slot A, sequence 1) and makes it durable.
@@ -171,7 +176,8 @@ public final class HeaderJournal: Sendable {
             throw JournalError.epochUnrecoverable(tried: [], reason: "key source '\(source.spec)' cannot list its epochs")
         }
         var failures: [String] = []
-        for epoch in candidates {
+        let trials = Array(candidates.prefix(maxRecoveryTrials))
+        for epoch in trials {
             let key: SecretBytes
             let keyring: Keyring
             do {
@@ -191,7 +197,10 @@ public final class HeaderJournal: Sendable {
             let header = try commit(recorded, keyring: keyring, wrappingKey: key, replacing: unrecorded)
             return Opened(header: header, wrappingKey: key)
         }
-        throw JournalError.epochUnrecoverable(tried: candidates, reason: failures.isEmpty ? "no candidates" : failures.joined(separator: "; "))
+        let untried = candidates.count - trials.count
+        let reason = (failures.isEmpty ? "no candidates" : failures.joined(separator: "; "))
+            + (untried > 0 ? "; \(untried) older epochs not tried (at most \(maxRecoveryTrials) are)" : "")
+        throw JournalError.epochUnrecoverable(tried: trials, reason: reason)
     }
 
     /// Seals `keyring` into `slot` with the next sequence, writes the inactive slot, fsyncs,
