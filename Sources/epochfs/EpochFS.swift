@@ -10,10 +10,11 @@ struct EpochFS: ParsableCommand {
         abstract: "An encrypted FUSE filesystem with epoch-keyed blocks and atomic rekey.",
         discussion: """
             Exit codes: 0 success; 1 failure (I/O, damaged header, bad input); 2 key failure \
-            (wrong key, key source failed or timed out); 3 refused (rekey below the current epoch); \
+            (wrong key, key source failed or timed out); 3 refused (rekey below the current epoch, \
+            restore of an older header without --yes); \
             64 usage error (including a malformed key source spec).
             """,
-        subcommands: [Init.self, Info.self, Rekey.self, Mount.self, Status.self, WAL.self])
+        subcommands: [Init.self, Info.self, Rekey.self, Mount.self, Status.self, Header.self, WAL.self])
 }
 
 /// Options every command that opens an existing volume takes.

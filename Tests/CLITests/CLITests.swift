@@ -126,6 +126,38 @@ struct CLI {
         #expect(right.stdout.contains("\"key_derivation\":\"scrypt\""))
     }
 
+    /// As `cryptsetup luksHeaderBackup`/`luksHeaderRestore`: a backup, a rekey, then the
+    /// backup restored (refused without --yes, as it undoes the rekey), never across volumes.
+    @Test func headerBackupAndRestore() throws {
+        let cli = try CLI()
+        defer { cli.remove() }
+        #expect(try cli("init", "vol", "--key-source", "file:keys/%d.key").status == 0)
+        let backup = try cli("header", "backup", "vol", "vol.header")
+        #expect(backup.status == 0, "\(backup.stderr)")
+        #expect(backup.stdout.contains("(epoch 1, sequence 1)"))
+        #expect(try cli("header", "backup", "vol", "vol.header").status == 1, "an existing file is not overwritten")
+        #expect(try cli("rekey", "vol", "3").status == 0)
+
+        let refused = try cli("header", "restore", "vol", "vol.header")
+        #expect(refused.status == 3)
+        #expect(refused.stderr.contains("rekey(s) from epoch 1 to 3") && refused.stderr.contains("--yes"), "\(refused.stderr)")
+        #expect(try cli.info()["epoch"] as? Int == 3, "a refused restore writes nothing")
+        let restored = try cli("header", "restore", "vol", "vol.header", "--yes")
+        #expect(restored.status == 0, "\(restored.stderr)")
+        #expect(restored.stdout.contains("undone: 1 header commit(s)"))
+        #expect(try cli.info()["epoch"] as? Int == 1, "the restored header opens with the key of epoch 1")
+
+        #expect(try cli("init", "other", "--key-source", "file:keys/%d.key").status == 0)
+        #expect(try cli("header", "backup", "other", "other.header").status == 0)
+        let foreign = try cli("header", "restore", "vol", "other.header", "--yes")
+        #expect(foreign.status == 1)
+        #expect(foreign.stderr.contains("the backing directory holds volume"))
+        try Data(repeating: 1, count: 100).write(to: URL(fileURLWithPath: cli.directory + "/junk"))
+        let junk = try cli("header", "restore", "vol", "junk")
+        #expect(junk.status == 1 && junk.stderr.contains("not a header backup"))
+        #expect(try cli.info()["epoch"] as? Int == 1)
+    }
+
     @Test func usageErrors() throws {
         let cli = try CLI()
         defer { cli.remove() }
