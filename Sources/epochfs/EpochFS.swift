@@ -14,7 +14,7 @@ struct EpochFS: ParsableCommand {
             restore of an older header without --yes); \
             64 usage error (including a malformed key source spec).
             """,
-        subcommands: [Init.self, Info.self, Rekey.self, Mount.self, Status.self, Header.self, WAL.self])
+        subcommands: [Init.self, Info.self, Rekey.self, Mount.self, Status.self, ExportTree.self, Header.self, WAL.self])
 }
 
 /// Options every command that opens an existing volume takes.

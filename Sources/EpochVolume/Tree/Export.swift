@@ -1,0 +1,141 @@
+import Foundation
+import Glibc
+
+/// `epochfs export`: the plaintext of a file or tree of a volume, decrypted offline through
+/// the same `BackingTree` the mount serves, into a plain directory.
+public struct Export {
+    /// How far an export got; handed to the progress callback as it goes.
+    public struct Progress: Sendable {
+        public var files = 0
+        public var directories = 0
+        public var symlinks = 0
+        public var bytes = 0
+        /// Byte ranges of files that did not authenticate and were written as zeros
+        /// (`skipBad` only), by plaintext path.
+        public var skipped: [(path: String, range: Range<Int>)] = []
+    }
+
+    /// Why an export stopped.
+    public struct Failure: Error, CustomStringConvertible {
+        public let path: String
+        public let reason: String
+
+        public var description: String { "\(path): \(reason)" }
+    }
+
+    private static let chunk = 1 << 20
+
+    let tree: BackingTree
+    let skipBad: Bool
+    let report: (Progress) -> Void
+    private var progress = Progress()
+
+    /// Exports the plaintext `path` ("/" for the whole volume) of `tree` to `destination`,
+    /// which must not exist yet. Fails on the first block that does not authenticate unless
+    /// `skipBad`; then such blocks are written as zeros and listed in the result.
+    public static func run(_ tree: BackingTree, path: String, to destination: String, skipBad: Bool,
+                           report: @escaping (Progress) -> Void = { _ in }) throws -> Progress {
+        var export = Export(tree: tree, skipBad: skipBad, report: report)
+        var node = tree.root
+        for component in path.split(separator: "/") {
+            node = try export.attempt(path) { try tree.lookup(Array(component.utf8), in: node).0 }
+        }
+        try export.copy(node, at: path.isEmpty ? "/" : path, to: destination)
+        return export.progress
+    }
+
+    private mutating func copy(_ node: BackingNode, at path: String, to destination: String) throws {
+        let attributes = try attempt(path) { try tree.attributes(of: node) }
+        switch attributes.st_mode & S_IFMT {
+        case S_IFDIR:
+            try system(path) { mkdir(destination, 0o700) }
+            let handle = try attempt(path) { try tree.openDirectory(node) }
+            defer { tree.close(handle) }
+            for entry in try attempt(path) { try tree.listing(of: node, through: handle) } {
+                let name = String(decoding: entry.name, as: UTF8.self)
+                let (child, _) = try attempt(path + "/" + name) { try tree.locate(backingName: entry.backingName, in: node) }
+                try copy(child, at: (path == "/" ? "" : path) + "/" + name, to: destination + "/" + name)
+            }
+            progress.directories += 1
+        case S_IFREG:
+            try copyFile(node, size: Int(attributes.st_size), at: path, to: destination)
+            progress.files += 1
+        case S_IFLNK:
+            let target = try attempt(path) { try tree.readlink(node) }
+            try system(path) { symlink(String(decoding: target, as: UTF8.self), destination) }
+            progress.symlinks += 1
+            return // a symlink has no mode of its own to set
+        default:
+            return // fifos, sockets and devices hold no data: nothing to export
+        }
+        try system(path) { chmod(destination, attributes.st_mode & 0o7777) }
+        report(progress)
+    }
+
+    private mutating func copyFile(_ node: BackingNode, size: Int, at path: String, to destination: String) throws {
+        let output = open(destination, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
+        guard output >= 0 else { throw Failure(path: path, reason: "create \(destination): \(String(cString: strerror(errno)))") }
+        defer { close(output) }
+        let handle = try attempt(path) { try tree.open(node, flags: O_RDONLY, caller: 0) }
+        defer { tree.close(handle) }
+        var offset = 0
+        while offset < size {
+            let count = min(Self.chunk, size - offset)
+            let bytes = try readOrSkip(node, handle, at: offset, count: count, path: path)
+            try bytes.withUnsafeBytes { raw in
+                var written = 0
+                while written < raw.count {
+                    let n = Glibc.pwrite(output, raw.baseAddress! + written, raw.count - written, off_t(offset + written))
+                    guard n > 0 else { throw Failure(path: path, reason: "write \(destination): \(String(cString: strerror(errno)))") }
+                    written += n
+                }
+            }
+            offset += count
+            progress.bytes += count
+            if offset < size { report(progress) }
+        }
+    }
+
+    /// `count` plaintext bytes at `offset`; with `skipBad`, blocks that do not authenticate
+    /// come back as zeros and are noted.
+    private mutating func readOrSkip(_ node: BackingNode, _ handle: FileDescriptor, at offset: Int, count: Int,
+                                     path: String) throws -> [UInt8] {
+        do {
+            return try tree.read(node, through: handle, offset: offset, count: count) { Array($0) }
+        } catch let error as ContentError where skipBad {
+            _ = error // read block by block to find which ones
+        } catch {
+            throw Failure(path: path, reason: "\(error)")
+        }
+        let blockSize = tree.volume.keys.blockSize
+        var bytes: [UInt8] = []
+        for start in stride(from: offset, to: offset + count, by: blockSize) {
+            let length = min(blockSize, offset + count - start)
+            do {
+                bytes += try tree.read(node, through: handle, offset: start, count: length) { Array($0) }
+            } catch is ContentError {
+                bytes += [UInt8](repeating: 0, count: length)
+                if let last = progress.skipped.last, last.path == path, last.range.upperBound == start {
+                    progress.skipped[progress.skipped.count - 1].range = last.range.lowerBound..<(start + length)
+                } else {
+                    progress.skipped.append((path, start..<(start + length)))
+                }
+            }
+        }
+        return bytes
+    }
+
+    private func attempt<R>(_ path: String, _ body: () throws -> R) throws -> R {
+        do {
+            return try body()
+        } catch let failure as Failure {
+            throw failure
+        } catch {
+            throw Failure(path: path, reason: "\(error)")
+        }
+    }
+
+    private func system(_ path: String, _ call: () -> Int32) throws {
+        guard call() == 0 else { throw Failure(path: path, reason: String(cString: strerror(errno))) }
+    }
+}

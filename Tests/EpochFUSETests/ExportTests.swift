@@ -1,0 +1,56 @@
+import Foundation
+import Glibc
+import Support
+import Testing
+
+/// `epochfs export`: offline, through the same tree the mount serves, the plaintext equals what
+/// the mount showed; a block that does not authenticate stops it, or with --skip-bad becomes
+/// zeros and is listed.
+@Suite(.serialized) struct ExportTests {
+    @Test func exportEqualsWhatTheMountShowsAndBadBlocksStopItOrAreSkipped() throws {
+        let volume = try MountedVolume()
+        defer { volume.destroy() }
+        let long = String(repeating: "x", count: 200)
+        let big = (0..<70_000).map { _ in UInt8.random(in: 0...255) }
+        #expect(mkdir(volume.path("d"), 0o750) == 0 && mkdir(volume.path("d/sub"), 0o700) == 0)
+        try Data(big).write(to: URL(fileURLWithPath: volume.path("d/sub/" + long)))
+        try Data((0..<10_000).map { UInt8(truncatingIfNeeded: $0) }).write(to: URL(fileURLWithPath: volume.path("d/a")))
+        #expect(chmod(volume.path("d/a"), 0o640) == 0)
+        _ = FileManager.default.createFile(atPath: volume.path("empty"), contents: Data())
+        #expect(symlink("a", volume.path("d/link")) == 0)
+        let shown = TreeSnapshot(volume.mountpoint)
+        volume.unmount()
+
+        let whole = volume.root + "/whole"
+        let exported = try volume.epochfs("export", volume.backing, "/", whole)
+        #expect(exported.status == 0, "\(exported.stderr)")
+        #expect(exported.stdout.contains("exported 3 files, 3 directories, 1 symlinks, 80000 bytes"), "\(exported.stdout)")
+        let copy = TreeSnapshot(whole)
+        #expect(copy == shown, "differs:\n\(copy.difference(from: shown))")
+        let one = volume.root + "/one"
+        #expect(try volume.epochfs("export", volume.backing, "/d/sub/" + long, one).status == 0)
+        let sameFile = FileManager.default.contents(atPath: one) == Data(big)
+        #expect(sameFile)
+
+        // Tamper with block 5 of the big file: export stops there, or skips it when told to.
+        let backingFile = try #require(FileManager.default.enumerator(atPath: volume.backing)?.compactMap { $0 as? String }.first { name in
+            !name.hasPrefix("epochfs.") && ((try? FileManager.default.attributesOfItem(atPath: volume.backing + "/" + name)[.size]) as? Int ?? 0) > 70_000
+        })
+        let fd = open(volume.backing + "/" + backingFile, O_RDWR)
+        var byte: UInt8 = 0
+        #expect(pread(fd, &byte, 1, 18 + 5 * 4130 + 100) == 1)
+        byte ^= 1
+        #expect(pwrite(fd, &byte, 1, 18 + 5 * 4130 + 100) == 1)
+        close(fd)
+        let stopped = try volume.epochfs("export", volume.backing, "/", volume.root + "/stopped")
+        #expect(stopped.status == 1)
+        #expect(stopped.stderr.contains("/d/sub/\(long): block 5"), "\(stopped.stderr)")
+        let skipped = try volume.epochfs("export", volume.backing, "/", volume.root + "/skipped", "--skip-bad")
+        #expect(skipped.status == 0, "\(skipped.stderr)")
+        #expect(skipped.stdout.contains("skipped /d/sub/\(long) bytes 20480..<24576"), "\(skipped.stdout)")
+        var expected = big
+        expected.replaceSubrange(20480..<24576, with: repeatElement(0, count: 4096))
+        let zeroed = FileManager.default.contents(atPath: volume.root + "/skipped/d/sub/" + long) == Data(expected)
+        #expect(zeroed, "the bad block is zeros, every other byte as stored")
+    }
+}
