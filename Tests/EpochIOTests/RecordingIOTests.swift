@@ -15,7 +15,7 @@ import Testing
     @Test func recordsEveryCallInOrderWithItsArgumentsAndResult() throws {
         let root = try io.open(directory.path, in: .currentDirectory, flags: O_RDONLY | O_DIRECTORY | O_CLOEXEC, mode: 0)
         let file = try io.open("a", in: root, flags: O_RDWR | O_CREAT | O_CLOEXEC, mode: 0o600)
-        #expect(try io.pwrite(file, UnsafeRawBufferPointer(start: "hello", count: 5), at: 3) == 5)
+        #expect(try Array("hello".utf8).withUnsafeBytes { try io.pwrite(file, $0, at: 3) } == 5)
         try io.fdatasync(file)
         try io.ftruncate(file, size: 4)
         try io.renameat("a", in: root, to: "b", in: root, flags: 0)

@@ -51,7 +51,8 @@ public struct Export {
             try system(path) { mkdir(destination, 0o700) }
             let handle = try attempt(path) { try tree.openDirectory(node) }
             defer { tree.close(handle) }
-            for entry in try attempt(path) { try tree.listing(of: node, through: handle) } {
+            let entries = try attempt(path) { try tree.listing(of: node, through: handle) }
+            for entry in entries {
                 let name = String(decoding: entry.name, as: UTF8.self)
                 let (child, _) = try attempt(path + "/" + name) { try tree.locate(backingName: entry.backingName, in: node) }
                 try copy(child, at: (path == "/" ? "" : path) + "/" + name, to: destination + "/" + name)
@@ -102,8 +103,8 @@ public struct Export {
                                      path: String) throws -> [UInt8] {
         do {
             return try tree.read(node, through: handle, offset: offset, count: count) { Array($0) }
-        } catch let error as ContentError where skipBad {
-            _ = error // read block by block to find which ones
+        } catch is ContentError where skipBad {
+            // Some block in it does not authenticate: read block by block to find which.
         } catch {
             throw Failure(path: path, reason: "\(error)")
         }
