@@ -123,6 +123,11 @@ extension BackingIO {
         return bytes
     }
 
+    /// Every entry of the directory at `path`, except "." and "..".
+    public func readdir(at path: String) throws -> [DirectoryEntry] {
+        try withOpened(path, in: .currentDirectory, flags: O_RDONLY | O_DIRECTORY) { try readdir($0) }
+    }
+
     /// Runs `body` with `name` in `directory` opened with `flags`, closing it afterwards.
     public func withOpened<R>(_ name: String, in directory: FileDescriptor, flags: Int32, mode: mode_t = 0,
                               _ body: (FileDescriptor) throws -> R) throws -> R {

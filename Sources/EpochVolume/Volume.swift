@@ -48,7 +48,6 @@ public enum Volume {
             try io.mkdirat(path, in: .currentDirectory, mode: 0o700)
             return
         } catch let error as SystemError where error.errno == EEXIST {}
-        let entries = try io.withOpened(path, in: .currentDirectory, flags: O_RDONLY | O_DIRECTORY) { try io.readdir($0) }
-        guard entries.isEmpty else { throw SystemError("init", path: path, errno: ENOTEMPTY) }
+        guard try io.readdir(at: path).isEmpty else { throw SystemError("init", path: path, errno: ENOTEMPTY) }
     }
 }

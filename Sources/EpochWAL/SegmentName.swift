@@ -51,9 +51,7 @@ public struct WALSegmentName: Hashable, Sendable, CustomStringConvertible {
     /// names that do not parse (`.tmp` spares, `.broken` copies, anything else), and
     /// requiring each sequence number to be exactly one more than the one before.
     public static func list(directory: String, io: any BackingIO = SystemIO()) throws(WALError) -> [WALSegmentName] {
-        let entries = try walIO(directory) {
-            try io.withOpened(directory, in: .currentDirectory, flags: O_RDONLY | O_DIRECTORY) { try io.readdir($0) }
-        }
+        let entries = try walIO(directory) { try io.readdir(at: directory) }
         var names = entries.compactMap { WALSegmentName(fileName: $0.name) }
         names.sort { $0.fileName.utf8.lexicographicallyPrecedes($1.fileName.utf8) }
         guard !names.isEmpty else { throw .noSegments(directory: directory) }

@@ -80,7 +80,7 @@ import Testing
 
     /// The backing names of the entries of `type` in the backing root.
     private func names(_ backing: String, _ type: Int) throws -> [String] {
-        try SystemIO().withOpened(backing, in: .currentDirectory, flags: O_RDONLY | O_DIRECTORY) { try SystemIO().readdir($0) }
+        try SystemIO().readdir(at: backing)
             .filter { Int($0.type) == type && !NameCodec.isInternal($0.name) }.map(\.name)
     }
 

@@ -41,10 +41,7 @@ public struct FileKeySource: KeySource {
         guard pattern.count == 2 else { return nil } // %d in a directory component: not listable
         let entries: [DirectoryEntry]
         do {
-            let io = SystemIO()
-            entries = try io.withOpened(directory.isEmpty ? "/" : directory, in: .currentDirectory, flags: O_RDONLY | O_DIRECTORY) {
-                try io.readdir($0)
-            }
+            entries = try SystemIO().readdir(at: directory.isEmpty ? "/" : directory)
         } catch let error as SystemError {
             throw KeySourceError.unavailable(epoch: 0, reason: error.description)
         }

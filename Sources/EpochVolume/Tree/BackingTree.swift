@@ -318,7 +318,7 @@ public final class BackingTree: Sendable {
 
     /// Opens the regular file (or other non-directory) `node` with `flags`; O_TRUNC empties it.
     public func open(_ node: BackingNode, flags: Int32, caller: uid_t) throws -> FileDescriptor {
-        let fd = try io.open(SystemIO.procPath(node.fd), in: .currentDirectory, flags: Self.backingFlags(flags), mode: 0)
+        let fd = try reopen(node, flags: Self.backingFlags(flags))
         guard let content = node.content else { return fd }
         do {
             if flags & O_TRUNC != 0 {
@@ -353,7 +353,7 @@ public final class BackingTree: Sendable {
     /// Sets the plaintext size, through `handle` or, for a truncate by path, a descriptor of its own.
     public func truncate(_ node: BackingNode, to size: Int, through handle: FileDescriptor?, caller: uid_t) throws {
         guard let content = node.content else { throw SystemError("truncate", path: "", errno: EINVAL) }
-        let fd = try handle ?? io.open(SystemIO.procPath(node.fd), in: .currentDirectory, flags: O_RDWR | O_CLOEXEC, mode: 0)
+        let fd = try handle ?? reopen(node, flags: O_RDWR | O_CLOEXEC)
         defer { if handle == nil { io.close(fd) } }
         try dropSetIDBits(fd, caller: caller)
         try content.truncate(fd: fd, to: size)
@@ -474,6 +474,11 @@ public final class BackingTree: Sendable {
     static func backingFlags(_ flags: Int32) -> Int32 {
         let access = flags & O_ACCMODE == O_RDONLY ? O_RDONLY : O_RDWR
         return access | (flags & (O_SYNC | O_DSYNC | epochfs_O_NOATIME)) | O_CLOEXEC
+    }
+
+    /// A readable or writable descriptor of the object `node` holds by O_PATH.
+    private func reopen(_ node: BackingNode, flags: Int32) throws -> FileDescriptor {
+        try io.open(SystemIO.procPath(node.fd), in: .currentDirectory, flags: flags, mode: 0)
     }
 
     private func content(_ node: BackingNode) throws -> FileContent {

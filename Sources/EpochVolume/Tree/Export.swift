@@ -1,4 +1,3 @@
-import Foundation
 import Glibc
 
 /// `epochfs export`: the plaintext of a file or tree of a volume, decrypted offline through
@@ -74,23 +73,19 @@ public struct Export {
     }
 
     private mutating func copyFile(_ node: BackingNode, size: Int, at path: String, to destination: String) throws {
-        let output = open(destination, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
-        guard output >= 0 else { throw Failure(path: path, reason: "create \(destination): \(String(cString: strerror(errno)))") }
-        defer { close(output) }
+        // The destination is no backing file, but the same calls write it.
+        let plain = SystemIO()
+        let output = try attempt(destination) {
+            try plain.open(destination, in: .currentDirectory, flags: O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode: 0o600)
+        }
+        defer { plain.close(output) }
         let handle = try attempt(path) { try tree.open(node, flags: O_RDONLY, caller: 0) }
         defer { tree.close(handle) }
         var offset = 0
         while offset < size {
             let count = min(Self.chunk, size - offset)
             let bytes = try readOrSkip(node, handle, at: offset, count: count, path: path)
-            try bytes.withUnsafeBytes { raw in
-                var written = 0
-                while written < raw.count {
-                    let n = Glibc.pwrite(output, raw.baseAddress! + written, raw.count - written, off_t(offset + written))
-                    guard n > 0 else { throw Failure(path: path, reason: "write \(destination): \(String(cString: strerror(errno)))") }
-                    written += n
-                }
-            }
+            try attempt(destination) { try plain.pwriteFully(output, bytes, at: offset) }
             offset += count
             progress.bytes += count
             if offset < size { report(progress) }
