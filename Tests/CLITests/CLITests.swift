@@ -175,6 +175,13 @@ struct CLI {
         #expect(try cli.info("plain")["cluster_id"] == nil)
         #expect(try cli("info", "plain").stdout.contains("cluster id    none (random raft keys)\n"))
 
+        // A passphrase on stdin: one line per epoch, as without a cluster id (that the cluster
+        // secret comes from that same line, EtcdTests' WALCommandTests shows).
+        #expect(try cli("init", "pvol", "--key-source", "passphrase:-", "--cluster-id", id, stdin: "first secret\n").status == 0)
+        let rekeyed = try cli("rekey", "pvol", "2", "--json", stdin: "first secret\nsecond secret\n")
+        #expect(rekeyed.status == 0, "\(rekeyed.stderr)")
+        #expect(rekeyed.stdout.contains(#""cluster_id":"\#(id)""#) && rekeyed.stdout.contains(#""epoch":2"#))
+
         for bad in ["", "two words", String(repeating: "c", count: 65), "caf\u{e9}"] {
             let refused = try cli("init", "bad", "--key-source", "file:keys/%d.key", "--cluster-id", bad)
             #expect(refused.status == 64, "\(bad.debugDescription)")

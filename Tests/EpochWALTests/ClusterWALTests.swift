@@ -16,13 +16,13 @@ import Testing
     struct KeyDirectory {
         let directory = TemporaryDirectory()
 
-        /// Random keys for epochs 1 and 2; epoch 1's copied from `sharingEpoch1` when given.
+        /// Random keys for epochs 1 and 2, or epoch 1's copied from `other`.
         init(sharingEpoch1 other: KeyDirectory? = nil) throws {
-            for epoch in 1...2 {
-                let key = epoch == 1 && other != nil ? readFile(other!.directory.path + "/1.key") : Array((toHex(try SecureRandom.bytes(32)) + "\n").utf8)
-                directory.write(key, to: "\(epoch).key")
-            }
+            directory.write(try other.map { readFile($0.directory.path + "/1.key") } ?? Self.randomKeyFile(), to: "1.key")
+            directory.write(try Self.randomKeyFile(), to: "2.key")
         }
+
+        static func randomKeyFile() throws -> [UInt8] { Array((toHex(try SecureRandom.bytes(32)) + "\n").utf8) }
 
         var spec: String { "file:\(directory.path)/%d.key" }
     }
@@ -92,8 +92,8 @@ import Testing
         for entry in wrapped { #expect(log.keyIDs[entry.index] == keyIDs(entry.index), "\(member), index \(entry.index)") }
     }
 
-    /// Reads the WAL through `volume`'s keys and expects the gate to stop at `index`, the first
-    /// entry under `keyID`, having delivered exactly the entries before it and nothing wrong.
+    /// Reads the WAL through `volume`'s keys and expects the gate to stop at `index` for `reason`,
+    /// having delivered exactly the entries before it, and nothing wrong.
     static func expectStops(_ wal: String, through volume: LiveVolume, at index: UInt64, plain: [RaftEntry],
                             reason: UnwrapFailure, _ member: String) {
         let (log, result) = readAll(wal, gate: gate(volume))
