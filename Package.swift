@@ -55,7 +55,7 @@ let package = Package(
         .testTarget(name: "EpochCryptoTests", dependencies: ["EpochCrypto", "Support"]),
         .testTarget(name: "EpochFormatTests", dependencies: ["EpochFormat", "Support"]),
         .testTarget(name: "EpochVolumeTests", dependencies: ["CLinux", "EpochVolume", "Support"]),
-        .testTarget(name: "EpochWALTests", dependencies: ["EpochWAL", "Support"]),
+        .testTarget(name: "EpochWALTests", dependencies: ["EpochWAL", "EpochVolume", "Support"]),
         .testTarget(name: "CLITests", dependencies: ["epochfs", "Support"]),
         .testTarget(name: "CFuse3Tests", dependencies: ["CFuse3"]),
         .testTarget(name: "EpochFUSETests", dependencies: ["epochfs", "CLinux", "EpochVolume", "Support"]),

@@ -212,6 +212,7 @@ NAME_KEY = bytes(range(64))
 DIR_IV = H("00112233445566778899aabbccddeeff")
 WRAPPING_KEY = bytes(range(0x40, 0x60))
 KEYRING_NONCE = H("b0b1b2b3b4b5b6b7b8b9babb")
+CLUSTER_ID = b"5f0c8a2e-4b1d-4c3e-9a7f-1e2d3c4b5a69"
 
 
 def primitives():
@@ -336,6 +337,36 @@ def header():
           "d88dd954315ef92b27d902c52d3c1b2c90b4f0f755030167664638ca506f2a5c")
 
 
+def cluster():
+    print("# §10.14 raft DEKs shared by a cluster (§3.7)")
+    def raft_dek(cluster_secret, epoch):
+        info = b"epochfs/v1/raft" + struct.pack(">I", epoch)
+        derived = hkdf_sha256(cluster_secret, CLUSTER_ID, info, 32)
+        assert derived == HKDF(algorithm=hashes.SHA256(), length=32, salt=CLUSTER_ID, info=info).derive(cluster_secret)
+        return derived
+    raft_7 = raft_dek(WRAPPING_KEY, 7)
+    check("raft_DEK[7], kdf 0 (cluster secret = wrapping_key)", raft_7,
+          "f00b2d376bca9884835d41643166babfe89b907da098dbba8802396c6609026a")
+    check("raft_DEK[8], kdf 0 (same secret)", raft_dek(WRAPPING_KEY, 8),
+          "fb950ed92945dafd035149f7c48a1379a79ff93c3ef056130cc24c34d2fe3406")
+    salt = b"epochfs/v1/raft" + CLUSTER_ID
+    secret = hashlib.scrypt(b"correct horse", salt=salt, n=1 << 16, r=8, p=1, maxmem=80 << 20, dklen=32)
+    assert secret == Scrypt(salt=salt, length=32, n=1 << 16, r=8, p=1).derive(b"correct horse")
+    check("cluster secret, kdf 1 (correct horse, N=2^16, r=8, p=1)", secret,
+          "604c75d6cba3dc5e7ba5032e9cc1067bc9b8c9088d15925b16985d6e78e2665e")
+    check("raft_DEK[7], kdf 1", raft_dek(secret, 7),
+          "424ca4d5da31fdb531dd4d84c2e73076bca6e9b28fa0dd3a7c2aeb21323d12f5")
+    keyring = (b"\x02" + NAME_KEY + bytes([len(CLUSTER_ID)]) + CLUSTER_ID + struct.pack(">H", 1)
+               + struct.pack(">IB", KEY_ID, 1) + STORAGE_DEK + raft_7)
+    check("keyring, version 2", keyring,
+          "02000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e"
+          "1f202122232425262728292a2b2c2d2e2f303132333435363738393a3b3c3d3e"
+          "3f2435663063386132652d346231642d346333652d396137662d316532643363"
+          "34623561363900010000000701000102030405060708090a0b0c0d0e0f101112"
+          "131415161718191a1b1c1d1e1ff00b2d376bca9884835d41643166babfe89b90"
+          "7da098dbba8802396c6609026a")
+
+
 def content():
     print("# §10.12 content sizes, B = 4096")
     def backing_size(p, b=4096):
@@ -377,6 +408,7 @@ if __name__ == "__main__":
     envelopes()
     names()
     header()
+    cluster()
     content()
     wal()
     if FAILURES:

@@ -29,16 +29,24 @@ public struct EpochKeys: Sendable {
 /// The volume's secrets: the name key (fixed for the volume's life, like ZFS's master key) and
 /// per epoch a storage DEK and a raft DEK. Sealed under the wrapping key of the current epoch
 /// inside the header; see docs/FORMAT.md §3.3.
+///
+/// A volume made without a cluster id draws each raft DEK at random. With one (a member of a raft
+/// cluster), each new epoch's raft DEK is derived from the cluster secret its key source yields
+/// (docs/FORMAT.md §3.7), so every member holds the same one.
 public struct Keyring: Sendable {
+    /// Version 1: no cluster id, random raft DEKs. Version 2: a cluster id, derived raft DEKs.
     public static let formatVersion: UInt8 = 1
+    public static let clusterFormatVersion: UInt8 = 2
     public static let dekSize = 32
     public static let nameKeySize = AESSIVKey.keySize
 
     public let nameKey: SecretBytes
+    /// Set at `init` and kept for the volume's life; nil on a volume that is no cluster member.
+    public let clusterID: ClusterID?
     /// Ascending by epoch; the last entry is the only active one.
     public let epochs: [EpochKeys]
 
-    init(nameKey: SecretBytes, epochs: [EpochKeys]) throws(FormatError) {
+    init(nameKey: SecretBytes, clusterID: ClusterID?, epochs: [EpochKeys]) throws(FormatError) {
         guard nameKey.count == Self.nameKeySize else {
             throw FormatError.invalid(what: "keyring", reason: "name key is \(nameKey.count) bytes")
         }
@@ -57,27 +65,32 @@ public struct Keyring: Sendable {
             }
         }
         self.nameKey = nameKey
+        self.clusterID = clusterID
         self.epochs = epochs
     }
 
-    /// A new keyring for a new volume: a fresh name key and fresh DEKs for `epoch`.
-    public static func create(epoch: UInt32) throws -> Keyring {
-        try Keyring(nameKey: try SecretBytes.random(count: nameKeySize), epochs: [try freshKeys(epoch: epoch)])
+    /// A new keyring for a new volume: a fresh name key and fresh DEKs for `epoch`, its raft
+    /// DEK derived from `clusterSecret` when the volume is a member of `clusterID`.
+    public static func create(epoch: UInt32, clusterID: ClusterID? = nil, clusterSecret: SecretBytes? = nil) throws -> Keyring {
+        try Keyring(nameKey: try SecretBytes.random(count: nameKeySize), clusterID: clusterID,
+                    epochs: [try newKeys(epoch: epoch, clusterID: clusterID, clusterSecret: clusterSecret)])
     }
 
     public var activeEpoch: UInt32 { epochs.last!.epoch }
     public var active: EpochKeys { epochs.last! }
 
-    /// The change-key step: `epoch` (above the active one) becomes active with fresh DEKs and
-    /// every older epoch that still has keys becomes read-only.
-    public func adding(epoch: UInt32) throws -> Keyring {
+    /// The change-key step: `epoch` (above the active one) becomes active with new DEKs and
+    /// every older epoch that still has keys becomes read-only. A cluster member's new raft DEK
+    /// is derived from `clusterSecret`, the secret its key source yields for `epoch`.
+    public func adding(epoch: UInt32, clusterSecret: SecretBytes? = nil) throws -> Keyring {
         precondition(epoch > activeEpoch, "a new epoch must be above the active one")
         let demoted = epochs.map { entry in
             entry.state == .active
                 ? EpochKeys(epoch: entry.epoch, state: .readOnly, storageDEK: entry.storageDEK, raftDEK: entry.raftDEK)
                 : entry
         }
-        return try Keyring(nameKey: nameKey, epochs: demoted + [try Self.freshKeys(epoch: epoch)])
+        return try Keyring(nameKey: nameKey, clusterID: clusterID,
+                           epochs: demoted + [try Self.newKeys(epoch: epoch, clusterID: clusterID, clusterSecret: clusterSecret)])
     }
 
     public func keys(for epoch: UInt32) throws(EnvelopeError) -> EpochKeys {
@@ -86,17 +99,23 @@ public struct Keyring: Sendable {
         return entry
     }
 
-    private static func freshKeys(epoch: UInt32) throws -> EpochKeys {
-        EpochKeys(epoch: epoch, state: .active,
-                  storageDEK: try SecretBytes.random(count: dekSize), raftDEK: try SecretBytes.random(count: dekSize))
+    /// A random storage DEK; the raft DEK random too, or derived on a cluster member.
+    private static func newKeys(epoch: UInt32, clusterID: ClusterID?, clusterSecret: SecretBytes?) throws -> EpochKeys {
+        precondition((clusterID == nil) == (clusterSecret == nil), "a cluster member's raft DEK needs its cluster secret, and only it")
+        let raftDEK = try clusterID.map { try $0.raftDEK(clusterSecret: clusterSecret!, epoch: epoch) }
+            ?? SecretBytes.random(count: dekSize)
+        return EpochKeys(epoch: epoch, state: .active, storageDEK: try SecretBytes.random(count: dekSize), raftDEK: raftDEK)
     }
 
     // MARK: Encoding
 
-    /// `version(1) ‖ name_key(64) ‖ count(BE16) ‖ count × (epoch(BE32) ‖ state(1) ‖ [storage_dek(32) ‖ raft_dek(32)])`,
-    /// the DEKs present unless the state is retired.
+    /// `version(1) ‖ name_key(64) ‖ [cluster_id_length(1) ‖ cluster_id] ‖ count(BE16) ‖
+    /// count × (epoch(BE32) ‖ state(1) ‖ [storage_dek(32) ‖ raft_dek(32)])`, the cluster id
+    /// present in version 2 only, the DEKs unless the state is retired.
     public func encoded() -> SecretBytes {
-        let size = 1 + Self.nameKeySize + 2 + epochs.reduce(0) { $0 + 5 + ($1.state == .retired ? 0 : 2 * Self.dekSize) }
+        let clusterSize = clusterID.map { 1 + $0.bytes.count } ?? 0
+        let size = 1 + Self.nameKeySize + clusterSize + 2
+            + epochs.reduce(0) { $0 + 5 + ($1.state == .retired ? 0 : 2 * Self.dekSize) }
         return SecretBytes(count: size) { out in
             var offset = 0
             func put(_ bytes: UnsafeRawBufferPointer) {
@@ -104,8 +123,12 @@ public struct Keyring: Sendable {
                 offset += bytes.count
             }
             func put<T: FixedWidthInteger>(integer: T) { withUnsafeBytes(of: integer.bigEndian) { put($0) } }
-            put(integer: Self.formatVersion)
+            put(integer: clusterID == nil ? Self.formatVersion : Self.clusterFormatVersion)
             nameKey.withUnsafeBytes { put($0) }
+            if let clusterID {
+                put(integer: UInt8(clusterID.bytes.count))
+                clusterID.bytes.withUnsafeBytes { put($0) }
+            }
             put(integer: UInt16(epochs.count))
             for entry in epochs {
                 put(integer: entry.epoch)
@@ -131,10 +154,14 @@ public struct Keyring: Sendable {
                 try take(MemoryLayout<T>.size).reduce(T(0)) { ($0 << 8) | T($1) }
             }
             let version = try integer(UInt8.self)
-            guard version == formatVersion else {
+            guard version == formatVersion || version == clusterFormatVersion else {
                 throw FormatError.invalid(what: "keyring", reason: "unsupported version \(version)")
             }
             let nameKey = SecretBytes(copying: try take(nameKeySize))
+            var clusterID: ClusterID?
+            if version == clusterFormatVersion {
+                clusterID = try ClusterID(bytes: Array(try take(Int(try integer(UInt8.self)))))
+            }
             let count = try integer(UInt16.self)
             var epochs: [EpochKeys] = []
             for _ in 0..<count {
@@ -150,7 +177,7 @@ public struct Keyring: Sendable {
             guard offset == raw.count else {
                 throw FormatError.invalid(what: "keyring", reason: "\(raw.count - offset) trailing bytes")
             }
-            return try Keyring(nameKey: nameKey, epochs: epochs)
+            return try Keyring(nameKey: nameKey, clusterID: clusterID, epochs: epochs)
         }
     }
 }

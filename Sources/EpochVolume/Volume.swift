@@ -4,13 +4,14 @@ import Glibc
 
 /// Entry points the CLI uses to create a volume and to open its header.
 public enum Volume {
-    /// Creates a volume in `backing`, which must be empty or not exist yet.
+    /// Creates a volume in `backing`, which must be empty or not exist yet; a member of the raft
+    /// cluster `clusterID` when one is given.
     public static func create(backing: String, keySource spec: String, epoch: UInt32, blockSize: UInt32,
-                              io: any BackingIO = SystemIO()) throws -> VolumeHeader {
+                              clusterID: ClusterID? = nil, io: any BackingIO = SystemIO()) throws -> VolumeHeader {
         let source = try KeySourceSpec.parse(spec)
         try prepareEmptyDirectory(backing, io: io)
         let header = try HeaderJournal(store: try FileHeaderStore(creatingIn: backing, io: io), source: source)
-            .create(epoch: epoch, blockSize: blockSize)
+            .create(epoch: epoch, blockSize: blockSize, clusterID: clusterID)
         try io.withOpened(backing, in: .currentDirectory, flags: O_RDONLY | O_DIRECTORY) { try DirectoryIV.createDurably(in: $0, io: io) }
         return header
     }

@@ -28,6 +28,8 @@ public struct VolumeStatus: Codable, Equatable, Sendable {
     public let raftCutover: UInt64
     public let keySource: String
     public let keyDerivation: String
+    /// The raft cluster the volume is a member of (its raft DEKs are derived), or nil.
+    public let clusterID: String?
     public let keyring: [EpochState]
     /// Mount only: counters since mount and the last control error (nil when none).
     public let counters: Counters?
@@ -43,6 +45,7 @@ public struct VolumeStatus: Codable, Equatable, Sendable {
         raftCutover = header.slot.raftCutover
         keySource = header.slot.keySource
         keyDerivation = header.slot.keyDerivation == .direct ? "direct" : "scrypt"
+        clusterID = header.keyring.clusterID?.description
         keyring = header.keyring.epochs.map { EpochState(epoch: $0.epoch, state: $0.state.description) }
         self.counters = counters.map {
             Counters(blocksRead: $0.blocksRead.load(ordering: .relaxed), blocksWritten: $0.blocksWritten.load(ordering: .relaxed),
@@ -55,6 +58,7 @@ public struct VolumeStatus: Codable, Equatable, Sendable {
     enum CodingKeys: String, CodingKey {
         case volumeID = "volume_id", epoch, sequence, headerSlot = "header_slot", blockSize = "block_size"
         case raftCutover = "raft_cutover", keySource = "key_source", keyDerivation = "key_derivation", keyring
+        case clusterID = "cluster_id"
         case counters, lastError = "last_error", reencryption
     }
 
@@ -69,6 +73,7 @@ public struct VolumeStatus: Codable, Equatable, Sendable {
         raftCutover = try container.decode(UInt64.self, forKey: .raftCutover)
         keySource = try container.decode(String.self, forKey: .keySource)
         keyDerivation = try container.decode(String.self, forKey: .keyDerivation)
+        clusterID = try container.decodeIfPresent(String.self, forKey: .clusterID)
         keyring = try container.decode([EpochState].self, forKey: .keyring)
         counters = try container.decodeIfPresent(Counters.self, forKey: .counters)
         lastError = try container.decodeIfPresent(String.self, forKey: .lastError)
@@ -85,6 +90,8 @@ public struct VolumeStatus: Codable, Equatable, Sendable {
         try container.encode(raftCutover, forKey: .raftCutover)
         try container.encode(keySource, forKey: .keySource)
         try container.encode(keyDerivation, forKey: .keyDerivation)
+        // Only on a cluster member, so that every other volume's JSON stays as it was.
+        try container.encodeIfPresent(clusterID, forKey: .clusterID)
         try container.encode(keyring, forKey: .keyring)
         guard isMounted else { return }
         try container.encode(counters, forKey: .counters)

@@ -1,4 +1,5 @@
 import ArgumentParser
+import EpochFormat
 import EpochVolume
 import Foundation
 
@@ -24,6 +25,12 @@ struct Init: ParsableCommand {
     @Option(help: "Plaintext bytes per block: a power of two from 512 to 1048576.")
     var blockSize: UInt32 = 4096
 
+    @Option(help: ArgumentHelp(
+        "Make the volume a member of raft cluster ID: every member created with the same ID and key source "
+            + "derives the same raft key for each epoch (1 to 64 printable ASCII characters, no spaces).",
+        valueName: "ID"))
+    var clusterID: String?
+
     @Flag(help: "Print the result as one JSON object.")
     var json = false
 
@@ -32,12 +39,16 @@ struct Init: ParsableCommand {
         guard blockSize >= 512, blockSize <= 1 << 20, blockSize & (blockSize - 1) == 0 else {
             throw ValidationError("--block-size must be a power of two from 512 to 1048576")
         }
+        if let clusterID {
+            do { _ = try ClusterID(clusterID) } catch { throw ValidationError("--cluster-id: \(error)") }
+        }
     }
 
     func run() throws {
         bootstrapLogging(verbose: false)
         try runReportingErrors {
-            let header = try Volume.create(backing: backing, keySource: keySource, epoch: epoch, blockSize: blockSize)
+            let header = try Volume.create(backing: backing, keySource: keySource, epoch: epoch, blockSize: blockSize,
+                                           clusterID: try clusterID.map { try ClusterID($0) })
             try printHeader(header, json: json)
         }
     }
@@ -127,6 +138,7 @@ func printHeader(_ header: VolumeHeader, json: Bool) throws {
         block size    \(status.blockSize)
         raft cutover  \(cutover)
         key source    \(status.keySource) (\(status.keyDerivation))
+        cluster id    \(status.clusterID ?? "none (random raft keys)")
         keyring       \(status.keyring.map { "\($0.epoch) \($0.state)" }.joined(separator: ", "))
         """)
 }

@@ -158,6 +158,38 @@ struct CLI {
         #expect(try cli.info()["epoch"] as? Int == 1)
     }
 
+    /// `init --cluster-id` names the raft cluster (docs/FORMAT.md §3.7); `info` shows it, and
+    /// a volume made without one shows none. Bad ids are usage errors that create nothing.
+    @Test func clusterIDAtInit() throws {
+        let cli = try CLI()
+        defer { cli.remove() }
+        let id = "5f0c8a2e-4b1d-4c3e-9a7f-1e2d3c4b5a69"
+        let created = try cli("init", "vol", "--key-source", "file:keys/%d.key", "--cluster-id", id)
+        #expect(created.status == 0, "\(created.stderr)")
+        #expect(created.stdout.contains("cluster id    \(id)"))
+        #expect(try cli("rekey", "vol", "2").status == 0)
+        #expect(try cli.info()["cluster_id"] as? String == id)
+        #expect(try cli("info", "vol").stdout.contains("cluster id    \(id)\n"))
+
+        #expect(try cli("init", "plain", "--key-source", "file:keys/%d.key").status == 0)
+        #expect(try cli.info("plain")["cluster_id"] == nil)
+        #expect(try cli("info", "plain").stdout.contains("cluster id    none (random raft keys)\n"))
+
+        // A passphrase on stdin: one line per epoch, as without a cluster id (that the cluster
+        // secret comes from that same line, EtcdTests' WALCommandTests shows).
+        #expect(try cli("init", "pvol", "--key-source", "passphrase:-", "--cluster-id", id, stdin: "first secret\n").status == 0)
+        let rekeyed = try cli("rekey", "pvol", "2", "--json", stdin: "first secret\nsecond secret\n")
+        #expect(rekeyed.status == 0, "\(rekeyed.stderr)")
+        #expect(rekeyed.stdout.contains(#""cluster_id":"\#(id)""#) && rekeyed.stdout.contains(#""epoch":2"#))
+
+        for bad in ["", "two words", String(repeating: "c", count: 65), "caf\u{e9}"] {
+            let refused = try cli("init", "bad", "--key-source", "file:keys/%d.key", "--cluster-id", bad)
+            #expect(refused.status == 64, "\(bad.debugDescription)")
+            #expect(refused.stderr.contains("--cluster-id"), "\(refused.stderr)")
+            #expect(!FileManager.default.fileExists(atPath: cli.directory + "/bad"))
+        }
+    }
+
     @Test func usageErrors() throws {
         let cli = try CLI()
         defer { cli.remove() }

@@ -61,6 +61,79 @@ func handEncodedKeyring() -> [UInt8] {
     }
 }
 
+/// docs/FORMAT.md §10.14: the cluster id, and the wrapping key of §10.1 as the cluster secret.
+enum ClusterVectors {
+    static let clusterID = try! ClusterID("5f0c8a2e-4b1d-4c3e-9a7f-1e2d3c4b5a69")
+    static let wrappingKey = SecretBytes(copying: Array(0x40...0x5f))
+    static let raftDEK7 = hex("f00b2d376bca9884835d41643166babfe89b907da098dbba8802396c6609026a")
+    static let raftDEK8 = hex("fb950ed92945dafd035149f7c48a1379a79ff93c3ef056130cc24c34d2fe3406")
+    static let keyring = hex("02") + Array(0...0x3f) + [36] + Array("5f0c8a2e-4b1d-4c3e-9a7f-1e2d3c4b5a69".utf8)
+        + hex("00010000000701") + Array(0...0x1f) + raftDEK7
+}
+
+func bytes(_ secret: SecretBytes?) -> [UInt8]? { secret?.withUnsafeBytes { Array($0) } }
+
+@Suite struct ClusterKeyringTests {
+    @Test func raftDEKsMatchTheVectors() throws {
+        let id = ClusterVectors.clusterID
+        #expect(bytes(try id.raftDEK(clusterSecret: ClusterVectors.wrappingKey, epoch: 7)) == ClusterVectors.raftDEK7)
+        #expect(bytes(try id.raftDEK(clusterSecret: ClusterVectors.wrappingKey, epoch: 8)) == ClusterVectors.raftDEK8)
+        // The cluster id is the salt: another id, same secret and epoch, another key.
+        let other = try ClusterID("5f0c8a2e-4b1d-4c3e-9a7f-1e2d3c4b5a6A")
+        #expect(bytes(try other.raftDEK(clusterSecret: ClusterVectors.wrappingKey, epoch: 7)) != ClusterVectors.raftDEK7)
+    }
+
+    /// The version 2 layout of FORMAT §3.3, byte for byte, both ways.
+    @Test func decodesAndEncodesTheDocumentedLayout() throws {
+        let keyring = try Keyring.decode(SecretBytes(copying: ClusterVectors.keyring))
+        #expect(keyring.clusterID == ClusterVectors.clusterID)
+        #expect(keyring.epochs.map(\.epoch) == [7])
+        #expect(bytes(keyring.active.raftDEK) == ClusterVectors.raftDEK7)
+        #expect(bytes(keyring.encoded()) == ClusterVectors.keyring)
+        // A volume without a cluster id keeps version 1.
+        let plain = try Keyring.decode(SecretBytes(copying: handEncodedKeyring()))
+        #expect(plain.clusterID == nil)
+        #expect(bytes(plain.encoded())?.first == 1)
+    }
+
+    /// Created and rekeyed, a cluster member's raft DEKs are the derived ones and its storage
+    /// DEKs random; a member made with the same secrets gets the same raft DEKs.
+    @Test func createAndAddDeriveTheRaftDEK() throws {
+        let secret8 = try SecretBytes.random(count: 32)
+        let members = try (0..<2).map { _ in
+            try Keyring.create(epoch: 7, clusterID: ClusterVectors.clusterID, clusterSecret: ClusterVectors.wrappingKey)
+                .adding(epoch: 8, clusterSecret: secret8)
+        }
+        for member in members {
+            #expect(member.clusterID == ClusterVectors.clusterID)
+            #expect(bytes(member.epochs[0].raftDEK) == ClusterVectors.raftDEK7)
+            #expect(bytes(member.epochs[1].raftDEK) == bytes(try ClusterVectors.clusterID.raftDEK(clusterSecret: secret8, epoch: 8)))
+            #expect(try Keyring.decode(member.encoded()).clusterID == ClusterVectors.clusterID)
+        }
+        #expect(!members[0].epochs[1].storageDEK!.isEqual(to: members[1].epochs[1].storageDEK!))
+        #expect(!members[0].nameKey.isEqual(to: members[1].nameKey))
+    }
+
+    @Test func rejectsBadClusterIDs() throws {
+        for name in ["", String(repeating: "c", count: 65), "with space", "tab\there", "caf\u{e9}", "del\u{7f}"] {
+            #expect(throws: FormatError.self, "\(name.debugDescription)") { try ClusterID(name) }
+        }
+        #expect(try ClusterID(String(repeating: "c", count: 64)).bytes.count == 64)
+        let lengthOffset = 1 + 64
+        var empty = ClusterVectors.keyring
+        empty[lengthOffset] = 0
+        var long = ClusterVectors.keyring
+        long[lengthOffset] = 65
+        var space = ClusterVectors.keyring
+        space[lengthOffset + 1] = 0x20
+        var version3 = ClusterVectors.keyring
+        version3[0] = 3
+        for malformed in [empty, long, space, version3, Array(ClusterVectors.keyring.prefix(lengthOffset + 10))] {
+            #expect(throws: FormatError.self) { try Keyring.decode(SecretBytes(copying: malformed)) }
+        }
+    }
+}
+
 @Suite struct HeaderSlotTests {
     func sealedSlot(epoch: UInt32 = 4, key: SecretBytes) throws -> HeaderSlot {
         var slot = HeaderSlot(volumeID: Vectors.volumeID, sequence: 12, epoch: epoch, blockSize: 4096, raftCutover: 99,

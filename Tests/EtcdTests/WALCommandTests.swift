@@ -214,6 +214,39 @@ private func epochfs(_ arguments: [String]) throws -> CommandResult {
         #expect(!dump.stdout.isEmpty)
     }
 
+    /// Cluster members made by `epochfs init --cluster-id` (docs/FORMAT.md §3.7), one reading
+    /// its passphrases from stdin and one from files, rekeyed by `epochfs rekey`: `wal verify`
+    /// on one opens what the other's raft key sealed; a volume without the cluster id does not.
+    @Test func clusterMembersOpenEachOthersEntries() throws {
+        let directory = TemporaryDirectory()
+        directory.write(Array("correct horse\n".utf8), to: "pass1")
+        directory.write(Array("battery staple\n".utf8), to: "pass2")
+        let files = "passphrase:\(directory.path)/pass%d"
+        let cluster = ["--cluster-id", "etcd-prod-7"]
+        let (stdinMember, fileMember, outsider) = (directory.path + "/a", directory.path + "/b", directory.path + "/c")
+        for (arguments, stdin) in [(["init", stdinMember, "--key-source", "passphrase:-"] + cluster, "correct horse\n"),
+                                   (["rekey", stdinMember, "2"], "correct horse\nbattery staple\n"),
+                                   (["init", fileMember, "--key-source", files] + cluster, ""),
+                                   (["rekey", fileMember, "2"], ""),
+                                   (["init", outsider, "--key-source", files], ""),
+                                   (["rekey", outsider, "2"], "")] {
+            let result = try runBounded([epochfsPath] + arguments, stdin: stdin, seconds: 60)
+            #expect(result.status == 0, "\(arguments): \(result.stderr)")
+        }
+        for backing in [fileMember, outsider] { _ = try Volume.journal(backing: backing).setRaftCutover(WrappedLog.cutover) }
+        let leader = try Volume.journal(backing: stdinMember, keySourceOverride: files).open()
+        let raftDEK = try #require(leader.keyring.active.raftDEK)
+        let log = try WrappedLog(in: directory, wrapper: try RaftPayloadWrapper(keyID: 2, raftDEK: AESGCMKey(raftDEK)))
+
+        let verify = try epochfs(["wal", "verify", log.walDirectory, "--backing", fileMember])
+        #expect(verify.status == 0, "\(verify.stderr)")
+        #expect(verify.stdout.contains("unwrapped   \(WrappedLog.lastIndex - 6) (cutover 5, layout proposal)"), "\(verify.stdout)")
+        let stranger = try epochfs(["wal", "verify", log.walDirectory, "--backing", outsider])
+        #expect(stranger.status == 1)
+        #expect(stranger.stderr.contains("entry index 7 above the cutover did not open: envelope under key id 2 failed authentication"),
+                "\(stranger.stderr)")
+    }
+
     @Test func usageErrors() throws {
         let directory = TemporaryDirectory()
         let wal = directory.path + "/wal"

@@ -73,14 +73,16 @@ public final class HeaderJournal: Sendable {
         self.maxRecoveryTrials = maxRecoveryTrials
     }
 
-    /// Writes the first header of a new volume (slot A, sequence 1) and makes it durable.
-    public func create(epoch: UInt32, blockSize: UInt32, volumeID: VolumeID? = nil) throws -> VolumeHeader {
+    /// Writes the first header of a new volume (slot A, sequence 1) and makes it durable. A
+    /// volume made with `clusterID` derives every epoch's raft DEK (docs/FORMAT.md §3.7).
+    public func create(epoch: UInt32, blockSize: UInt32, volumeID: VolumeID? = nil, clusterID: ClusterID? = nil) throws -> VolumeHeader {
         guard epoch != 0 else { throw JournalError.reservedEpoch }
         let derivation = try source.keyDerivationForNewEpoch()
-        let key = try source.wrappingKey(epoch: epoch, derivation: derivation)
+        let secrets = try source.epochSecrets(epoch: epoch, derivation: derivation, clusterID: clusterID)
         let slot = HeaderSlot(volumeID: try volumeID ?? .random(), sequence: 0, epoch: epoch, blockSize: blockSize,
                               raftCutover: .max, keyDerivation: derivation, keySource: source.spec)
-        return try commit(slot, keyring: try Keyring.create(epoch: epoch), wrappingKey: key, replacing: nil)
+        let keyring = try Keyring.create(epoch: epoch, clusterID: clusterID, clusterSecret: secrets.clusterSecret)
+        return try commit(slot, keyring: keyring, wrappingKey: secrets.wrappingKey, replacing: nil)
     }
 
     /// Opens the newest valid slot, failing closed if it does not open. When its epoch is not
@@ -90,7 +92,8 @@ public final class HeaderJournal: Sendable {
     }
 
     /// The change-key: refuse a lower epoch, do nothing at the current one, otherwise add
-    /// fresh DEKs for `epoch`, reseal the keyring under its wrapping key and commit.
+    /// new DEKs for `epoch` (a cluster member's raft DEK derived from the epoch's cluster
+    /// secret), reseal the keyring under its wrapping key and commit.
     public func rekey(to epoch: UInt32) throws -> RekeyResult {
         try withCommitLock {
             let current = try openCurrent()
@@ -98,12 +101,12 @@ public final class HeaderJournal: Sendable {
             if epoch < from { throw JournalError.epochBelowCurrent(current: from, requested: epoch) }
             if epoch == from { return .alreadyAtEpoch(current.header) }
             let derivation = try source.keyDerivationForNewEpoch()
-            let key = try source.wrappingKey(epoch: epoch, derivation: derivation)
+            let secrets = try source.epochSecrets(epoch: epoch, derivation: derivation, clusterID: current.header.keyring.clusterID)
             var slot = current.header.slot
             slot.epoch = epoch
             slot.keyDerivation = derivation
-            let header = try commit(slot, keyring: try current.header.keyring.adding(epoch: epoch), wrappingKey: key,
-                                    replacing: current.header)
+            let keyring = try current.header.keyring.adding(epoch: epoch, clusterSecret: secrets.clusterSecret)
+            let header = try commit(slot, keyring: keyring, wrappingKey: secrets.wrappingKey, replacing: current.header)
             logger.info("rekeyed", metadata: ["from": "\(from)", "to": "\(epoch)", "sequence": "\(header.sequence)"])
             return .rekeyed(from: from, header)
         }

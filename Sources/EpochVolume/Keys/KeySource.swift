@@ -34,6 +34,15 @@ private func printable(_ text: String) -> String {
     String(text.unicodeScalars.map { $0.properties.generalCategory == .control ? "?" : Character($0) })
 }
 
+/// What a key source yields for an epoch, from one request (a passphrase on stdin is read
+/// once): the wrapping key and, on a cluster member sealing a new epoch, its cluster secret.
+public struct EpochSecrets: Sendable {
+    public let wrappingKey: SecretBytes
+    /// The secret every member with the same key source gets for this epoch, from which the
+    /// epoch's raft DEK is derived (docs/FORMAT.md §3.7); nil when the volume has no cluster id.
+    public let clusterSecret: SecretBytes?
+}
+
 /// Yields the 32-byte wrapping key of an epoch (docs/FORMAT.md §4).
 public protocol KeySource: Sendable {
     /// The canonical spec, remembered in the volume header so later commands need only BACKING.
@@ -41,6 +50,8 @@ public protocol KeySource: Sendable {
     /// How a new epoch's wrapping key will be derived (a fresh scrypt salt for passphrases).
     func keyDerivationForNewEpoch() throws -> KeyDerivation
     func wrappingKey(epoch: UInt32, derivation: KeyDerivation) throws -> SecretBytes
+    /// The wrapping key of `epoch` and, when `clusterID` is set, its cluster secret.
+    func epochSecrets(epoch: UInt32, derivation: KeyDerivation, clusterID: ClusterID?) throws -> EpochSecrets
     /// Epochs this source can name, newest first, for trial recovery; nil when it cannot list them.
     func candidateEpochs() throws -> [UInt32]?
 }
@@ -119,6 +130,13 @@ func decodeWrappingKey(_ raw: SecretBytes, epoch: UInt32) throws -> SecretBytes 
 }
 
 extension KeySource {
+    /// Key files and commands: the key the source yields is the wrapping key and the cluster
+    /// secret both, the same on every member that reads the same file or runs the same command.
+    public func epochSecrets(epoch: UInt32, derivation: KeyDerivation, clusterID: ClusterID?) throws -> EpochSecrets {
+        let key = try wrappingKey(epoch: epoch, derivation: derivation)
+        return EpochSecrets(wrappingKey: key, clusterSecret: clusterID == nil ? nil : key)
+    }
+
     /// Key files and commands hand out the wrapping key itself.
     func requireDirect(_ derivation: KeyDerivation) throws {
         guard derivation == .direct else {

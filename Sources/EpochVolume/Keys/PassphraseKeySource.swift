@@ -21,12 +21,20 @@ public struct PassphraseKeySource: KeySource {
     public func keyDerivationForNewEpoch() throws -> KeyDerivation { try .freshScrypt(parameters) }
 
     public func wrappingKey(epoch: UInt32, derivation: KeyDerivation) throws -> SecretBytes {
+        try epochSecrets(epoch: epoch, derivation: derivation, clusterID: nil).wrappingKey
+    }
+
+    /// The passphrase is read once; the wrapping key is scrypt with the slot's random salt, the
+    /// cluster secret scrypt with the cluster's fixed salt, so that members agree on it.
+    public func epochSecrets(epoch: UInt32, derivation: KeyDerivation, clusterID: ClusterID?) throws -> EpochSecrets {
         guard case let .scrypt(parameters, salt) = derivation else {
             throw KeySourceError.wrongDerivation(spec: spec, reason: "the volume was set up with a key file or command")
         }
         let passphrase = try readPassphrase(epoch: epoch)
         guard passphrase.count > 0 else { throw KeySourceError.badKeyMaterial(epoch: epoch, reason: "empty passphrase") }
-        return try parameters.derive(passphrase: passphrase, salt: salt, count: Keyring.dekSize)
+        return EpochSecrets(
+            wrappingKey: try parameters.derive(passphrase: passphrase, salt: salt, count: Keyring.dekSize),
+            clusterSecret: try clusterID.map { try parameters.derive(passphrase: passphrase, salt: $0.passphraseSalt, count: Keyring.dekSize) })
     }
 
     public func candidateEpochs() throws -> [UInt32]? {
