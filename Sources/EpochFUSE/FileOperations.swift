@@ -109,8 +109,8 @@ extension Operations {
 
     static func fsync(_ request: fuse_req_t?, _ node: fuse_ino_t, _ dataOnly: Int32, _ file: UnsafeMutablePointer<fuse_file_info>?) {
         replying(request, "fsync") { fs, request in
-            _ = try fs.backing(node, orFail: EINVAL)
-            try fs.tree.sync(Handle.fd(file!.pointee.fh), dataOnly: dataOnly != 0)
+            let backing = try fs.backing(node, orFail: EINVAL)
+            try fs.tree.sync(Handle.fd(file!.pointee.fh), of: backing, dataOnly: dataOnly != 0)
             request.replyOK()
         }
     }
@@ -219,7 +219,7 @@ extension Operations {
 
     static func fsyncdir(_ request: fuse_req_t?, _ node: fuse_ino_t, _ dataOnly: Int32, _ file: UnsafeMutablePointer<fuse_file_info>?) {
         replying(request, "fsyncdir") { fs, request in
-            if let handle = DirectoryListing.of(file!).handle { try fs.tree.sync(handle, dataOnly: false) }
+            if let handle = DirectoryListing.of(file!).handle { try fs.tree.sync(handle, of: try fs.backing(node, orFail: EINVAL), dataOnly: false) }
             request.replyOK()
         }
     }

@@ -23,6 +23,7 @@ public enum MountSession {
         // narrow it again (a new file asked as 0642 stays 0642).
         umask(0)
         let volume = try LiveVolume(backing: backing, journal: journal)
+        try volume.requireCurrentFormat()
         let frontend = try Frontend(volume: volume)
         let logger = Logger(label: "epochfs.mount")
 

@@ -43,7 +43,10 @@ public enum HeaderSlotError: Error, Equatable, Sendable, CustomStringConvertible
 public struct HeaderSlot: Equatable, Sendable {
     public static let size = 65_536
     public static let magic = Array("EPOCHFS\u{1}".utf8)
-    public static let formatVersion: UInt16 = 1
+    /// Format 2 stores file content with shadow slots (docs/FORMAT.md §6); format 1 volumes
+    /// are still read (export, info) but not mounted.
+    public static let formatVersion: UInt16 = 2
+    public static let supportedFormatVersions: ClosedRange<UInt16> = 1...2
     public static let maxKeySourceLength = 1024
     /// Bytes 0..<1124 are the clear fields, all of them the AAD of the sealed keyring.
     public static let clearSize = 1124
@@ -52,6 +55,8 @@ public struct HeaderSlot: Equatable, Sendable {
     /// Epoch value meaning "not recorded": the open path then recovers it by trial decryption.
     public static let unrecordedEpoch: UInt32 = 0
 
+    /// The format version the volume was created with; a commit keeps it.
+    public var formatVersion: UInt16
     public var volumeID: VolumeID
     public var sequence: UInt64
     public var epoch: UInt32
@@ -64,7 +69,8 @@ public struct HeaderSlot: Equatable, Sendable {
     public var sealedKeyring: [UInt8]
 
     public init(volumeID: VolumeID, sequence: UInt64, epoch: UInt32, blockSize: UInt32, raftCutover: UInt64,
-                keyDerivation: KeyDerivation, keySource: String, sealedKeyring: [UInt8] = []) {
+                keyDerivation: KeyDerivation, keySource: String, sealedKeyring: [UInt8] = [], formatVersion: UInt16 = Self.formatVersion) {
+        self.formatVersion = formatVersion
         self.volumeID = volumeID
         self.sequence = sequence
         self.epoch = epoch
@@ -79,7 +85,7 @@ public struct HeaderSlot: Equatable, Sendable {
     public func clearFields(sealedLength: Int) -> [UInt8] {
         var w = ByteWriter(capacity: Self.clearSize)
         w.append(contentsOf: Self.magic)
-        w.append(Self.formatVersion)
+        w.append(formatVersion)
         w.append(UInt16(0))
         w.append(contentsOf: volumeID.bytes)
         w.append(sequence)
@@ -147,7 +153,7 @@ public struct HeaderSlot: Equatable, Sendable {
         var r = ByteReader(bytes[...], what: "header slot")
         _ = try r.read(magic.count)
         let version = try r.readUInt16()
-        guard version == formatVersion else { throw HeaderSlotError.unsupportedVersion(version) }
+        guard supportedFormatVersions.contains(version) else { throw HeaderSlotError.unsupportedVersion(version) }
         guard try r.readUInt16() == 0 else { throw FormatError.invalid(what: "header slot", reason: "reserved bytes set") }
         let volumeID = try VolumeID(try r.read(VolumeID.byteCount))
         let sequence = try r.readUInt64()
@@ -177,7 +183,7 @@ public struct HeaderSlot: Equatable, Sendable {
         }
         return HeaderSlot(volumeID: volumeID, sequence: sequence, epoch: epoch, blockSize: blockSize,
                           raftCutover: raftCutover, keyDerivation: keyDerivation, keySource: keySource,
-                          sealedKeyring: Array(try r.read(sealedLength)))
+                          sealedKeyring: Array(try r.read(sealedLength)), formatVersion: version)
     }
 
     // MARK: Sealing the keyring

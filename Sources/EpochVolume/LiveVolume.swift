@@ -18,6 +18,8 @@ public final class LiveVolume: Sendable {
     public let counters = VolumeCounters()
     public let symlinks: SymlinkCodec
     public let xattrs: XattrCodec
+    /// How regular files are stored in this volume (its format version, docs/FORMAT.md §6).
+    public let contentLayout: ContentLayout
     private let epochLock = ReadWriteLock()
     private let current: Mutex<VolumeHeader>
 
@@ -30,7 +32,15 @@ public final class LiveVolume: Sendable {
         keys = try VolumeKeys(header: header)
         symlinks = SymlinkCodec(keys: keys)
         xattrs = try XattrCodec(keys: keys, nameKey: header.keyring.nameKey)
+        contentLayout = ContentLayout(blockSize: keys.blockSize, version: header.slot.formatVersion)
         current = Mutex(header)
+    }
+
+    /// Refuses a volume of an older format for a mount: what it writes could not keep the
+    /// promises the current format makes (docs/FORMAT.md §3.1). Offline reads still work.
+    public func requireCurrentFormat() throws {
+        let version = header.slot.formatVersion
+        guard version >= HeaderSlot.formatVersion else { throw OlderFormatError(version: version) }
     }
 
     /// Opens the volume in `backing` with its remembered key source, or `keySourceOverride`.
@@ -77,5 +87,16 @@ public final class LiveVolume: Sendable {
     /// What the mount's status file shows: the header, the counters, the last control error.
     public func status(lastError: String?) -> VolumeStatus {
         VolumeStatus(header, counters: counters, lastError: lastError)
+    }
+}
+
+/// A volume made by an older epochfs, which this one reads but does not mount.
+public struct OlderFormatError: Error, CustomStringConvertible {
+    public let version: UInt16
+
+    public var description: String {
+        "the volume has format \(version), whose files a power cut during an append can damage; this epochfs mounts format "
+            + "\(HeaderSlot.formatVersion) only. Copy the files out with `epochfs export BACKING / DIRECTORY` (which reads format "
+            + "\(version)) and into a new volume made by `epochfs init`"
     }
 }

@@ -7,11 +7,12 @@ public enum Volume {
     /// Creates a volume in `backing`, which must be empty or not exist yet; a member of the raft
     /// cluster `clusterID` when one is given.
     public static func create(backing: String, keySource spec: String, epoch: UInt32, blockSize: UInt32,
-                              clusterID: ClusterID? = nil, io: any BackingIO = SystemIO()) throws -> VolumeHeader {
+                              clusterID: ClusterID? = nil, formatVersion: UInt16 = HeaderSlot.formatVersion,
+                              io: any BackingIO = SystemIO()) throws -> VolumeHeader {
         let source = try KeySourceSpec.parse(spec)
         try prepareEmptyDirectory(backing, io: io)
         let header = try HeaderJournal(store: try FileHeaderStore(creatingIn: backing, io: io), source: source)
-            .create(epoch: epoch, blockSize: blockSize, clusterID: clusterID)
+            .create(epoch: epoch, blockSize: blockSize, clusterID: clusterID, formatVersion: formatVersion)
         try io.withOpened(backing, in: .currentDirectory, flags: O_RDONLY | O_DIRECTORY) { try DirectoryIV.createDurably(in: $0, io: io) }
         return header
     }

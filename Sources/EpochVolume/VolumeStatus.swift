@@ -20,6 +20,8 @@ public struct VolumeStatus: Codable, Equatable, Sendable {
     }
 
     public let volumeID: String
+    /// The volume's format version (docs/FORMAT.md §3.1).
+    public let formatVersion: UInt16
     public let epoch: UInt32
     public let sequence: UInt64
     public let headerSlot: String
@@ -38,6 +40,7 @@ public struct VolumeStatus: Codable, Equatable, Sendable {
 
     public init(_ header: VolumeHeader, counters: VolumeCounters? = nil, lastError: String? = nil) {
         volumeID = header.volumeID.description
+        formatVersion = header.slot.formatVersion
         epoch = header.epoch
         sequence = header.sequence
         headerSlot = header.slotIndex == 0 ? "A" : "B"
@@ -56,7 +59,7 @@ public struct VolumeStatus: Codable, Equatable, Sendable {
     }
 
     enum CodingKeys: String, CodingKey {
-        case volumeID = "volume_id", epoch, sequence, headerSlot = "header_slot", blockSize = "block_size"
+        case volumeID = "volume_id", formatVersion = "format_version", epoch, sequence, headerSlot = "header_slot", blockSize = "block_size"
         case raftCutover = "raft_cutover", keySource = "key_source", keyDerivation = "key_derivation", keyring
         case clusterID = "cluster_id"
         case counters, lastError = "last_error", reencryption
@@ -66,6 +69,7 @@ public struct VolumeStatus: Codable, Equatable, Sendable {
     public init(from decoder: any Decoder) throws {
         let container = try decoder.container(keyedBy: CodingKeys.self)
         volumeID = try container.decode(String.self, forKey: .volumeID)
+        formatVersion = try container.decode(UInt16.self, forKey: .formatVersion)
         epoch = try container.decode(UInt32.self, forKey: .epoch)
         sequence = try container.decode(UInt64.self, forKey: .sequence)
         headerSlot = try container.decode(String.self, forKey: .headerSlot)
@@ -83,6 +87,7 @@ public struct VolumeStatus: Codable, Equatable, Sendable {
     public func encode(to encoder: any Encoder) throws {
         var container = encoder.container(keyedBy: CodingKeys.self)
         try container.encode(volumeID, forKey: .volumeID)
+        try container.encode(formatVersion, forKey: .formatVersion)
         try container.encode(epoch, forKey: .epoch)
         try container.encode(sequence, forKey: .sequence)
         try container.encode(headerSlot, forKey: .headerSlot)

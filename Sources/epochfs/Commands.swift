@@ -133,6 +133,7 @@ func printHeader(_ header: VolumeHeader, json: Bool) throws {
     let cutover = status.raftCutover == .max ? "none (inert)" : String(status.raftCutover)
     print("""
         volume        \(status.volumeID)
+        format        \(status.formatVersion)
         epoch         \(status.epoch)
         sequence      \(status.sequence) (slot \(status.headerSlot))
         block size    \(status.blockSize)

@@ -1,3 +1,4 @@
+import EpochVolume
 import Foundation
 import Glibc
 import Support
@@ -38,9 +39,9 @@ import Testing
         })
         let fd = open(volume.backing + "/" + backingFile, O_RDWR)
         var byte: UInt8 = 0
-        #expect(pread(fd, &byte, 1, 18 + 5 * 4130 + 100) == 1)
+        #expect(pread(fd, &byte, 1, dataOffset + 5 * 4130 + 100) == 1)
         byte ^= 1
-        #expect(pwrite(fd, &byte, 1, 18 + 5 * 4130 + 100) == 1)
+        #expect(pwrite(fd, &byte, 1, dataOffset + 5 * 4130 + 100) == 1)
         close(fd)
         let stopped = try volume.epochfs("export", volume.backing, "/", volume.root + "/stopped")
         #expect(stopped.status == 1)
@@ -52,5 +53,31 @@ import Testing
         expected.replaceSubrange(20480..<24576, with: repeatElement(0, count: 4096))
         let zeroed = FileManager.default.contents(atPath: volume.root + "/skipped/d/sub/" + long) == Data(expected)
         #expect(zeroed, "the bad block is zeros, every other byte as stored")
+    }
+
+    /// A volume of format 1 (made before the shadow slots): the mount refuses it and says what
+    /// to do; export still reads it, as the message promises.
+    @Test func formatOneVolumeIsExportedButNotMounted() throws {
+        let directory = TemporaryDirectory()
+        directory.write((0..<32).map { _ in UInt8.random(in: 0...255) }, to: "1.key")
+        let backing = directory.path + "/backing", mountpoint = directory.path + "/mnt", binary = productPath("epochfs")
+        try FileManager.default.createDirectory(atPath: mountpoint, withIntermediateDirectories: true)
+        _ = try Volume.create(backing: backing, keySource: "file:\(directory.path)/%d.key", epoch: 1, blockSize: 4096, formatVersion: 1)
+        let content = (0..<10_000).map { _ in UInt8.random(in: 0...255) }
+        let tree = try BackingTree(volume: try LiveVolume(backing: backing))
+        let (handle, file, _) = try tree.create(Array("old".utf8), in: tree.root, flags: O_RDWR | O_CREAT, mode: 0o644, owner: nil)
+        try content.withUnsafeBytes { try tree.write(file, through: handle, offset: 0, data: $0, caller: 0) }
+        tree.close(handle)
+        // Format 1 stores the file header first and no slots.
+        let stored = try #require(try FileManager.default.contentsOfDirectory(atPath: backing).first { !$0.hasPrefix("epochfs.") })
+        #expect((try FileManager.default.attributesOfItem(atPath: backing + "/" + stored)[.size] as? Int) == 18 + 2 * 4130 + 1808 + 34)
+
+        let mounted = try runBounded([binary, "mount", backing, mountpoint, "-f"], seconds: 30)
+        if mounted.status == 0 || mounted.stderr.isEmpty { _ = try? runBounded(["/bin/fusermount3", "-u", mountpoint]) }
+        #expect(mounted.status == 1)
+        #expect(mounted.stderr.contains("format 1") && mounted.stderr.contains("epochfs export"), "\(mounted.stderr)")
+        let exported = try runBounded([binary, "export", backing, "/", directory.path + "/out"])
+        #expect(exported.status == 0, "\(exported.stderr)")
+        #expect(FileManager.default.contents(atPath: directory.path + "/out/old") == Data(content))
     }
 }

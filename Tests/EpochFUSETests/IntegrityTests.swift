@@ -8,7 +8,7 @@ import Testing
 /// The key_id (epoch) of each block of a backing file (docs/FORMAT.md §6).
 func blockEpochs(_ backingFile: String, blockSize: Int = 4096) throws -> [UInt32] {
     let bytes = [UInt8](try Data(contentsOf: URL(fileURLWithPath: backingFile)))
-    return stride(from: 18, to: bytes.count, by: blockSize + 34).map { offset in
+    return stride(from: 2 * (16 + blockSize + 34) + 18, to: bytes.count, by: blockSize + 34).map { offset in
         bytes[(offset + 2)..<(offset + 6)].reduce(UInt32(0)) { $0 << 8 | UInt32($1) }
     }
 }
@@ -140,7 +140,7 @@ func isEIO(_ result: Result<[UInt8], POSIXError>) -> Bool {
         #expect(logEpochs.allSatisfy { (1...21).contains($0) })
         try Data(repeating: 0x42, count: 20_000).write(to: URL(fileURLWithPath: volume.path("after")))
         // The newest backing file of 4 full blocks and one of 3616 bytes is "after".
-        let expectedSize = 18 + 4 * 4130 + 3616 + 34
+        let expectedSize = dataOffset + 4 * 4130 + 3616 + 34
         let afterFile = backingFiles(volume).first { path in
             ((try? FileManager.default.attributesOfItem(atPath: path)[.size] as? Int) ?? 0) == expectedSize
         }
@@ -194,9 +194,9 @@ func isEIO(_ result: Result<[UInt8], POSIXError>) -> Bool {
         try Data(content).write(to: URL(fileURLWithPath: volume.path("victim")))
         let backing = backingFiles(volume)[0]
         let original = [UInt8](try Data(contentsOf: URL(fileURLWithPath: backing)))
-        #expect(original.count == 18 + 4130 + 904 + 34)
+        #expect(original.count == dataOffset + 4130 + 904 + 34)
         var wrong = 0
-        for index in original.indices {
+        for index in (dataOffset - 18)..<original.count {
             var tampered = original
             tampered[index] ^= 0x5a
             try Data(tampered).write(to: URL(fileURLWithPath: backing))
@@ -204,6 +204,14 @@ func isEIO(_ result: Result<[UInt8], POSIXError>) -> Bool {
             if !isEIO(result) { wrong += 1 }
         }
         #expect(wrong == 0, "\(wrong) flipped bytes did not give EIO")
+        // The shadow slots before the file header are unused here: a flipped byte in them
+        // changes nothing that is read.
+        for index in stride(from: 0, to: dataOffset - 18, by: 97) {
+            var tampered = original
+            tampered[index] ^= 0x5a
+            try Data(tampered).write(to: URL(fileURLWithPath: backing))
+            #expect(try readThrough(volume.path("victim")).get() == content, "flipped byte \(index) of the slots")
+        }
         try Data(original).write(to: URL(fileURLWithPath: backing))
         #expect(try readThrough(volume.path("victim")).get() == content)
         #expect(((try volume.status()["counters"] as? [String: Any])?["authentication_failures"] as? Int ?? 0) > 0)
@@ -219,27 +227,28 @@ func isEIO(_ result: Result<[UInt8], POSIXError>) -> Bool {
         let backingA = files[0], backingB = files[1]
         let originalA = [UInt8](try Data(contentsOf: URL(fileURLWithPath: backingA)))
         let originalB = [UInt8](try Data(contentsOf: URL(fileURLWithPath: backingB)))
-        func block(_ bytes: [UInt8], _ index: Int) -> ArraySlice<UInt8> { bytes[(18 + index * 4130)..<(18 + (index + 1) * 4130)] }
+        func block(_ bytes: [UInt8], _ index: Int) -> ArraySlice<UInt8> { bytes[position(index)] }
+        func position(_ index: Int) -> Range<Int> { (dataOffset + index * 4130)..<(dataOffset + (index + 1) * 4130) }
         func check(_ tampered: [UInt8], _ what: String) throws {
             try Data(tampered).write(to: URL(fileURLWithPath: backingA))
             #expect(isEIO(readThrough(volume.path("a"))), "\(what) did not give EIO")
             try Data(originalA).write(to: URL(fileURLWithPath: backingA))
         }
         var swapped = originalA
-        swapped.replaceSubrange(18..<4148, with: block(originalA, 1))
-        swapped.replaceSubrange(4148..<8278, with: block(originalA, 0))
+        swapped.replaceSubrange(position(0), with: block(originalA, 1))
+        swapped.replaceSubrange(position(1), with: block(originalA, 0))
         try check(swapped, "swapping two blocks")
         var foreign = originalA
-        foreign.replaceSubrange(4148..<8278, with: block(originalB, 1))
+        foreign.replaceSubrange(position(1), with: block(originalB, 1))
         try check(foreign, "a block from another file")
         // An older copy of the file, where its block 2 is put at position 1.
         var replayed = originalA
-        replayed.replaceSubrange(4148..<8278, with: block(originalA, 2))
+        replayed.replaceSubrange(position(1), with: block(originalA, 2))
         try check(replayed, "an older block at another position")
         #expect(try readThrough(volume.path("a")).get() == a)
         // A whole zeroed block is a hole and reads as zeros (FORMAT.md security note).
         var zeroed = originalA
-        zeroed.replaceSubrange(4148..<8278, with: [UInt8](repeating: 0, count: 4130))
+        zeroed.replaceSubrange(position(1), with: [UInt8](repeating: 0, count: 4130))
         try Data(zeroed).write(to: URL(fileURLWithPath: backingA))
         #expect(try readThrough(volume.path("a")).get()[4096..<8192].allSatisfy { $0 == 0 })
     }
@@ -288,3 +297,6 @@ func isEIO(_ result: Result<[UInt8], POSIXError>) -> Bool {
     }
 }
 
+/// Where block 0 starts in a backing file of a 4096-byte-block volume (docs/FORMAT.md §6): two
+/// shadow slots of 16 + 4130 bytes, then the 18-byte file header.
+let dataOffset = 2 * (16 + 4130) + 18

@@ -84,11 +84,11 @@ import Testing
         let (sub, _) = try tree.mkdir(bytes("sub"), in: tree.root, mode: 0o755, owner: nil)
         let subPath = try #require(io.calls(.mkdirat).last).path
         let long = String(repeating: "x", count: 200)
-        let (handle, _, _) = try tree.create(bytes(long), in: sub, flags: O_RDWR | O_CREAT, mode: 0o600, owner: nil)
+        let (handle, file, _) = try tree.create(bytes(long), in: sub, flags: O_RDWR | O_CREAT, mode: 0o600, owner: nil)
         defer { tree.close(handle) }
         let sideFile = try #require(io.calls(.open).first { $0.path.hasSuffix(".name") }).path
         io.clearRecording()
-        try tree.sync(handle, dataOnly: true)
+        try tree.sync(handle, of: file, dataOnly: true)
         let syncs = io.calls.filter { [.fsync, .fdatasync].contains($0.kind) }.map { "\($0.kind) \($0.path)" }
         // The new directory's IV and the long name's side file, each with its directory, then the file.
         #expect(syncs.dropLast() == ["fsync \(subPath)/epochfs.diriv", "fsync \(subPath)", "fsync \(sideFile)", "fsync \(subPath)"])
@@ -98,7 +98,7 @@ import Testing
         io.clearRecording()
         let rootHandle = try tree.openDirectory(tree.root)
         defer { tree.close(rootHandle) }
-        try tree.sync(rootHandle, dataOnly: false)
+        try tree.sync(rootHandle, of: tree.root, dataOnly: false)
         #expect(io.calls.filter { [.fsync, .fdatasync, .syncfs].contains($0.kind) }.count == 1)
     }
 
@@ -109,7 +109,7 @@ import Testing
         io.clearRecording()
         let rootHandle = try tree.openDirectory(tree.root)
         defer { tree.close(rootHandle) }
-        try tree.sync(rootHandle, dataOnly: false)
+        try tree.sync(rootHandle, of: tree.root, dataOnly: false)
         #expect(io.calls(.syncfs).count == 1, "the 43 since then: one more syncfs")
     }
 

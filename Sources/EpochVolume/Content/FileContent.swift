@@ -32,18 +32,21 @@ public final class FileContent: Sendable {
         private(set) var fileID: FileID?
         /// One initialised AEAD per epoch for `fileID`, derived once (docs/FORMAT.md §2.2).
         var fileKeys: [UInt32: AESGCMKey] = [:]
+        var shadow = ShadowSlots()
 
-        /// A truncate to zero ends a file id; the keys derived from it go with it.
+        /// A truncate to zero ends a file id; the keys derived from it go with it, and so do
+        /// the slots (the backing file is empty).
         mutating func adopt(_ id: FileID?) {
             guard id != fileID else { return }
             fileID = id
             fileKeys = [:]
+            shadow.forget()
         }
     }
 
     public init(volume: LiveVolume) {
         self.volume = volume
-        self.layout = ContentLayout(blockSize: volume.keys.blockSize)
+        self.layout = volume.contentLayout
     }
 
     private var io: any BackingIO { volume.io }
@@ -53,7 +56,10 @@ public final class FileContent: Sendable {
     public func reloadHeader(fd: FileDescriptor) throws {
         try access.withWriteLock {
             cache.withLock { $0.adopt(nil) }
-            if try io.size(fd) >= ContentLayout.headerSize { _ = try loadFileID(fd) }
+            if try io.size(fd) >= layout.dataOffset {
+                _ = try loadFileID(fd)
+                try loadSlots(fd)
+            }
         }
     }
 
@@ -75,6 +81,7 @@ public final class FileContent: Sendable {
             guard offset < size, count > 0 else { return try deliver(UnsafeRawBufferPointer(start: nil, count: 0)) }
             let end = min(offset + count, size)
             let fileID = try loadFileID(fd)
+            try loadSlots(fd)
             let blockSize = layout.blockSize
             let first = offset / blockSize, last = (end - 1) / blockSize
             let start = layout.backingOffset(block: first)
@@ -83,7 +90,7 @@ public final class FileContent: Sendable {
             // straight from the disk, not through a second, ciphertext copy of the file in the
             // page cache (bench/RESULTS.md: a fifth to a third less daemon CPU per byte).
             if count >= Self.streamingRequestSize, let delivered = try DirectRead.with(io: io, fd: fd, offset: start, count: sealedCount, { sealed in
-                try openBlocks(sealed, blocks: first...last, range: offset..<end, fileID: fileID, deliver)
+                try openBlocks(sealed, blocks: first...last, range: offset..<end, fileID: fileID, fd: fd, deliver)
             }) {
                 return delivered
             }
@@ -91,7 +98,7 @@ public final class FileContent: Sendable {
                 guard try io.preadFully(fd, into: sealed, at: start) == sealedCount else {
                     throw SystemError("read", path: "backing file changed size while read", errno: EIO)
                 }
-                return try openBlocks(UnsafeRawBufferPointer(sealed), blocks: first...last, range: offset..<end, fileID: fileID, deliver)
+                return try openBlocks(UnsafeRawBufferPointer(sealed), blocks: first...last, range: offset..<end, fileID: fileID, fd: fd, deliver)
             }
         }
     }
@@ -99,7 +106,7 @@ public final class FileContent: Sendable {
     /// Opens `blocks`, whose envelopes `sealed` holds back to back, and hands `deliver` the
     /// plaintext bytes of `range`.
     private func openBlocks<R>(_ sealed: UnsafeRawBufferPointer, blocks: ClosedRange<Int>, range: Range<Int>, fileID: FileID,
-                               _ deliver: (UnsafeRawBufferPointer) throws -> R) throws -> R {
+                               fd: FileDescriptor, _ deliver: (UnsafeRawBufferPointer) throws -> R) throws -> R {
         let blockSize = layout.blockSize
         return try ScratchPool.shared.with(size: range.count + blockSize) { scratch in
             let output = UnsafeMutableRawBufferPointer(rebasing: scratch[0..<range.count])
@@ -113,10 +120,10 @@ public final class FileContent: Sendable {
                 let lo = max(range.lowerBound, blockStart), hi = min(range.upperBound, blockStart + plainLength)
                 let target = UnsafeMutableRawBufferPointer(rebasing: output[(lo - range.lowerBound)..<(hi - range.lowerBound)])
                 if lo == blockStart && hi == blockStart + plainLength {
-                    try openBlock(block, fileID: fileID, sealed: blockSealed, into: target, key: &key)
+                    try openBlock(block, fileID: fileID, fd: fd, sealed: blockSealed, into: target, key: &key)
                 } else {
                     // Only part of this block was asked for: open it aside, copy the part.
-                    try openBlock(block, fileID: fileID, sealed: blockSealed,
+                    try openBlock(block, fileID: fileID, fd: fd, sealed: blockSealed,
                                   into: UnsafeMutableRawBufferPointer(rebasing: spare[0..<plainLength]), key: &key)
                     target.copyMemory(from: UnsafeRawBufferPointer(rebasing: spare[(lo - blockStart)..<(hi - blockStart)]))
                 }
@@ -136,49 +143,86 @@ public final class FileContent: Sendable {
             guard data.count > 0 else { return offset }
             let end = offset + data.count
             let blockSize = layout.blockSize
-            let first = offset / blockSize
-            let rewritesTail = size % blockSize != 0 && first > size / blockSize
-            try reserve([rewritesTail ? blockRange(size / blockSize) : nil,
+            let first = offset / blockSize, last = (end - 1) / blockSize
+            // A partial last block before the written range becomes a full, zero-padded block.
+            let padsTail = size % blockSize != 0 && first > size / blockSize
+            // A block that keeps some of its old bytes (the first or last of the write) may go
+            // to a slot (FORMAT.md §6), which needs its backing space first.
+            let keepsOldBytes = offset % blockSize != 0 && offset < size || end % blockSize != 0 && end < size
+                || (first...last).contains(size / blockSize) && size % blockSize != 0
+            try reserve([padsTail ? blockRange(size / blockSize) : nil,
                          layout.backingOffset(block: first)
-                            ..< min(layout.backingSize(plaintextSize: max(size, end)), layout.backingOffset(block: (end - 1) / blockSize + 1))],
-                        in: fd, backing)
+                            ..< min(layout.backingSize(plaintextSize: max(size, end)), layout.backingOffset(block: last + 1))],
+                        in: fd, backing, slots: padsTail || keepsOldBytes)
             let fileID = try prepareForWrite(fd, backingSize: Int(backing.st_size))
-            // A partial last block before the written range becomes a full block of zeros-padded data.
-            if rewritesTail {
+            if padsTail {
                 try rewriteBlock(size / blockSize, fileID: fileID, fd: fd, currentSize: size, newLength: blockSize, epoch: epoch)
             }
-            let last = (end - 1) / blockSize
             var key = try blockKey(epoch, fileID: fileID)
             let sealedCapacity = (last - first + 1) * layout.sealedBlockSize
             try ScratchPool.shared.with(size: sealedCapacity + blockSize) { scratch in
                 let spare = UnsafeMutableRawBufferPointer(rebasing: scratch[sealedCapacity..<(sealedCapacity + blockSize)])
                 var sealedLength = 0
+                // The blocks that keep old bytes of a stored (not hole) block, and their sealed bytes.
+                var rewrites: [(block: Int, sealed: Range<Int>)] = []
                 for block in first...last {
                     let blockStart = block * blockSize
                     let lo = max(offset, blockStart) - blockStart, hi = min(end, blockStart + blockSize) - blockStart
                     let incoming = UnsafeRawBufferPointer(rebasing: data[(blockStart + lo - offset)..<(blockStart + hi - offset)])
                     let existing = max(0, min(blockSize, size - blockStart))
                     let plain: UnsafeRawBufferPointer
+                    var keepsStoredBytes = false
                     if lo == 0 && hi >= existing {
                         plain = incoming // the write replaces the whole block
                     } else {
                         // Read-modify-write: the old bytes, zeros up to the write, the new bytes.
-                        let old = try readBlock(block, fileID: fileID, fd: fd, length: existing)
+                        let (old, wasHole) = try readBlock(block, fileID: fileID, fd: fd, length: existing)
+                        keepsStoredBytes = !wasHole
                         let length = max(existing, hi)
                         spare.initializeMemory(as: UInt8.self, repeating: 0)
                         old.withUnsafeBytes { spare.copyMemory(from: $0) }
                         UnsafeMutableRawBufferPointer(rebasing: spare[lo..<hi]).copyMemory(from: incoming)
                         plain = UnsafeRawBufferPointer(rebasing: spare[0..<length])
                     }
-                    try sealBlock(plain, block: block, key: &key,
-                                  into: UnsafeMutableRawBufferPointer(rebasing: scratch[sealedLength..<(sealedLength + plain.count + Envelope.overhead)]))
-                    sealedLength += plain.count + Envelope.overhead
+                    let sealed = sealedLength..<(sealedLength + plain.count + Envelope.overhead)
+                    try sealBlock(plain, block: block, key: &key, into: UnsafeMutableRawBufferPointer(rebasing: scratch[sealed]))
+                    if keepsStoredBytes { rewrites.append((block, sealed)) }
+                    sealedLength = sealed.upperBound
                 }
-                try io.pwriteFully(fd, UnsafeRawBufferPointer(rebasing: scratch[0..<sealedLength]), at: layout.backingOffset(block: first))
-                if data.count >= Self.streamingRequestSize {
-                    // A streaming writer: have the disk start on these blocks now rather than all
-                    // at its fsync, when the kernel would otherwise begin (bench/RESULTS.md).
-                    io.syncFileRange(fd, offset: layout.backingOffset(block: first), length: sealedLength)
+                // Rewrites whose old copy may be durable go to slots; the rest is written in
+                // place, each run of blocks in one write.
+                var aside: [Int] = []
+                for rewrite in rewrites {
+                    guard let slot = try slotForRewrite(of: rewrite.block, fd: fd) else { continue }
+                    try writeSlot(slot, UnsafeRawBufferPointer(rebasing: scratch[rewrite.sealed]), block: rewrite.block, fd: fd)
+                    aside.append(rewrite.block)
+                }
+                func writeInPlace(_ blocks: ClosedRange<Int>) throws {
+                    let from = (blocks.lowerBound - first) * layout.sealedBlockSize
+                    let to = blocks.upperBound == last ? sealedLength : (blocks.upperBound + 1 - first) * layout.sealedBlockSize
+                    let at = layout.backingOffset(block: blocks.lowerBound)
+                    try io.pwriteFully(fd, UnsafeRawBufferPointer(rebasing: scratch[from..<to]), at: at)
+                    if data.count >= Self.streamingRequestSize {
+                        // A streaming writer: have the disk start on these blocks now rather than all
+                        // at its fsync, when the kernel would otherwise begin (bench/RESULTS.md).
+                        io.syncFileRange(fd, offset: at, length: to - from)
+                    }
+                    try noteWrittenInPlace(blocks, fd: fd)
+                }
+                var runStart: Int?
+                for block in first...last {
+                    if aside.contains(block) {
+                        if let start = runStart { try writeInPlace(start...(block - 1)) }
+                        runStart = nil
+                    } else if runStart == nil {
+                        runStart = block
+                    }
+                }
+                if let start = runStart { try writeInPlace(start...last) }
+                if aside.contains(last), layout.backingSize(plaintextSize: end) > Int(backing.st_size) {
+                    // Nothing after the last block's copy aside is written: the file still
+                    // grows to its new size.
+                    try io.ftruncate(fd, size: layout.backingSize(plaintextSize: end))
                 }
             }
             return offset
@@ -202,17 +246,18 @@ public final class FileContent: Sendable {
         let blockSize = layout.blockSize
         // Growing reseals a partial last block longer: its new length is reserved first.
         let grownTail = newSize > size && size % blockSize != 0
-        try reserve([grownTail ? blockRange(size / blockSize) : nil], in: fd, backing)
+        try reserve([grownTail ? blockRange(size / blockSize) : nil], in: fd, backing, slots: grownTail)
         let fileID = try prepareForWrite(fd, backingSize: Int(backing.st_size))
         if newSize < size {
+            // Copies in slots of blocks past the new end must never come back.
+            try dropSlots(from: (newSize + blockSize - 1) / blockSize, fd: fd)
             if newSize % blockSize != 0 {
                 try rewriteBlock(newSize / blockSize, fileID: fileID, fd: fd, currentSize: size, newLength: newSize % blockSize,
-                                 epoch: epoch)
+                                 epoch: epoch, protect: false)
             }
         } else if size % blockSize != 0 {
             let block = size / blockSize
-            try rewriteBlock(block, fileID: fileID, fd: fd, currentSize: size,
-                             newLength: min(blockSize, newSize - block * blockSize), epoch: epoch)
+            try rewriteBlock(block, fileID: fileID, fd: fd, currentSize: size, newLength: min(blockSize, newSize - block * blockSize), epoch: epoch)
         }
         try io.ftruncate(fd, size: layout.backingSize(plaintextSize: newSize))
     }
@@ -239,7 +284,8 @@ public final class FileContent: Sendable {
                 // it); and the old last block when the file grows past it (it is resealed).
                 let grownTail = !keepSize && end > size && size % blockSize != 0
                 let range = layout.backingOffset(block: offset / blockSize)..<layout.backingOffset(block: (end - 1) / blockSize + 1)
-                try reserve([grownTail ? blockRange(size / blockSize) : nil, range], in: fd, backing, forFallocate: true)
+                // And both slots, so that writes keeping old bytes of a block may use them.
+                try reserve([grownTail ? blockRange(size / blockSize) : nil, range], in: fd, backing, slots: true, forFallocate: true)
             }
             if zeroing != 0, offset < size {
                 try zero(offset..<min(end, size), fd: fd, size: size, epoch: epoch, punch: zeroing == epochfs_FALLOC_FL_PUNCH_HOLE)
@@ -259,15 +305,17 @@ public final class FileContent: Sendable {
         for block in Set([range.lowerBound / blockSize, (range.upperBound - 1) / blockSize]) where block < firstWhole || block >= endWhole {
             let blockStart = block * blockSize
             let length = min(blockSize, size - blockStart)
-            var plain = try readBlock(block, fileID: fileID, fd: fd, length: length)
+            var (plain, _) = try readBlock(block, fileID: fileID, fd: fd, length: length)
             for index in max(range.lowerBound, blockStart)..<min(range.upperBound, blockStart + length) { plain[index - blockStart] = 0 }
-            try writeBlock(block, plain, fileID: fileID, fd: fd, epoch: epoch)
+            // In place, so that making room never needs new space.
+            try writeBlock(block, plain, fileID: fileID, fd: fd, epoch: epoch, keepsStoredBytes: false)
         }
         if firstWhole < endWhole {
             let start = layout.backingOffset(block: firstWhole)
             let stop = min(layout.backingOffset(block: endWhole), layout.backingSize(plaintextSize: size))
             let mode = punch ? epochfs_FALLOC_FL_PUNCH_HOLE | epochfs_FALLOC_FL_KEEP_SIZE : epochfs_FALLOC_FL_ZERO_RANGE | epochfs_FALLOC_FL_KEEP_SIZE
             try io.fallocate(fd, mode: mode, offset: start, length: stop - start)
+            try noteWrittenInPlace(firstWhole...(endWhole - 1), fd: fd) // holes now: copies in slots are stale
         }
     }
 
@@ -282,10 +330,14 @@ public final class FileContent: Sendable {
     /// nothing is done for a range inside a file with no holes (those blocks are allocated
     /// already), nor where the backing file system has no fallocate; `forFallocate` reserves
     /// every range and lets EOPNOTSUPP reach the caller, who may fall back to writing zeros.
-    private func reserve(_ ranges: [Range<Int>?], in fd: FileDescriptor, _ backing: stat, forFallocate: Bool = false) throws {
-        let size = Int(backing.st_size), sparse = Int(backing.st_blocks) * 512 < size
+    private func reserve(_ ranges: [Range<Int>?], in fd: FileDescriptor, _ backing: stat, slots: Bool = false,
+                         forFallocate: Bool = false) throws {
+        // The slots are holes until used; they do not make a file sparse.
+        let size = Int(backing.st_size), sparse = Int(backing.st_blocks) * 512 + layout.headerOffset < size
         var wanted = ranges.compactMap { $0 }.filter { !$0.isEmpty && (forFallocate || sparse || $0.upperBound > size) }
-        if size < ContentLayout.headerSize { wanted.append(0..<ContentLayout.headerSize) }
+        if size < layout.dataOffset { wanted.append(layout.headerOffset..<layout.dataOffset) }
+        let reservesSlots = slots && layout.slotCount > 0 && !cache.withLock { $0.shadow.reserved }
+        if reservesSlots && forFallocate { wanted.append(0..<layout.headerOffset) }
         // One fallocate for ranges that touch or overlap.
         var merged: [Range<Int>] = []
         for range in wanted.sorted(by: { $0.lowerBound < $1.lowerBound }) {
@@ -297,67 +349,193 @@ public final class FileContent: Sendable {
         }
         do {
             for range in merged { try io.fallocate(fd, mode: epochfs_FALLOC_FL_KEEP_SIZE, offset: range.lowerBound, length: range.count) }
+            if reservesSlots && !forFallocate {
+                // Where a write cannot have the slots (a full disk), rewrites that keep stored
+                // bytes go in place, as in format 1, rather than fail (FORMAT.md §6).
+                do {
+                    try io.fallocate(fd, mode: epochfs_FALLOC_FL_KEEP_SIZE, offset: 0, length: layout.headerOffset)
+                } catch let error as SystemError where error.errno == ENOSPC || error.errno == EDQUOT {
+                    return
+                }
+            }
+            if reservesSlots { cache.withLock { $0.shadow.reserved = true } }
         } catch let error as SystemError where error.errno == EOPNOTSUPP && !forFallocate {
             // A backing file system without fallocate: writes are as safe as it makes them.
+            if reservesSlots { cache.withLock { $0.shadow.reserved = true } }
         }
+    }
+
+    // MARK: - Shadow slots (docs/FORMAT.md §6)
+
+    /// Writes block `index`'s envelope in place, or into a shadow slot when `keepsStoredBytes`
+    /// (the rewrite keeps some of the block's old bytes) and the copy it replaces may be durable.
+    private func store(_ sealed: UnsafeRawBufferPointer, block index: Int, fd: FileDescriptor, keepsStoredBytes: Bool) throws {
+        if keepsStoredBytes, let slot = try slotForRewrite(of: index, fd: fd) {
+            try writeSlot(slot, sealed, block: index, fd: fd)
+        } else {
+            try io.pwriteFully(fd, sealed, at: layout.backingOffset(block: index))
+            try noteWrittenInPlace(index...index, fd: fd)
+        }
+    }
+
+    /// The slot a rewrite of block `index` (keeping stored bytes) goes to; nil for in place,
+    /// also when both slots still hold copies a cut may need (more than two such rewrites
+    /// between two syncs: the others are rewritten in place, FORMAT.md §6).
+    private func slotForRewrite(of index: Int, fd: FileDescriptor) throws -> Int? {
+        guard layout.slotCount > 0, cache.withLock({ $0.shadow.reserved }) else { return nil }
+        try loadSlots(fd)
+        switch cache.withLock({ $0.shadow.destination(forRewriteOf: index) }) {
+        case .inPlace, .busy: return nil
+        case let .slot(slot): return slot
+        }
+    }
+
+    /// Writes block `index`'s envelope into `slot` as the block's current copy, header and
+    /// envelope in one write.
+    private func writeSlot(_ slot: Int, _ sealed: UnsafeRawBufferPointer, block index: Int, fd: FileDescriptor) throws {
+        var bytes = layout.slotHeader(block: index, length: sealed.count, current: true)
+        bytes.append(contentsOf: sealed)
+        try io.pwriteFully(fd, bytes, at: layout.slotOffset(slot))
+        cache.withLock { $0.shadow.wroteSlot(slot, block: index) }
+    }
+
+    /// Blocks just written in place: a slot that held one's current copy is marked as a
+    /// fallback (it stays the copy a cut leaves until the one in place is durable).
+    private func noteWrittenInPlace(_ blocks: ClosedRange<Int>, fd: FileDescriptor) throws {
+        for slot in cache.withLock({ $0.shadow.wroteInPlace(blocks) }) {
+            try io.pwriteFully(fd, [0], at: layout.slotOffset(slot) + ContentLayout.slotStateOffset)
+        }
+    }
+
+    /// Reads the slot headers, once per open.
+    private func loadSlots(_ fd: FileDescriptor) throws {
+        guard layout.slotCount > 0, cache.withLock({ $0.shadow.slots == nil }) else { return }
+        var slots: [ShadowSlots.Copy?] = []
+        for slot in 0..<layout.slotCount {
+            let header = try io.preadFully(fd, count: ContentLayout.slotHeaderSize, at: layout.slotOffset(slot))
+            slots.append(layout.slotHeader(header).map { ShadowSlots.Copy(block: $0.block, written: -1, replacedIn: $0.current ? nil : -1) })
+        }
+        cache.withLock { cache in
+            if cache.shadow.slots == nil { cache.shadow.slots = slots }
+        }
+    }
+
+    /// Copies the full blocks whose current copy a slot holds durably in place (the slots are
+    /// free once those copies are durable too).
+    private func evictFullBlocks(_ fd: FileDescriptor) throws {
+        let size = layout.plaintextSize(backingSize: try io.size(fd))
+        for slot in cache.withLock({ $0.shadow.evictable(fullBlocks: size / layout.blockSize) }) {
+            guard let copy = try readSlot(slot, fd: fd), copy.sealed.count == layout.sealedBlockSize else { continue }
+            try io.pwriteFully(fd, copy.sealed, at: layout.backingOffset(block: copy.block))
+            try noteWrittenInPlace(copy.block...copy.block, fd: fd)
+        }
+    }
+
+    /// Empties the slots that hold copies of blocks from `block` on (a truncate removed them).
+    private func dropSlots(from block: Int, fd: FileDescriptor) throws {
+        try loadSlots(fd)
+        let doomed = cache.withLock { cache in
+            (cache.shadow.slots ?? []).indices.filter { cache.shadow.slots![$0].map { $0.block >= block } ?? false }
+        }
+        for slot in doomed {
+            try io.pwriteFully(fd, [UInt8](repeating: 0, count: ContentLayout.slotHeaderSize), at: layout.slotOffset(slot))
+            cache.withLock { $0.shadow.emptied(slot) }
+        }
+    }
+
+    /// The block index and envelope a slot holds; nil for an empty or malformed slot.
+    private func readSlot(_ slot: Int, fd: FileDescriptor) throws -> (block: Int, sealed: [UInt8])? {
+        let header = try io.preadFully(fd, count: ContentLayout.slotHeaderSize, at: layout.slotOffset(slot))
+        guard let (block, length, _) = layout.slotHeader(header) else { return nil }
+        let sealed = try io.preadFully(fd, count: length, at: layout.slotOffset(slot) + ContentLayout.slotHeaderSize)
+        return sealed.count == length ? (block, sealed) : nil
+    }
+
+    /// fsync(2) or fdatasync(2) of the backing file, noting what it made durable. When no
+    /// slot is left free for the next rewrite, the full blocks current in slots are copied in
+    /// place and made durable by a second fdatasync, so that the next sync interval has a slot.
+    public func sync(fd: FileDescriptor, dataOnly: Bool) throws {
+        try syncMarking(fd, dataOnly: dataOnly)
+        try access.withWriteLock {
+            guard cache.withLock({ $0.shadow.isFull }) else { return }
+            do {
+                try evictFullBlocks(fd)
+            } catch let error as SystemError where error.errno == EBADF {
+                return // synced through a read-only handle: the next write's sync does it
+            }
+            try syncMarking(fd, dataOnly: true)
+        }
+    }
+
+    private func syncMarking(_ fd: FileDescriptor, dataOnly: Bool) throws {
+        let mark = cache.withLock { $0.shadow.beginSync() }
+        try dataOnly ? io.fdatasync(fd) : io.fsync(fd)
+        cache.withLock { $0.shadow.endSync(mark) }
     }
 
     // MARK: - Blocks
 
     /// The file id, creating the header of an empty backing file.
     private func prepareForWrite(_ fd: FileDescriptor, backingSize: Int) throws -> FileID {
-        if backingSize >= ContentLayout.headerSize { return try loadFileID(fd) }
+        if backingSize >= layout.dataOffset { return try loadFileID(fd) }
         // Empty (or a header torn at creation, which held no data): start a new file id.
         let fileID = try FileID.random()
-        try io.pwriteFully(fd, ContentLayout.header(fileID: fileID), at: 0)
-        cache.withLock { $0.adopt(fileID) }
+        try io.pwriteFully(fd, layout.header(fileID: fileID), at: layout.headerOffset)
+        cache.withLock {
+            $0.adopt(fileID)
+            $0.shadow.slots = Array(repeating: nil, count: layout.slotCount) // a new file's slots are empty
+        }
         return fileID
     }
 
     private func loadFileID(_ fd: FileDescriptor) throws -> FileID {
         if let known = cache.withLock({ $0.fileID }) { return known }
-        let header = try io.preadFully(fd, count: ContentLayout.headerSize, at: 0)
+        let header = try io.preadFully(fd, count: ContentLayout.headerSize, at: layout.headerOffset)
         guard header.count == ContentLayout.headerSize else { throw SystemError("read", path: "file header", errno: EIO) }
         let version = UInt16(header[0]) << 8 | UInt16(header[1])
-        guard version == ContentLayout.headerVersion else { throw ContentError.badFileHeader(version: version) }
+        guard version == layout.version else { throw ContentError.badFileHeader(version: version) }
         let fileID = try FileID(header[2...])
         cache.withLock { $0.adopt(fileID) }
         return fileID
     }
 
-    /// Re-seals block `index` with its plaintext cut or zero-extended to `newLength`.
-    private func rewriteBlock(_ index: Int, fileID: FileID, fd: FileDescriptor, currentSize: Int, newLength: Int, epoch: UInt32) throws {
+    /// Re-seals block `index` with its plaintext cut or zero-extended to `newLength`. It keeps
+    /// stored bytes unless it cuts them (`protect` false: a truncate rewrites in place, so that
+    /// making a file smaller never needs new space).
+    private func rewriteBlock(_ index: Int, fileID: FileID, fd: FileDescriptor, currentSize: Int, newLength: Int, epoch: UInt32,
+                              protect: Bool = true) throws {
         let existing = max(0, min(layout.blockSize, currentSize - index * layout.blockSize))
-        var plain = try readBlock(index, fileID: fileID, fd: fd, length: existing)
+        var (plain, wasHole) = try readBlock(index, fileID: fileID, fd: fd, length: existing)
         if plain.count > newLength { plain.removeLast(plain.count - newLength) }
         if plain.count < newLength { plain += [UInt8](repeating: 0, count: newLength - plain.count) }
-        try writeBlock(index, plain, fileID: fileID, fd: fd, epoch: epoch)
+        try writeBlock(index, plain, fileID: fileID, fd: fd, epoch: epoch, keepsStoredBytes: protect && !wasHole)
     }
 
-    /// Seals `plain` as block `index` under `epoch` and writes it in place.
-    private func writeBlock(_ index: Int, _ plain: [UInt8], fileID: FileID, fd: FileDescriptor, epoch: UInt32) throws {
+    /// Seals `plain` as block `index` under `epoch` and stores it (`store`).
+    private func writeBlock(_ index: Int, _ plain: [UInt8], fileID: FileID, fd: FileDescriptor, epoch: UInt32, keepsStoredBytes: Bool) throws {
         var sealed = [UInt8](repeating: 0, count: plain.count + Envelope.overhead)
         var key = try blockKey(epoch, fileID: fileID)
         try plain.withUnsafeBytes { p in
             try sealed.withUnsafeMutableBytes { try sealBlock(p, block: index, key: &key, into: $0) }
         }
-        try io.pwriteFully(fd, sealed, at: layout.backingOffset(block: index))
+        try sealed.withUnsafeBytes { try store($0, block: index, fd: fd, keepsStoredBytes: keepsStoredBytes) }
     }
 
-    /// The `length` plaintext bytes of block `index` (zeros past the end of the backing file).
-    private func readBlock(_ index: Int, fileID: FileID, fd: FileDescriptor, length: Int) throws -> [UInt8] {
-        guard length > 0 else { return [] }
+    /// The `length` plaintext bytes of block `index` (zeros past the end of the backing file),
+    /// and whether it is a hole.
+    private func readBlock(_ index: Int, fileID: FileID, fd: FileDescriptor, length: Int) throws -> (plain: [UInt8], wasHole: Bool) {
+        guard length > 0 else { return ([], true) }
         let sealed = try io.preadFully(fd, count: length + Envelope.overhead, at: layout.backingOffset(block: index))
-        guard sealed.count > Envelope.overhead else { return [UInt8](repeating: 0, count: length) }
+        guard sealed.count > Envelope.overhead else { return ([UInt8](repeating: 0, count: length), true) }
         var plain = [UInt8](repeating: 0, count: length)
         var key: BlockKey?
-        try sealed.withUnsafeBytes { s in
+        let wasHole = try sealed.withUnsafeBytes { s in
             try plain.withUnsafeMutableBytes { p in
-                try openBlock(index, fileID: fileID, sealed: s, into: UnsafeMutableRawBufferPointer(rebasing: p[0..<(s.count - Envelope.overhead)]),
+                try openBlock(index, fileID: fileID, fd: fd, sealed: s, into: UnsafeMutableRawBufferPointer(rebasing: p[0..<(s.count - Envelope.overhead)]),
                               key: &key)
             }
         }
-        return plain
+        return (plain, wasHole)
     }
 
     /// The key and AAD of one key id for this file's blocks, kept from block to block: the
@@ -372,24 +550,80 @@ public final class FileContent: Sendable {
     }
 
     /// Opens one stored block into `output` (its plaintext length) with the key of its key id:
-    /// the one in `key` if that is it, else a new one, left in `key` for the next block. All
-    /// zeros is a hole and reads as zeros (docs/FORMAT.md §6, holes).
-    private func openBlock(_ index: Int, fileID: FileID, sealed: UnsafeRawBufferPointer, into output: UnsafeMutableRawBufferPointer,
-                           key: inout BlockKey?) throws {
+    /// the one in `key` if that is it, else a new one, left in `key` for the next block. The
+    /// block's current copy is in a shadow slot when one says so (read there, its copy in place
+    /// is stale); else in place, where all zeros is a hole and reads as zeros (docs/FORMAT.md
+    /// §6). A copy in place that does not open may have been torn by a power cut: then the
+    /// slot's fallback copy, or a shorter copy in place, is what a sync made durable. Returns
+    /// whether the block was a hole.
+    @discardableResult
+    private func openBlock(_ index: Int, fileID: FileID, fd: FileDescriptor, sealed: UnsafeRawBufferPointer,
+                           into output: UnsafeMutableRawBufferPointer, key: inout BlockKey?) throws -> Bool {
+        let (current, fallback) = cache.withLock { ($0.shadow.currentSlot(of: index), $0.shadow.slot(of: index)) }
+        if let current, try openSlotCopy(current, index, fileID: fileID, fd: fd, into: output, key: &key) {
+            volume.counters.blocksRead.add(1, ordering: .relaxed)
+            return false
+        }
         if sealed.allSatisfy({ $0 == 0 }) {
             output.initializeMemory(as: UInt8.self, repeating: 0)
-            return
+            return true
         }
         do {
-            let keyID = try Envelope.keyID(of: sealed)
-            if key?.aad.keyID != keyID { key = try blockKey(keyID, fileID: fileID) }
-            let aead = key!.key
-            try key!.aad.withBlock(UInt64(index)) { try Envelope.open(sealed, keyID: keyID, key: aead, aad: $0, into: output) }
+            try openEnvelope(sealed, block: index, fileID: fileID, into: output, key: &key)
         } catch let error as EnvelopeError {
-            volume.counters.authenticationFailures.add(1, ordering: .relaxed)
-            throw ContentError.block(index: index, error)
+            let openedFallback = try fallback.map { try openSlotCopy($0, index, fileID: fileID, fd: fd, into: output, key: &key) } ?? false
+            guard openedFallback || openShorterCopy(index, fileID: fileID, sealed: sealed, into: output, key: &key) else {
+                volume.counters.authenticationFailures.add(1, ordering: .relaxed)
+                throw ContentError.block(index: index, error)
+            }
         }
         volume.counters.blocksRead.add(1, ordering: .relaxed)
+        return false
+    }
+
+    private func openEnvelope(_ sealed: UnsafeRawBufferPointer, block index: Int, fileID: FileID, into output: UnsafeMutableRawBufferPointer,
+                              key: inout BlockKey?) throws {
+        let keyID = try Envelope.keyID(of: sealed)
+        if key?.aad.keyID != keyID { key = try blockKey(keyID, fileID: fileID) }
+        let aead = key!.key
+        try key!.aad.withBlock(UInt64(index)) { try Envelope.open(sealed, keyID: keyID, key: aead, aad: $0, into: output) }
+    }
+
+    /// Opens the copy of block `index` in `slot` into `output`: cut to its length, or
+    /// zero-padded to it where the size grew past the copy (a cut that kept the growth of the
+    /// file by an append no sync acknowledged, but not the append). False if it does not open.
+    private func openSlotCopy(_ slot: Int, _ index: Int, fileID: FileID, fd: FileDescriptor, into output: UnsafeMutableRawBufferPointer,
+                              key: inout BlockKey?) throws -> Bool {
+        guard let copy = try readSlot(slot, fd: fd), copy.block == index else { return false }
+        var plain = [UInt8](repeating: 0, count: copy.sealed.count - Envelope.overhead)
+        do {
+            try copy.sealed.withUnsafeBytes { s in try plain.withUnsafeMutableBytes { try openEnvelope(s, block: index, fileID: fileID, into: $0, key: &key) } }
+        } catch is EnvelopeError {
+            return false
+        }
+        output.initializeMemory(as: UInt8.self, repeating: 0)
+        plain.withUnsafeBytes { output.copyMemory(from: UnsafeRawBufferPointer(rebasing: $0.prefix(output.count))) }
+        return true
+    }
+
+    /// Opens a copy in place followed by zeros, at its own length, zero-padded to `output`: what
+    /// a cut leaves when it kept the growth of the file by an unacknowledged append but not
+    /// the append's copy in a slot. The copy ends in its tag, which may end in zero bytes too.
+    private func openShorterCopy(_ index: Int, fileID: FileID, sealed: UnsafeRawBufferPointer, into output: UnsafeMutableRawBufferPointer,
+                                 key: inout BlockKey?) -> Bool {
+        guard layout.slotCount > 0, let lastNonZero = sealed.lastIndex(where: { $0 != 0 }) else { return false }
+        for length in (lastNonZero + 1)..<min(lastNonZero + 1 + AESGCMKey.tagSize, sealed.count) where length > Envelope.overhead {
+            let plainLength = length - Envelope.overhead
+            do {
+                try openEnvelope(UnsafeRawBufferPointer(rebasing: sealed[0..<length]), block: index, fileID: fileID,
+                                 into: UnsafeMutableRawBufferPointer(rebasing: output[0..<plainLength]), key: &key)
+            } catch {
+                continue
+            }
+            UnsafeMutableRawBufferPointer(rebasing: output[plainLength...]).initializeMemory(as: UInt8.self, repeating: 0)
+            return true
+        }
+        return false
     }
 
     private func sealBlock(_ plain: UnsafeRawBufferPointer, block: Int, key: inout BlockKey, into output: UnsafeMutableRawBufferPointer) throws {

@@ -75,12 +75,13 @@ public final class HeaderJournal: Sendable {
 
     /// Writes the first header of a new volume (slot A, sequence 1) and makes it durable. A
     /// volume made with `clusterID` derives every epoch's raft DEK (docs/FORMAT.md §3.7).
-    public func create(epoch: UInt32, blockSize: UInt32, volumeID: VolumeID? = nil, clusterID: ClusterID? = nil) throws -> VolumeHeader {
+    public func create(epoch: UInt32, blockSize: UInt32, volumeID: VolumeID? = nil, clusterID: ClusterID? = nil,
+                       formatVersion: UInt16 = HeaderSlot.formatVersion) throws -> VolumeHeader {
         guard epoch != 0 else { throw JournalError.reservedEpoch }
         let derivation = try source.keyDerivationForNewEpoch()
         let secrets = try source.epochSecrets(epoch: epoch, derivation: derivation, clusterID: clusterID)
         let slot = HeaderSlot(volumeID: try volumeID ?? .random(), sequence: 0, epoch: epoch, blockSize: blockSize,
-                              raftCutover: .max, keyDerivation: derivation, keySource: source.spec)
+                              raftCutover: .max, keyDerivation: derivation, keySource: source.spec, formatVersion: formatVersion)
         let keyring = try Keyring.create(epoch: epoch, clusterID: clusterID, clusterSecret: secrets.clusterSecret)
         return try commit(slot, keyring: keyring, wrappingKey: secrets.wrappingKey, replacing: nil)
     }

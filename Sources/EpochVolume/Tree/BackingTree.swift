@@ -99,7 +99,7 @@ public final class BackingTree: Sendable {
     private func plaintextAttributes(_ info: stat, of node: BackingNode) throws -> stat {
         var info = info
         switch info.st_mode & S_IFMT {
-        case S_IFREG: info.st_size = off_t(ContentLayout(blockSize: volume.keys.blockSize).plaintextSize(backingSize: Int(info.st_size)))
+        case S_IFREG: info.st_size = off_t(volume.contentLayout.plaintextSize(backingSize: Int(info.st_size)))
         case S_IFLNK: info.st_size = off_t(try readlink(node).count)
         default: break
         }
@@ -364,11 +364,15 @@ public final class BackingTree: Sendable {
         try content(node).allocate(fd: handle, mode: mode, offset: offset, length: length)
     }
 
-    /// fsync(2) or fdatasync(2) of a file or directory handle, after the side files written
-    /// since the last one.
-    public func sync(_ handle: FileDescriptor, dataOnly: Bool) throws {
+    /// fsync(2) or fdatasync(2) of a handle of `node` (a file or directory), after the side
+    /// files written since the last one.
+    public func sync(_ handle: FileDescriptor, of node: BackingNode, dataOnly: Bool) throws {
         try syncSideFiles()
-        try dataOnly ? io.fdatasync(handle) : io.fsync(handle)
+        if let content = node.content {
+            try content.sync(fd: handle, dataOnly: dataOnly)
+        } else {
+            try dataOnly ? io.fdatasync(handle) : io.fsync(handle)
+        }
     }
 
     /// Makes every side file written so far durable, with its directory entry.

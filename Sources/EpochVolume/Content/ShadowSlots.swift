@@ -1,0 +1,126 @@
+/// Which copies of a file's blocks a power cut could leave, and where a rewrite goes so that
+/// one of them always survives (docs/FORMAT.md §6, shadow slots).
+///
+/// A block rewritten in place while keeping some of its old bytes (an append into the last
+/// block, a small write into a block) is resealed whole: a write torn by a power cut would take
+/// the old bytes with it. So when the copy it replaces may be durable, the new copy goes to a
+/// shadow slot instead, marked current; the next rewrite after a sync goes back in place and
+/// unmarks the slot, which stays behind as the fallback until that copy is durable too.
+///
+/// Durability is tracked in generations: every sync starts a new one, and a copy written in a
+/// generation that a completed sync covered is durable. Anything written before this process
+/// knew the file counts as durable.
+struct ShadowSlots {
+    /// One slot's copy of a block.
+    struct Copy {
+        let block: Int
+        /// The generation it was written in (-1: before this process).
+        let written: Int
+        /// nil while it is the block's current copy; then the generation in which the copy in
+        /// place replaced it.
+        var replacedIn: Int?
+
+        var isCurrent: Bool { replacedIn == nil }
+    }
+
+    enum Destination: Equatable {
+        case inPlace
+        case slot(Int)
+        /// Both slots hold copies a cut may still need.
+        case busy
+    }
+
+    /// The generation writes happen in now.
+    private(set) var generation = 0
+    /// Copies written in a generation below this one are durable.
+    private var durableBelow = 0
+    /// nil until read from the backing file; then what each slot holds.
+    var slots: [Copy?]?
+    /// Blocks written in place since the last sync, and when (only the ends of each write:
+    /// the blocks a later small write may rewrite).
+    private var recentlyInPlace: [Int: Int] = [:]
+    /// Both slots have their backing space.
+    var reserved = false
+
+    func isDurable(_ generation: Int) -> Bool { generation < durableBelow }
+
+    /// The slot holding block `index`'s current copy.
+    func currentSlot(of index: Int) -> Int? { slots?.firstIndex { $0?.block == index && $0?.isCurrent == true } }
+
+    /// The slot holding any copy of block `index`.
+    func slot(of index: Int) -> Int? { slots?.firstIndex { $0?.block == index } }
+
+    /// Where a rewrite of block `index` that keeps some of its stored bytes goes (a hole has
+    /// none: it goes in place). The slots must be loaded.
+    func destination(forRewriteOf index: Int) -> Destination {
+        if let slot = slot(of: index), let copy = slots![slot] {
+            if let replacedIn = copy.replacedIn {
+                // In place is current: once durable, the slot may take the next copy; until
+                // then the slot's copy is the one a cut may need.
+                return isDurable(replacedIn) ? .slot(slot) : .inPlace
+            }
+            // The slot is current: once durable, the next copy goes in place; until then it is
+            // rewritten, and the copy in place is the one a cut may need.
+            return isDurable(copy.written) ? .inPlace : .slot(slot)
+        }
+        if let written = recentlyInPlace[index], !isDurable(written) { return .inPlace } // nothing durable to lose
+        return slots!.firstIndex { isFree($0) }.map(Destination.slot) ?? .busy
+    }
+
+    /// No slot is free for a new block's copy.
+    var isFull: Bool { slots.map { !$0.contains(where: isFree) } ?? false }
+
+    /// Free: empty, or holding a copy that a durable copy in place replaced.
+    private func isFree(_ copy: Copy?) -> Bool {
+        guard let copy else { return true }
+        return copy.replacedIn.map(isDurable) ?? false
+    }
+
+    /// Full blocks (below `fullBlocks`) whose current copy a slot holds durably: copied in
+    /// place, their slots become free once that copy is durable. A partial last block stays:
+    /// its next rewrite goes in place anyway.
+    func evictable(fullBlocks: Int) -> [Int] {
+        (slots ?? []).indices.filter { slot in
+            slots![slot].map { $0.isCurrent && isDurable($0.written) && $0.block < fullBlocks } ?? false
+        }
+    }
+
+    mutating func wroteSlot(_ slot: Int, block: Int) {
+        slots?[slot] = Copy(block: block, written: generation, replacedIn: nil)
+    }
+
+    /// Blocks written in place: returns the slots that
+    /// held their current copies, which must be marked not current on disk.
+    mutating func wroteInPlace(_ blocks: ClosedRange<Int>) -> [Int] {
+        recentlyInPlace[blocks.lowerBound] = generation
+        recentlyInPlace[blocks.upperBound] = generation
+        var replaced: [Int] = []
+        for slot in (slots ?? []).indices {
+            guard let copy = slots![slot], copy.isCurrent, blocks.contains(copy.block) else { continue }
+            slots![slot]!.replacedIn = generation
+            replaced.append(slot)
+        }
+        return replaced
+    }
+
+    mutating func emptied(_ slot: Int) { slots?[slot] = nil }
+
+    /// A sync begins: writes from now on are in the next generation.
+    mutating func beginSync() -> Int {
+        defer { generation += 1 }
+        return generation
+    }
+
+    /// The sync begun at `mark` returned: everything written before it is durable.
+    mutating func endSync(_ mark: Int) {
+        durableBelow = max(durableBelow, mark + 1)
+        recentlyInPlace = recentlyInPlace.filter { !isDurable($0.value) }
+    }
+
+    /// Nothing is known about the file: every copy on disk counts as durable.
+    mutating func forget() {
+        slots = nil
+        recentlyInPlace = [:]
+        reserved = false
+    }
+}
