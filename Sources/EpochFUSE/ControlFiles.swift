@@ -142,7 +142,9 @@ final class ControlFiles: Sendable {
         switch command {
         case let .rekey(epoch): try volume.rekey(to: epoch)
         case let .raftCutover(index): try volume.setRaftCutover(index)
-        case let .retire(epoch): try Retirement.retire(epoch: epoch, in: tree)
+        case let .retire(epoch, walChecked):
+            // `wal-checked`: the caller (epochfs retire --mount --wal) found no WAL entry naming it.
+            try Retirement.retire(epoch: epoch, in: tree, walReferences: walChecked ? { _ in EpochReferences() } : nil)
         }
     }
 
@@ -175,7 +177,7 @@ final class ControlFiles: Sendable {
 enum ControlCommand: Equatable {
     case rekey(UInt32)
     case raftCutover(UInt64)
-    case retire(UInt32)
+    case retire(UInt32, walChecked: Bool)
 
     static func parse(_ text: String) throws -> ControlCommand {
         let words = text.split(whereSeparator: { $0 == " " || $0 == "\n" || $0 == "\t" })
@@ -183,9 +185,10 @@ enum ControlCommand: Equatable {
         case ("rekey", 2):
             guard let epoch = UInt32(words[1]), epoch > 0 else { throw ControlError.badArgument(String(words[1])) }
             return .rekey(epoch)
-        case ("retire", 2):
+        case ("retire", 2), ("retire", 3):
             guard let epoch = UInt32(words[1]), epoch > 0 else { throw ControlError.badArgument(String(words[1])) }
-            return .retire(epoch)
+            guard words.count == 2 || words[2] == "wal-checked" else { throw ControlError.badArgument(String(words[2])) }
+            return .retire(epoch, walChecked: words.count == 3)
         case ("raft-cutover", 2):
             guard let index = UInt64(words[1]) else { throw ControlError.badArgument(String(words[1])) }
             return .raftCutover(index)
@@ -202,7 +205,7 @@ enum ControlError: Error, CustomStringConvertible {
 
     var description: String {
         switch self {
-        case let .unknownCommand(text): "unknown command '\(text)' (expected 'rekey EPOCH', 'retire EPOCH' or 'raft-cutover INDEX')"
+        case let .unknownCommand(text): "unknown command '\(text)' (expected 'rekey EPOCH', 'retire EPOCH [wal-checked]' or 'raft-cutover INDEX')"
         case let .badArgument(word): "bad argument '\(word)'"
         case let .notOwner(uid): "caller uid \(uid) is neither the mount owner nor root"
         }

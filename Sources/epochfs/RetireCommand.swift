@@ -5,14 +5,20 @@ import EpochWAL
 struct Retire: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Drop the data keys of an old epoch, offline (BACKING) or live (--mount MOUNTPOINT).",
-        usage: "epochfs retire BACKING EPOCH [--wal DIR ...] [--key-source SPEC]\n       epochfs retire --mount MOUNTPOINT EPOCH",
+        usage: """
+            epochfs retire BACKING EPOCH [--wal DIR ...] [--layout proposal|raw] [--key-source SPEC]
+                   epochfs retire --mount MOUNTPOINT EPOCH [--wal DIR ...] [--layout proposal|raw]
+            """,
         discussion: """
             Scans the volume first: while any block, symlink target or xattr value (and, when a \
-            raft cutover is set, any entry above it in the WAL directories given with --wal) is \
-            still sealed under EPOCH, the command is refused (exit 3) and says how many items \
-            still name it and where. Otherwise one header commit drops the epoch's keys; \
-            anything naming it afterwards fails with "retired key id" (EIO on a mount). The \
-            active epoch is never retired; retiring a retired epoch writes nothing.
+            raft cutover is set, any entry above it in the WAL directories given with --wal, \
+            which must then be given) is still sealed under EPOCH, the command is refused (exit \
+            3) and says how many items still name it and where. Otherwise one header commit \
+            drops the epoch's keys; anything naming it afterwards fails with "retired key id" \
+            (EIO on a mount). The active epoch is never retired; retiring a retired epoch \
+            writes nothing. A WAL kept inside the volume is read through the mount: retire it \
+            live, with --mount and --wal MOUNTPOINT/...; the WAL is checked by this command, \
+            the rest by the mount.
             """)
 
     @Option(help: ArgumentHelp("Retire through this mounted volume's control file.", valueName: "MOUNTPOINT"))
@@ -35,14 +41,17 @@ struct Retire: ParsableCommand {
         guard arguments.count == (mount == nil ? 2 : 1), let last = arguments.last, let epoch = UInt32(last), epoch > 0 else {
             throw ValidationError(mount == nil ? "expected BACKING EPOCH" : "expected EPOCH after --mount MOUNTPOINT")
         }
-        if mount != nil, !walDirectories.isEmpty { throw ValidationError("--wal is for an offline retire") }
     }
 
     func run() throws {
         let epoch = UInt32(arguments.last!)!
         if let mount {
             try runReportingErrors {
-                try sendControlCommand("retire \(epoch)", mountpoint: mount)
+                if !walDirectories.isEmpty {
+                    let gate = try RaftKeyOptions.parse(["--mount", mount, "--layout", layout.rawValue]).gate()
+                    try references(to: epoch, inWAL: walDirectories, gate: gate).requireNone(retiring: epoch)
+                }
+                try sendControlCommand("retire \(epoch)" + (walDirectories.isEmpty ? "" : " wal-checked"), mountpoint: mount)
                 print("retired epoch \(epoch) of \(mount)")
             }
             return
@@ -50,8 +59,9 @@ struct Retire: ParsableCommand {
         let volume = try VolumeOptions.parse([arguments[0]] + (keySource.map { ["--key-source", $0] } ?? []))
         try runReportingErrors {
             let tree = try BackingTree(volume: try LiveVolume(backing: volume.backing, journal: try volume.openJournal()), writing: false)
-            let walReferences = walDirectories.isEmpty ? nil : { header in
-                try references(to: epoch, inWAL: walDirectories, header: header, layout: layout)
+            let walReferences = walDirectories.isEmpty ? nil : { (header: VolumeHeader) in
+                let gate = CutoverGate(cutover: header.slot.raftCutover, layout: layout, raftKeys: RaftKeys.lookup(in: header.keyring))
+                return try references(to: epoch, inWAL: walDirectories, gate: gate)
             }
             let header = try Retirement.retire(epoch: epoch, in: tree, walReferences: walReferences)
             print("retired epoch \(epoch) (sequence \(header.sequence))")
@@ -59,12 +69,10 @@ struct Retire: ParsableCommand {
     }
 }
 
-/// The entries above the volume's raft cutover, in the WAL directories `directories`, whose
-/// raft envelope names `epoch`. An entry that does not open stops it (and so the retire).
-private func references(to epoch: UInt32, inWAL directories: [String], header: VolumeHeader,
-                        layout: PayloadLayout) throws -> EpochReferences {
+/// The entries of the WAL directories `directories` that `gate` opens (those above its
+/// cutover) under `epoch`, as replayed. An entry that does not open stops it, and so the retire.
+private func references(to epoch: UInt32, inWAL directories: [String], gate: CutoverGate) throws -> EpochReferences {
     var found = EpochReferences()
-    let gate = CutoverGate(cutover: header.slot.raftCutover, layout: layout, raftKeys: RaftKeys.lookup(in: header.keyring))
     for directory in directories {
         var naming: [UInt64] = []
         _ = try WALReader(directory: directory, gate: gate).read { event in

@@ -23,6 +23,11 @@ public struct EpochReferences: Sendable, CustomStringConvertible {
         }
     }
 
+    /// Refuses to retire `epoch` (`RetireError.stillReferenced`) unless nothing was counted.
+    public func requireNone(retiring epoch: UInt32) throws {
+        guard total == 0 else { throw RetireError.stillReferenced(epoch: epoch, description) }
+    }
+
     /// `12 items (10 blocks, 2 xattrs), among them /a, /b`.
     public var description: String {
         let parts = counts.sorted { $0.key < $1.key }.map { "\($0.value) \($0.key)" }.joined(separator: ", ")
@@ -41,7 +46,7 @@ public enum RetireError: Error, Equatable, Sendable, CustomStringConvertible {
             "refusing to retire epoch \(epoch): \(references) still name it (rewrite them under a newer epoch first)"
         case let .walNotChecked(epoch, cutover):
             "refusing to retire epoch \(epoch): the raft cutover is \(cutover), so WAL entries above it may name it; "
-                + "name the WAL directories to check"
+                + "name the WAL directories to check (epochfs retire --wal DIR)"
         }
     }
 }
@@ -70,7 +75,7 @@ public enum Retirement {
                 guard let walReferences else { throw RetireError.walNotChecked(epoch: epoch, cutover: header.slot.raftCutover) }
                 found.merge(try walReferences(header))
             }
-            guard found.total == 0 else { throw RetireError.stillReferenced(epoch: epoch, found.description) }
+            try found.requireNone(retiring: epoch)
         }
     }
 }
