@@ -9,10 +9,10 @@ struct EpochFS: ParsableCommand {
         commandName: "epochfs",
         abstract: "An encrypted FUSE filesystem with epoch-keyed blocks and atomic rekey.",
         discussion: """
-            Exit codes: 0 success; 1 failure (I/O, damaged header, bad input); 2 key failure \
-            (wrong key, key source failed or timed out); 3 refused (rekey below the current epoch, \
-            restore of an older header without --yes, retire of an epoch still in use or active); \
-            64 usage error (including a malformed key source spec).
+            Exit codes: 0 success; 1 failure (I/O, damaged header, bad input, problems found by \
+            fsck); 2 key failure (wrong key, key source failed or timed out); 3 refused (rekey \
+            below the current epoch, restore of an older header without --yes, retire of an \
+            epoch still in use or active); 64 usage error (including a malformed key source spec).
             """,
         subcommands: [Init.self, Info.self, Rekey.self, Retire.self, Mount.self, Status.self, Fsck.self, ExportTree.self, Header.self,
                       WAL.self])

@@ -28,6 +28,7 @@ import Testing
         let clean = try volume.epochfs("fsck", volume.backing)
         #expect(clean.status == 0, "\(clean.output)")
         #expect(clean.stdout.hasSuffix("clean\n") && clean.stdout.contains("8 names"), "\(clean.stdout)")
+        #expect(clean.stderr.isEmpty, "no progress bar when stderr is not a terminal")
 
         // The faults: a flipped byte (block 1) and two blocks swapped (2 and 3) in /d/a, a torn
         // header slot, an empty directory IV in an empty directory and in one with an entry,

@@ -5,6 +5,8 @@ import Glibc
 
 /// `fsck --repair` (docs/FORMAT.md §1.5): only what is safe, each step said in words.
 ///
+/// - an item under an epoch the keyring lacks: left alone, and the header slots with it (a
+///   header backup may still open it);
 /// - a torn or damaged header slot: the current header committed again into it;
 /// - blocks that do not open (damaged, moved, or of a retired epoch): the file's stored bytes
 ///   copied to `epochfs.lost/`, then those blocks rewritten as zeros in place, so every
@@ -13,9 +15,9 @@ import Glibc
 ///   moved to `epochfs.lost/` (nothing of it was readable);
 /// - an xattr whose value does not open: the stored value kept in `epochfs.lost/`, the
 ///   attribute removed;
+/// - orphaned long-name side files and link files: removed;
 /// - an entry whose name does not decrypt: moved into the plaintext `/lost+found` as
 ///   `#<inode>`, where its content reads again (or into `epochfs.lost/` when that fails);
-/// - orphaned long-name side files and link files: removed;
 /// - a lost directory IV: a fresh one, once no name in the directory depends on it (after the
 ///   moves above), never otherwise.
 public final class VolumeRepair {
@@ -68,16 +70,14 @@ public final class VolumeRepair {
         var blocks: [String: [ScanItem]] = [:]
         for item in problems { if case .block = item.kind { blocks[item.backingPath, default: []].append(item) } }
         for (_, items) in blocks.sorted(by: { $0.key < $1.key }) { zeroBlocks(items) }
+        for item in problems where item.kind == .fileHeader || item.kind == .symlinkTarget { keepInLost(item) }
         for item in problems {
-            switch item.kind {
-            case .fileHeader, .symlinkTarget: keepInLost(item)
-            case .xattr(let backingName, _): keepXattr(item, backingName: backingName)
-            case .longNameFile, .linkFile:
-                attempt(item.location) {
-                    try io.unlinkat(item.backingPath, in: root, removeDirectory: false)
-                    return "\(item.location): removed the orphaned \(item.kind.label)"
-                }
-            default: break
+            if case let .xattr(backingName, _) = item.kind { keepXattr(item, backingName: backingName) }
+        }
+        for item in problems where item.kind == .longNameFile || item.kind == .linkFile {
+            attempt(item.location) {
+                try io.unlinkat(item.backingPath, in: root, removeDirectory: false)
+                return "\(item.location): removed the orphaned \(item.kind.label)"
             }
         }
         // Deepest first, so that no move changes the backing path of one still to come.
