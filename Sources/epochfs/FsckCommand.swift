@@ -28,6 +28,7 @@ struct Fsck: ParsableCommand {
     func run() throws {
         var clean = false
         try runReportingErrors {
+            if repair { try refuseIfMounted(backing: volume.backing, "repairing it") }
             let tree = try BackingTree(volume: try LiveVolume(backing: volume.backing, journal: try volume.openJournal()), writing: false)
             let line = ProgressLine(plainLines: false)
             let json = json

@@ -58,6 +58,7 @@ struct Retire: ParsableCommand {
         }
         let volume = try VolumeOptions.parse([arguments[0]] + (keySource.map { ["--key-source", $0] } ?? []))
         try runReportingErrors {
+            try refuseIfMounted(backing: volume.backing, "retiring offline (or retire with --mount)")
             let tree = try BackingTree(volume: try LiveVolume(backing: volume.backing, journal: try volume.openJournal()), writing: false)
             let walReferences = walDirectories.isEmpty ? nil : { (header: VolumeHeader) in
                 let gate = CutoverGate(cutover: header.slot.raftCutover, layout: layout, raftKeys: RaftKeys.lookup(in: header.keyring))

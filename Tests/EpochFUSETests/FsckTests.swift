@@ -23,6 +23,8 @@ import Testing
         let shown = TreeSnapshot(volume.mountpoint)
         let innerInode = try inode(volume.path("kept/inner"))
         let backing = try BackingPaths(volume)
+        let whileMounted = try volume.epochfs("fsck", volume.backing, "--repair")
+        #expect(whileMounted.status == 1 && whileMounted.stderr.contains("is mounted on \(volume.mountpoint)"), "\(whileMounted.output)")
         volume.unmount()
 
         let clean = try volume.epochfs("fsck", volume.backing)
@@ -106,6 +108,8 @@ import Testing
                 "\(refusal)")
         #expect(volume.control("retire 2") == EBUSY, "the active epoch is never retired")
         #expect(volume.control("retire 7") == ENOENT)
+        let offline = try volume.epochfs("retire", volume.backing, "1")
+        #expect(offline.status == 1 && offline.stderr.contains("is mounted on \(volume.mountpoint)"), "\(offline.output)")
 
         let backingFile = try BackingPaths(volume).path(of: "f")
         let oldCopy = try Data(contentsOf: URL(fileURLWithPath: backingFile))
