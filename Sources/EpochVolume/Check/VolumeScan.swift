@@ -133,7 +133,8 @@ public struct VolumeScan {
     public static func run(_ tree: BackingTree, visit: @escaping (ScanItem) -> Void = { _ in },
                            report: @escaping (ScanProgress) -> Void = { _ in }) throws -> ScanSummary {
         var scan = VolumeScan(tree: tree, visit: visit, report: report)
-        scan.progress.bytesTotal = try scan.storedBytes(in: tree.root.fd)
+        var seen: Set<BackingNode.Identity> = []
+        scan.progress.bytesTotal = try scan.storedBytes(in: tree.root.fd, seen: &seen)
         scan.scanHeaderSlots()
         try scan.scanDirectory(tree.root, path: "/", backingPath: ".")
         try scan.scanLinkFiles()
@@ -337,22 +338,27 @@ public struct VolumeScan {
 
     // MARK: Helpers
 
-    /// Bytes of the regular files under the directory open at `directory` (header excluded):
-    /// what the progress counts up to.
-    private func storedBytes(in directory: FileDescriptor) throws -> Int {
+    /// Stored bytes of the regular files of the tree under the directory open at `directory`,
+    /// each hard-linked file once (`seen`): what the progress counts up to.
+    private func storedBytes(in directory: FileDescriptor, seen: inout Set<BackingNode.Identity>) throws -> Int {
         try io.withOpened(".", in: directory, flags: O_RDONLY | O_DIRECTORY) { handle in
-            try io.readdir(handle).reduce(0) { total, entry in
-                guard entry.name != FileHeaderStore.fileName, entry.name != Self.lostDirectory,
-                      let info = try? io.fstatat(entry.name, in: handle) else { return total }
+            var total = 0
+            for entry in try io.readdir(handle) where !NameCodec.isInternal(entry.name) {
+                guard let info = try? io.fstatat(entry.name, in: handle) else { continue }
                 switch info.st_mode & S_IFMT {
-                case S_IFREG: return total + Int(info.st_size)
+                case S_IFREG:
+                    if seen.insert(BackingNode.Identity(device: UInt64(info.st_dev), inode: UInt64(info.st_ino))).inserted {
+                        total += Int(info.st_size)
+                    }
                 case S_IFDIR:
                     let child = try io.open(entry.name, in: handle, flags: epochfs_O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC, mode: 0)
                     defer { io.close(child) }
-                    return total + ((try? storedBytes(in: child)) ?? 0)
-                default: return total
+                    total += (try? storedBytes(in: child, seen: &seen)) ?? 0
+                default:
+                    break
                 }
             }
+            return total
         }
     }
 
