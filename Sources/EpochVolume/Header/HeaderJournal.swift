@@ -124,10 +124,11 @@ public final class HeaderJournal: Sendable {
         }
     }
 
-    /// Drops the DEKs of `epoch` in one header commit (no write when already retired). The
-    /// caller has made sure nothing names it any more (`Retirement`); `verify` runs under the
-    /// commit lock against the header about to be changed, so that check and commit see the
-    /// same keyring.
+    /// Drops the DEKs of `epoch` in one header commit (no write when already retired), then
+    /// commits the same header once more, over the older slot, which still held them. The
+    /// caller has made sure nothing names the epoch any more (`Retirement`); `verify` runs
+    /// under the commit lock against the header about to be changed, so that check and commit
+    /// see the same keyring.
     public func retire(epoch: UInt32, verify: (VolumeHeader) throws -> Void = { _ in }) throws -> VolumeHeader {
         try withCommitLock {
             let current = try openCurrent()
@@ -138,10 +139,10 @@ public final class HeaderJournal: Sendable {
             guard entry.state != .active else { throw JournalError.retiringActiveEpoch(epoch) }
             guard entry.state != .retired else { return current.header }
             try verify(current.header)
-            let header = try commit(current.header.slot, keyring: try keyring.retiring(epoch: epoch),
-                                    wrappingKey: current.wrappingKey, replacing: current.header)
-            logger.info("retired", metadata: ["epoch": "\(epoch)", "sequence": "\(header.sequence)"])
-            return header
+            let retired = try commit(current.header.slot, keyring: try keyring.retiring(epoch: epoch),
+                                     wrappingKey: current.wrappingKey, replacing: current.header)
+            logger.info("retired", metadata: ["epoch": "\(epoch)", "sequence": "\(retired.sequence)"])
+            return try commit(retired.slot, keyring: retired.keyring, wrappingKey: current.wrappingKey, replacing: retired)
         }
     }
 
