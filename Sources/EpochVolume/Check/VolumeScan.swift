@@ -136,7 +136,7 @@ public struct VolumeScan {
         var seen: Set<BackingNode.Identity> = []
         scan.progress.bytesTotal = try scan.storedBytes(in: tree.root.fd, seen: &seen)
         scan.scanHeaderSlots()
-        try scan.scanDirectory(tree.root, path: "/", backingPath: ".")
+        scan.scanDirectory(tree.root, path: "/", backingPath: ".")
         try scan.scanLinkFiles()
         report(scan.progress)
         return scan.summary
@@ -178,7 +178,7 @@ public struct VolumeScan {
 
     // MARK: Directories
 
-    private mutating func scanDirectory(_ directory: BackingNode, path: String?, backingPath: String) throws {
+    private mutating func scanDirectory(_ directory: BackingNode, path: String?, backingPath: String) {
         let entries: [DirectoryEntry]
         let handle: FileDescriptor
         do {
@@ -206,14 +206,14 @@ public struct VolumeScan {
             } else if isRoot && entry.name == Self.lostDirectory {
                 summary.keptByRepair = (try? io.readdir(at: volume.backing + "/" + Self.lostDirectory).count) ?? 0
             } else if !NameCodec.isInternal(entry.name) {
-                try scanEntry(entry.name, in: directory, handle: handle, iv: iv, parentPath: path, backingPath: entryPath)
+                scanEntry(entry.name, in: directory, handle: handle, iv: iv, parentPath: path, backingPath: entryPath)
             }
         }
     }
 
     /// An entry's name, then the object under it, whether or not the name decrypts.
     private mutating func scanEntry(_ name: String, in directory: BackingNode, handle: FileDescriptor, iv: [UInt8]?,
-                                    parentPath: String?, backingPath: String) throws {
+                                    parentPath: String?, backingPath: String) {
         var path: String?
         do {
             guard let iv else { throw ScanFailure("the directory's IV is lost") }
@@ -223,7 +223,7 @@ public struct VolumeScan {
                 guard NameCodec.longEntryName(of: encrypted) == name else { throw ScanFailure("its side file holds another entry's name") }
             }
             let plain = String(decoding: try volume.keys.names.decrypt(encrypted, directoryIV: iv), as: UTF8.self)
-            path = parentPath.map { Self.join($0 == "/" ? "" : $0, plain) }
+            path = parentPath.map { ($0 == "/" ? "" : $0) + "/" + plain }
             emit(.name, path: path, backingPath: backingPath)
         } catch {
             emit(.name, path: nil, backingPath: backingPath, problem: .damaged("name does not decrypt: \(error)"))
@@ -237,13 +237,13 @@ public struct VolumeScan {
         }
         switch node.fileType {
         case S_IFDIR:
-            try scanXattrs(node, path: path, backingPath: backingPath)
-            try scanDirectory(node, path: path, backingPath: backingPath)
+            scanXattrs(node, path: path, backingPath: backingPath)
+            scanDirectory(node, path: path, backingPath: backingPath)
         case S_IFREG:
             // Hard links share one object: its blocks and xattrs are checked once.
             guard scannedFiles.insert(node.identity).inserted else { return }
-            try scanXattrs(node, path: path, backingPath: backingPath)
-            try scanBlocks(node, path: path, backingPath: backingPath)
+            scanXattrs(node, path: path, backingPath: backingPath)
+            scanBlocks(node, path: path, backingPath: backingPath)
         case S_IFLNK:
             scanSymlink(node, path: path, backingPath: backingPath)
         default:
@@ -253,7 +253,7 @@ public struct VolumeScan {
 
     // MARK: Content
 
-    private mutating func scanBlocks(_ node: BackingNode, path: String?, backingPath: String) throws {
+    private mutating func scanBlocks(_ node: BackingNode, path: String?, backingPath: String) {
         let handle: FileDescriptor
         do {
             handle = try tree.open(node, flags: O_RDONLY, caller: 0)
@@ -293,8 +293,16 @@ public struct VolumeScan {
         emit(.symlinkTarget, path: path, backingPath: backingPath, keyID: keyID, problem: problem)
     }
 
-    private mutating func scanXattrs(_ node: BackingNode, path: String?, backingPath: String) throws {
-        for backingName in try backingXattrNames(node) where backingName.hasPrefix(XattrCodec.backingPrefix) {
+    private mutating func scanXattrs(_ node: BackingNode, path: String?, backingPath: String) {
+        let backingNames: [String]
+        do {
+            backingNames = try backingXattrNames(node)
+        } catch {
+            emit(.xattr(backingName: "", name: nil), path: path, backingPath: backingPath,
+                 problem: .damaged("attributes cannot be listed: \(error)"))
+            return
+        }
+        for backingName in backingNames where backingName.hasPrefix(XattrCodec.backingPrefix) {
             var name: String?
             var keyID: UInt32?
             var problem: ScanItem.Problem?
