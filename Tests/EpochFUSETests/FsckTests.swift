@@ -17,6 +17,7 @@ import Testing
         try Data("hello\n".utf8).write(to: URL(fileURLWithPath: volume.path(longName)))
         try Data("inside\n".utf8).write(to: URL(fileURLWithPath: volume.path("kept/inner")))
         #expect(symlink(String(repeating: "t", count: 3500), volume.path("long-link")) == 0)
+        #expect(symlink("target", volume.path("s")) == 0)
         #expect(epochfs_setxattr(volume.path("d/a"), "user.note", "value", 5, 0) == 0)
         #expect(volume.control("rekey 2") == 0) // slot B is current from here; slot A the older one
         try Data("epoch two\n".utf8).write(to: URL(fileURLWithPath: volume.path("b")))
@@ -29,12 +30,13 @@ import Testing
 
         let clean = try volume.epochfs("fsck", volume.backing)
         #expect(clean.status == 0, "\(clean.output)")
-        #expect(clean.stdout.hasSuffix("clean\n") && clean.stdout.contains("8 names"), "\(clean.stdout)")
+        #expect(clean.stdout.hasSuffix("clean\n") && clean.stdout.contains("9 names"), "\(clean.stdout)")
         #expect(clean.stderr.isEmpty, "no progress bar when stderr is not a terminal")
 
         // The faults: a flipped byte (block 1) and two blocks swapped (2 and 3) in /d/a, a torn
         // header slot, an empty directory IV in an empty directory and in one with an entry,
-        // an orphaned long-name side file and an orphaned link file.
+        // an orphaned long-name side file and an orphaned link file, a symlink target and an
+        // xattr value that do not authenticate.
         let fileA = try backing.path(of: "d/a")
         try modify(fileA) { bytes in
             bytes[18 + 4130 + 100] ^= 1
@@ -49,6 +51,20 @@ import Testing
         try Data("x".utf8).write(to: URL(fileURLWithPath: try backing.path(of: "d") + "/" + orphanName))
         try Data("y".utf8).write(to: URL(fileURLWithPath: volume.backing + "/epochfs.links/" + String(repeating: "B", count: 43)))
 
+        let link = try backing.path(of: "s")
+        var target = try FileManager.default.destinationOfSymbolicLink(atPath: link).utf8.map { $0 }
+        target[30] = target[30] == UInt8(ascii: "A") ? UInt8(ascii: "B") : UInt8(ascii: "A")
+        #expect(unlink(link) == 0 && symlink(String(decoding: target, as: UTF8.self), link) == 0)
+        var names = [CChar](repeating: 0, count: 4096)
+        let namesLength = epochfs_listxattr(fileA, &names, 4096)
+        let note = try #require(String(decoding: names.prefix(max(0, namesLength)).map { UInt8(bitPattern: $0) }, as: UTF8.self)
+            .split(separator: "\0").first { $0.hasPrefix("user.epochfs.") }).description
+        var value = [UInt8](repeating: 0, count: 256)
+        let valueLength = epochfs_getxattr(fileA, note, &value, 256)
+        #expect(valueLength > 34)
+        value[valueLength - 1] ^= 1
+        #expect(epochfs_setxattr(fileA, note, value, UInt(valueLength), 0) == 0)
+
         let before = BackingState(volume.backing)
         let found = try volume.epochfs("fsck", volume.backing)
         #expect(found.status == 1, "\(found.output)")
@@ -61,7 +77,9 @@ import Testing
                      ": name: name does not decrypt: the directory's IV is lost",
                      "/\(orphanName): long-name side file: orphaned",
                      "backing:epochfs.links/\(String(repeating: "B", count: 43)): link file: orphaned",
-                     "9 problems"] {
+                     "/s: symlink target: envelope under key id 1 failed authentication",
+                     "/d/a: xattr user.note: envelope under key id 1 failed authentication",
+                     "11 problems"] {
             #expect(found.stdout.contains(line), "missing \(line) in:\n\(found.stdout)")
         }
         #expect(!found.stdout.contains("/d/a: block 0") && !found.stdout.contains("/d/a: block 4"), "\(found.stdout)")
@@ -69,7 +87,7 @@ import Testing
 
         let json = try volume.epochfs("fsck", volume.backing, "--json")
         let report = try JSONSerialization.jsonObject(with: Data(json.stdout.utf8)) as? [String: Any]
-        #expect(json.status == 1 && report?["clean"] as? Bool == false && (report?["problems"] as? [Any])?.count == 9, "\(json.output)")
+        #expect(json.status == 1 && report?["clean"] as? Bool == false && (report?["problems"] as? [Any])?.count == 11, "\(json.output)")
 
         let repaired = try volume.epochfs("fsck", volume.backing, "--repair")
         #expect(repaired.status == 1, "\(repaired.output)")
@@ -78,17 +96,21 @@ import Testing
         #expect(again.status == 0 && again.stdout.hasSuffix("clean\n"), "\(again.output)")
 
         // Every readable byte is where it was: /d/a has zeros only where its blocks 1-3 were,
-        // and /kept/inner, whose name went with the IV, reads in /lost+found.
+        // and /kept/inner, whose name went with the IV, reads in /lost+found. What nothing of
+        // was readable (the symlink, the attribute) is gone from the tree, kept in epochfs.lost.
         try volume.mount()
         var expected = content
         expected.replaceSubrange(4096..<(4 * 4096), with: repeatElement(0, count: 3 * 4096))
         #expect(FileManager.default.contents(atPath: volume.path("d/a")) == Data(expected))
         #expect(FileManager.default.contents(atPath: volume.path("lost+found/#\(innerInode)")) == Data("inside\n".utf8))
+        #expect(epochfs_getxattr(volume.path("d/a"), "user.note", &value, 256) == -1 && errno == ENODATA)
+        #expect(try FileManager.default.contentsOfDirectory(atPath: volume.backing + "/epochfs.lost").count == 3)
         var after = TreeSnapshot(volume.mountpoint)
         after.entries["d/a"] = shown.entries["d/a"]
         after.entries["kept"] = shown.entries["kept"]
         after.entries["kept/inner"] = shown.entries["kept/inner"]
         after.entries[""] = shown.entries[""]
+        after.entries["s"] = shown.entries["s"]
         for key in after.entries.keys where key.hasPrefix("lost+found") { after.entries[key] = nil }
         #expect(after == shown, "differs:\n\(after.difference(from: shown))")
     }
