@@ -158,6 +158,32 @@ import Testing
     }
 }
 
+extension FsckTests {
+    /// Blocks under an epoch an older, restored header does not hold may still open with a
+    /// header backup: --repair touches neither them nor the header.
+    @Test func repairLeavesItemsOfAnEpochTheKeyringLacks() throws {
+        let volume = try MountedVolume()
+        defer { volume.destroy() }
+        let backup = volume.root + "/header.backup"
+        #expect(try volume.epochfs("header", "backup", volume.backing, backup).status == 0)
+        #expect(volume.control("rekey 2") == 0)
+        try Data("epoch two\n".utf8).write(to: URL(fileURLWithPath: volume.path("f")))
+        volume.unmount()
+        #expect(try volume.epochfs("header", "restore", volume.backing, backup, "--yes").status == 0)
+        try modify(volume.backing + "/epochfs.header") { $0[65_536 + 100] = 0xff } // slot B, never written, now damaged
+        let file = try #require(try FileManager.default.contentsOfDirectory(atPath: volume.backing).first { !$0.hasPrefix("epochfs.") })
+        let stored = try Data(contentsOf: URL(fileURLWithPath: volume.backing + "/" + file))
+        let header = try Data(contentsOf: URL(fileURLWithPath: volume.backing + "/epochfs.header"))
+
+        let repaired = try volume.epochfs("fsck", volume.backing, "--repair")
+        #expect(repaired.status == 1 && repaired.stdout.contains("/f: block 0: key id 2 is not in the keyring"), "\(repaired.output)")
+        #expect(repaired.stdout.contains("not repaired: /f: block 0"), "\(repaired.stdout)")
+        #expect(repaired.stdout.contains("not repaired: backing:epochfs.header: header slot B"), "\(repaired.stdout)")
+        #expect(try Data(contentsOf: URL(fileURLWithPath: volume.backing + "/" + file)) == stored)
+        #expect(try Data(contentsOf: URL(fileURLWithPath: volume.backing + "/epochfs.header")) == header)
+    }
+}
+
 /// Finds the backing object of a plaintext path by its inode number, which the mount reports
 /// unchanged (docs/FORMAT.md §1.2). Built while mounted.
 private struct BackingPaths {
