@@ -23,15 +23,16 @@ final class ControlFiles: Sendable {
         var nextSnapshot: UInt64 = 1
     }
 
-    private let volume: LiveVolume
+    private let tree: BackingTree
+    private var volume: LiveVolume { tree.volume }
     private let ownerUID: uid_t
     private let ownerGID: gid_t
     private let mountTime = timespec(tv_sec: time(nil), tv_nsec: 0)
     private let state = Mutex(State())
     private let logger = Logger(label: "epochfs.control")
 
-    init(volume: LiveVolume) {
-        self.volume = volume
+    init(tree: BackingTree) {
+        self.tree = tree
         ownerUID = getuid()
         ownerGID = getgid()
     }
@@ -117,7 +118,8 @@ final class ControlFiles: Sendable {
     }
 
     /// Runs one command. Errors come back as errno: EINVAL bad command, EPERM not the mount
-    /// owner or root, ESTALE epoch below current, the backing file system's errno when the
+    /// owner or root, ESTALE epoch below current, EBUSY retire refused (still named, or
+    /// active), ENOENT retire of an epoch not in the keyring, the backing file system's errno when the
     /// header could not be written (EROFS, EIO, ...), EIO for a key source failure.
     func write(_ node: UInt64, data: UnsafeRawBufferPointer, caller: uid_t) throws {
         guard node == Self.controlID else { throw SystemError("write", path: ".epochfs", errno: EBADF) }
@@ -140,6 +142,9 @@ final class ControlFiles: Sendable {
         switch command {
         case let .rekey(epoch): try volume.rekey(to: epoch)
         case let .raftCutover(index): try volume.setRaftCutover(index)
+        case let .retire(epoch, walChecked):
+            // `wal-checked`: the caller (epochfs retire --mount --wal) found no WAL entry naming it.
+            try Retirement.retire(epoch: epoch, in: tree, walReferences: walChecked ? { _ in EpochReferences() } : nil)
         }
     }
 
@@ -153,6 +158,8 @@ final class ControlFiles: Sendable {
         case is ControlError: EINVAL
         case JournalError.epochBelowCurrent: ESTALE
         case JournalError.reservedEpoch: EINVAL
+        case is RetireError, JournalError.retiringActiveEpoch: EBUSY
+        case JournalError.epochNotInKeyring: ENOENT
         case let error as SystemError: error.errno // the backing file system's own (EROFS, EIO, ...)
         default: EIO
         }
@@ -170,6 +177,7 @@ final class ControlFiles: Sendable {
 enum ControlCommand: Equatable {
     case rekey(UInt32)
     case raftCutover(UInt64)
+    case retire(UInt32, walChecked: Bool)
 
     static func parse(_ text: String) throws -> ControlCommand {
         let words = text.split(whereSeparator: { $0 == " " || $0 == "\n" || $0 == "\t" })
@@ -177,6 +185,10 @@ enum ControlCommand: Equatable {
         case ("rekey", 2):
             guard let epoch = UInt32(words[1]), epoch > 0 else { throw ControlError.badArgument(String(words[1])) }
             return .rekey(epoch)
+        case ("retire", 2), ("retire", 3):
+            guard let epoch = UInt32(words[1]), epoch > 0 else { throw ControlError.badArgument(String(words[1])) }
+            guard words.count == 2 || words[2] == "wal-checked" else { throw ControlError.badArgument(String(words[2])) }
+            return .retire(epoch, walChecked: words.count == 3)
         case ("raft-cutover", 2):
             guard let index = UInt64(words[1]) else { throw ControlError.badArgument(String(words[1])) }
             return .raftCutover(index)
@@ -193,7 +205,7 @@ enum ControlError: Error, CustomStringConvertible {
 
     var description: String {
         switch self {
-        case let .unknownCommand(text): "unknown command '\(text)' (expected 'rekey EPOCH' or 'raft-cutover INDEX')"
+        case let .unknownCommand(text): "unknown command '\(text)' (expected 'rekey EPOCH', 'retire EPOCH [wal-checked]' or 'raft-cutover INDEX')"
         case let .badArgument(word): "bad argument '\(word)'"
         case let .notOwner(uid): "caller uid \(uid) is neither the mount owner nor root"
         }

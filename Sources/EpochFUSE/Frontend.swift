@@ -19,7 +19,7 @@ final class Frontend: Sendable {
         self.volume = volume
         tree = try BackingTree(volume: volume)
         table = InodeTable(root: tree.root)
-        control = ControlFiles(volume: volume)
+        control = ControlFiles(tree: tree)
     }
 
     /// What a node id the kernel sent stands for, resolved once per request.

@@ -93,6 +93,15 @@ public struct Keyring: Sendable {
                            epochs: demoted + [try Self.newKeys(epoch: epoch, clusterID: clusterID, clusterSecret: clusterSecret)])
     }
 
+    /// `epoch` (read-only, not the active one) with its DEKs dropped: anything still naming it
+    /// fails closed with `retiredKey`. An epoch retired already stays as it is.
+    public func retiring(epoch: UInt32) throws -> Keyring {
+        precondition(epoch != activeEpoch, "the active epoch is never retired")
+        return try Keyring(nameKey: nameKey, epochs: epochs.map { entry in
+            entry.epoch == epoch ? EpochKeys(epoch: epoch, state: .retired, storageDEK: nil, raftDEK: nil) : entry
+        })
+    }
+
     public func keys(for epoch: UInt32) throws(EnvelopeError) -> EpochKeys {
         guard let entry = epochs.first(where: { $0.epoch == epoch }) else { throw .unknownKeyID(epoch) }
         guard entry.state != .retired else { throw .retiredKey(epoch) }

@@ -72,6 +72,15 @@ public final class LiveVolume: Sendable {
         return header
     }
 
+    /// Drops the DEKs of `epoch` in one header commit once `verify` (run under the commit lock)
+    /// accepts the header it changes; the keyring without them goes live.
+    @discardableResult
+    public func retire(epoch: UInt32, verify: (VolumeHeader) throws -> Void) throws -> VolumeHeader {
+        let header = try journal.retire(epoch: epoch, verify: verify)
+        adopt(header)
+        return header
+    }
+
     /// Makes a committed header current, unless a later commit already is (two commits from
     /// two threads may return in either order).
     private func adopt(_ header: VolumeHeader) {

@@ -29,12 +29,12 @@ public enum Volume {
     }
 
     /// The documented CLI exit code for an error: 64 for a malformed key source spec, 2 for key
-    /// failures, 3 for a refused lower epoch or older header, 1 for everything else.
+    /// failures, 3 for a refused lower epoch, older header or retire, 1 for everything else.
     public static func exitCode(for error: any Error) -> Int32 {
         switch error {
         case KeySourceError.badSpec: 64
         case is KeySourceError, JournalError.wrongKey, JournalError.epochUnrecoverable: 2
-        case JournalError.epochBelowCurrent, HeaderRestoreError.undoes: 3
+        case JournalError.epochBelowCurrent, JournalError.retiringActiveEpoch, HeaderRestoreError.undoes, is RetireError: 3
         default: 1
         }
     }

@@ -9,12 +9,13 @@ struct EpochFS: ParsableCommand {
         commandName: "epochfs",
         abstract: "An encrypted FUSE filesystem with epoch-keyed blocks and atomic rekey.",
         discussion: """
-            Exit codes: 0 success; 1 failure (I/O, damaged header, bad input); 2 key failure \
-            (wrong key, key source failed or timed out); 3 refused (rekey below the current epoch, \
-            restore of an older header without --yes); \
-            64 usage error (including a malformed key source spec).
+            Exit codes: 0 success; 1 failure (I/O, damaged header, bad input, problems found by \
+            fsck); 2 key failure (wrong key, key source failed or timed out); 3 refused (rekey \
+            below the current epoch, restore of an older header without --yes, retire of an \
+            epoch still in use or active); 64 usage error (including a malformed key source spec).
             """,
-        subcommands: [Init.self, Info.self, Rekey.self, Mount.self, Status.self, ExportTree.self, Header.self, WAL.self])
+        subcommands: [Init.self, Info.self, Rekey.self, Retire.self, Mount.self, Status.self, Fsck.self, ExportTree.self, Header.self,
+                      WAL.self])
 }
 
 /// Options every command that opens an existing volume takes.
@@ -62,11 +63,11 @@ func printError(_ message: String) {
 }
 
 /// Exit codes (documented in the command's discussion and README). A live control command
-/// maps its errno the same way: ESTALE refused, EIO key failure, EINVAL usage.
+/// maps its errno the same way: ESTALE and EBUSY refused, EIO key failure, EINVAL usage.
 func exitCode(for error: any Error) -> Int32 {
     guard let control = error as? ControlCommandFailed else { return Volume.exitCode(for: error) }
     switch control.failure.errno {
-    case ESTALE: return 3
+    case ESTALE, EBUSY: return 3
     case EIO: return 2
     case EINVAL: return 64
     default: return 1

@@ -27,15 +27,11 @@ struct ExportTree: ParsableCommand {
     func run() throws {
         try runReportingErrors {
             let tree = try BackingTree(volume: try LiveVolume(backing: volume.backing, journal: try volume.openJournal()))
-            let terminal = isatty(STDERR_FILENO) != 0
-            var lastLine = Date.distantPast
+            let line = ProgressLine(plainLines: true)
             let done = try Export.run(tree, path: path, to: destination, skipBad: skipBad) { progress in
-                guard Date().timeIntervalSince(lastLine) >= (terminal ? 0.2 : 2) else { return }
-                lastLine = Date()
-                let line = "exporting: \(progress.files) files, \(progress.directories) directories, \(progress.bytes >> 20) MiB"
-                FileHandle.standardError.write(Data((terminal ? "\r" + line : line + "\n").utf8))
+                line.update("exporting: \(progress.files) files, \(progress.directories) directories, \(progress.bytes >> 20) MiB")
             }
-            if terminal { FileHandle.standardError.write(Data("\r\u{1b}[K".utf8)) }
+            line.clear()
             print("exported \(done.files) files, \(done.directories) directories, \(done.symlinks) symlinks, \(done.bytes) bytes to \(destination)")
             for (file, range) in done.skipped {
                 print("skipped \(file) bytes \(range.lowerBound)..<\(range.upperBound): did not authenticate, written as zeros")

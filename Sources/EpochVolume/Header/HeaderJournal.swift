@@ -37,6 +37,8 @@ public enum JournalError: Error, Equatable, Sendable, CustomStringConvertible {
     case inconsistentKeyring(slotEpoch: UInt32, keyringEpoch: UInt32)
     case epochUnrecoverable(tried: [UInt32], reason: String)
     case readBackMismatch(slot: Int)
+    case epochNotInKeyring(UInt32)
+    case retiringActiveEpoch(UInt32)
 
     public var description: String {
         switch self {
@@ -50,6 +52,8 @@ public enum JournalError: Error, Equatable, Sendable, CustomStringConvertible {
         case let .epochUnrecoverable(tried, reason):
             "the header's epoch is not recorded and no key opened it (tried \(tried.map(String.init).joined(separator: ", "))): \(reason)"
         case let .readBackMismatch(slot): "header slot \(slot == 0 ? "A" : "B") did not read back as written"
+        case let .epochNotInKeyring(epoch): "epoch \(epoch) is not in the keyring"
+        case let .retiringActiveEpoch(epoch): "refusing to retire epoch \(epoch): it is the active epoch (rekey first)"
         }
     }
 }
@@ -121,6 +125,38 @@ public final class HeaderJournal: Sendable {
             var slot = current.header.slot
             slot.raftCutover = index
             return try commit(slot, keyring: current.header.keyring, wrappingKey: current.wrappingKey, replacing: current.header)
+        }
+    }
+
+    /// Drops the DEKs of `epoch` in one header commit (no write when already retired), then
+    /// commits the same header once more, over the older slot, which still held them. The
+    /// caller has made sure nothing names the epoch any more (`Retirement`); `verify` runs
+    /// under the commit lock against the header about to be changed, so that check and commit
+    /// see the same keyring.
+    public func retire(epoch: UInt32, verify: (VolumeHeader) throws -> Void = { _ in }) throws -> VolumeHeader {
+        try withCommitLock {
+            let current = try openCurrent()
+            let keyring = current.header.keyring
+            guard let entry = keyring.epochs.first(where: { $0.epoch == epoch }) else {
+                throw JournalError.epochNotInKeyring(epoch)
+            }
+            guard entry.state != .active else { throw JournalError.retiringActiveEpoch(epoch) }
+            guard entry.state != .retired else { return current.header }
+            try verify(current.header)
+            let retired = try commit(current.header.slot, keyring: try keyring.retiring(epoch: epoch),
+                                     wrappingKey: current.wrappingKey, replacing: current.header)
+            logger.info("retired", metadata: ["epoch": "\(epoch)", "sequence": "\(retired.sequence)"])
+            return try commit(retired.slot, keyring: retired.keyring, wrappingKey: current.wrappingKey, replacing: retired)
+        }
+    }
+
+    /// Commits the current header again, unchanged but for the sequence, into the other slot:
+    /// what `fsck --repair` does about a torn or damaged slot.
+    public func recommit() throws -> VolumeHeader {
+        try withCommitLock {
+            let current = try openCurrent()
+            return try commit(current.header.slot, keyring: current.header.keyring, wrappingKey: current.wrappingKey,
+                              replacing: current.header)
         }
     }
 

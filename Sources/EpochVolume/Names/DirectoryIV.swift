@@ -28,6 +28,18 @@ public enum DirectoryIV {
         return fd
     }
 
+    /// Gives the directory open (for reading) at `directory`, whose IV is missing or not 16
+    /// bytes, a fresh one, durably, provided no name in it depends on the IV: it holds nothing
+    /// but epochfs's own files. Returns false, writing nothing, when it holds entries.
+    public static func recreateIfUnused(in directory: FileDescriptor, io: any BackingIO) throws -> Bool {
+        guard try io.readdir(directory).allSatisfy({ NameCodec.isInternal($0.name) }) else { return false }
+        do {
+            try io.unlinkat(fileName, in: directory, removeDirectory: false)
+        } catch let error as SystemError where error.errno == ENOENT {}
+        try createDurably(in: directory, io: io)
+        return true
+    }
+
     /// Writes a fresh IV into `directory` (open for reading) and makes it durable at once, with
     /// its directory entry: for `init` and a root found without one.
     public static func createDurably(in directory: FileDescriptor, io: any BackingIO) throws {

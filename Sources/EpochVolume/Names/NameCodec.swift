@@ -38,7 +38,12 @@ public struct NameCodec: Sendable {
     public func encrypt(_ name: [UInt8], directoryIV: [UInt8]) throws -> BackingName {
         let encoded = Base64URL.encode(try siv.seal(name, aad: directoryIV))
         if encoded.utf8.count <= Self.maxBackingName { return BackingName(name: encoded, longName: nil) }
-        return BackingName(name: Self.longNamePrefix + Base64URL.encode(SHA256.hash(Array(encoded.utf8))), longName: encoded)
+        return BackingName(name: Self.longEntryName(of: encoded), longName: encoded)
+    }
+
+    /// The entry name of the long encrypted name `encoded` (docs/FORMAT.md §5.3).
+    public static func longEntryName(of encoded: String) -> String {
+        longNamePrefix + Base64URL.encode(SHA256.hash(Array(encoded.utf8)))
     }
 
     /// The plaintext of an encrypted backing name (for long names, the side file's content).
@@ -67,6 +72,11 @@ public struct NameCodec: Sendable {
 
     public static func isLongName(_ backingName: String) -> Bool {
         backingName.hasPrefix(longNamePrefix) && !backingName.hasSuffix(longNameSuffix)
+    }
+
+    /// Whether `backingName` is a long name's side file (`epochfs.long.<hash>.name`).
+    public static func isLongNameSideFile(_ backingName: String) -> Bool {
+        backingName.hasPrefix(longNamePrefix) && backingName.hasSuffix(longNameSuffix)
     }
 }
 

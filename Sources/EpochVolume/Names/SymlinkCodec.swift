@@ -50,12 +50,18 @@ public struct SymlinkCodec: Sendable {
         }
     }
 
-    /// Decodes an inline backing target.
-    public func decrypt(inline backingTarget: [UInt8]) throws -> [UInt8] {
+    /// The sealed target an inline backing target encodes.
+    public static func decode(inline backingTarget: [UInt8]) throws -> [UInt8] {
         guard let raw = Base64URL.decode(String(decoding: backingTarget, as: UTF8.self)) else {
             throw NameError.notEncrypted(String(decoding: backingTarget, as: UTF8.self))
         }
-        return try decrypt(sealed: raw)
+        return raw
+    }
+
+    /// The epoch a sealed target names, without opening it; nil when too short to name one.
+    public static func keyID(ofSealed sealed: [UInt8]) -> UInt32? {
+        guard sealed.count >= FileID.byteCount + Envelope.overhead else { return nil }
+        return try? sealed[FileID.byteCount...].withUnsafeBytes { try Envelope.keyID(of: $0) }
     }
 
     private func location(_ targetID: FileID) -> BlockLocation {

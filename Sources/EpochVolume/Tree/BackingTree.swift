@@ -56,12 +56,14 @@ public final class BackingTree: Sendable {
 
     private var io: any BackingIO { volume.io }
 
-    public init(volume: LiveVolume) throws {
+    /// The tree of `volume`. A root without an IV gets one while it holds no entry, unless
+    /// `writing` is false (fsck without --repair writes nothing; it reports the IV instead).
+    public init(volume: LiveVolume, writing: Bool = true) throws {
         self.volume = volume
         let io = volume.io
         let fd = try io.open(volume.backing, in: .currentDirectory, flags: epochfs_O_PATH | O_DIRECTORY | O_CLOEXEC, mode: 0)
         root = try Self.node(openedAt: fd, volume: volume).node
-        try ensureRootDirectoryIV()
+        if writing { try ensureRootDirectoryIV() }
     }
 
     // MARK: Lookup and attributes
@@ -73,9 +75,16 @@ public final class BackingTree: Sendable {
 
     /// The entry stored as `backingName` (from a listing) in `directory`, and its attributes.
     public func locate(backingName: String, in directory: BackingNode) throws -> (BackingNode, stat) {
-        let fd = try io.open(backingName, in: directory.fd, flags: epochfs_O_PATH | O_NOFOLLOW | O_CLOEXEC, mode: 0)
-        let (node, info) = try Self.node(openedAt: fd, volume: volume)
+        let (node, info) = try backingNode(backingName, in: directory.fd)
         return (node, try plaintextAttributes(info, of: node))
+    }
+
+    /// The object stored as `backingPath` (a name, or a path relative to the directory open at
+    /// `directory`) and its backing attributes: for a scan, which must reach objects whose
+    /// plaintext attributes (a symlink's target length) do not decrypt.
+    func backingNode(_ backingPath: String, in directory: FileDescriptor) throws -> (node: BackingNode, info: stat) {
+        let fd = try io.open(backingPath, in: directory, flags: epochfs_O_PATH | O_NOFOLLOW | O_CLOEXEC, mode: 0)
+        return try Self.node(openedAt: fd, volume: volume)
     }
 
     /// The node of the object open (O_PATH) at `fd`, which it takes over, and its backing
@@ -284,10 +293,17 @@ public final class BackingTree: Sendable {
 
     /// The plaintext target of the symlink `node`.
     public func readlink(_ node: BackingNode) throws -> [UInt8] {
+        try volume.symlinks.decrypt(sealed: try sealedTarget(node).sealed)
+    }
+
+    /// The sealed target of the symlink `node` (docs/FORMAT.md §5.4), from the backing target
+    /// or its link file, whose name comes with it.
+    func sealedTarget(_ node: BackingNode) throws -> (sealed: [UInt8], linkFile: String?) {
         let backingTarget = try io.readlinkat("", in: node.fd)
-        guard let sideFile = SymlinkCodec.sideFileName(backingTarget) else { return try volume.symlinks.decrypt(inline: backingTarget) }
-        let sealed = try io.readFile(SymlinkCodec.sidePrefix + sideFile, in: root.fd, limit: 2 * SymlinkCodec.maxTarget)
-        return try volume.symlinks.decrypt(sealed: sealed)
+        guard let sideFile = SymlinkCodec.sideFileName(backingTarget) else {
+            return (try SymlinkCodec.decode(inline: backingTarget), nil)
+        }
+        return (try io.readFile(SymlinkCodec.sidePrefix + sideFile, in: root.fd, limit: 2 * SymlinkCodec.maxTarget), sideFile)
     }
 
     // MARK: Directories
@@ -573,14 +589,10 @@ public final class BackingTree: Sendable {
     private func ensureRootDirectoryIV() throws {
         try io.withOpened(volume.backing, in: .currentDirectory, flags: O_RDONLY | O_DIRECTORY) { directory in
             guard (try? DirectoryIV.read(in: directory, io: io)) == nil else { return }
-            guard try io.readdir(directory).allSatisfy({ NameCodec.isInternal($0.name) }) else {
+            // No name depends on it yet: an IV file left empty by a power cut is replaced.
+            guard try DirectoryIV.recreateIfUnused(in: directory, io: io) else {
                 throw SystemError("open", path: volume.backing + "/" + DirectoryIV.fileName, errno: EIO)
             }
-            // No name depends on it yet: an IV file left empty by a power cut is replaced.
-            do {
-                try io.unlinkat(DirectoryIV.fileName, in: directory, removeDirectory: false)
-            } catch let error as SystemError where error.errno == ENOENT {}
-            try DirectoryIV.createDurably(in: directory, io: io)
         }
     }
 }

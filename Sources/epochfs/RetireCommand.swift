@@ -1,0 +1,89 @@
+import ArgumentParser
+import EpochVolume
+import EpochWAL
+
+struct Retire: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Drop the data keys of an old epoch, offline (BACKING) or live (--mount MOUNTPOINT).",
+        usage: """
+            epochfs retire BACKING EPOCH [--wal DIR ...] [--layout proposal|raw] [--key-source SPEC]
+                   epochfs retire --mount MOUNTPOINT EPOCH [--wal DIR ...] [--layout proposal|raw]
+            """,
+        discussion: """
+            Scans the volume first: while any block, symlink target or xattr value (and, when a \
+            raft cutover is set, any entry above it in the WAL directories given with --wal, \
+            which must then be given) is still sealed under EPOCH, the command is refused (exit \
+            3) and says how many items still name it and where. Otherwise one header commit \
+            drops the epoch's keys; anything naming it afterwards fails with "retired key id" \
+            (EIO on a mount). The active epoch is never retired; retiring a retired epoch \
+            writes nothing. A WAL kept inside the volume is read through the mount: retire it \
+            live, with --mount and --wal MOUNTPOINT/...; the WAL is checked by this command, \
+            the rest by the mount.
+            """)
+
+    @Option(help: ArgumentHelp("Retire through this mounted volume's control file.", valueName: "MOUNTPOINT"))
+    var mount: String?
+
+    @Argument(help: "BACKING and EPOCH, or just EPOCH with --mount.")
+    var arguments: [String]
+
+    @Option(help: ArgumentHelp("Key source, overriding the one remembered in the volume.", valueName: "SPEC"))
+    var keySource: String?
+
+    @Option(name: .customLong("wal"), help: ArgumentHelp("A WAL directory whose entries above the raft cutover to check (repeatable).",
+                                                         valueName: "DIR"))
+    var walDirectories: [String] = []
+
+    @Option(help: "How the raft envelope sits in the WAL entries: proposal or raw.")
+    var layout: PayloadLayout = .proposal
+
+    func validate() throws {
+        guard arguments.count == (mount == nil ? 2 : 1), let last = arguments.last, let epoch = UInt32(last), epoch > 0 else {
+            throw ValidationError(mount == nil ? "expected BACKING EPOCH" : "expected EPOCH after --mount MOUNTPOINT")
+        }
+    }
+
+    func run() throws {
+        let epoch = UInt32(arguments.last!)!
+        if let mount {
+            try runReportingErrors {
+                if !walDirectories.isEmpty {
+                    let gate = try RaftKeyOptions.parse(["--mount", mount, "--layout", layout.rawValue]).gate()
+                    try references(to: epoch, inWAL: walDirectories, gate: gate).requireNone(retiring: epoch)
+                }
+                try sendControlCommand("retire \(epoch)" + (walDirectories.isEmpty ? "" : " wal-checked"), mountpoint: mount)
+                print("retired epoch \(epoch) of \(mount)")
+            }
+            return
+        }
+        let volume = try VolumeOptions.parse([arguments[0]] + (keySource.map { ["--key-source", $0] } ?? []))
+        try runReportingErrors {
+            try refuseIfMounted(backing: volume.backing, "retiring offline (or retire with --mount)")
+            let tree = try BackingTree(volume: try LiveVolume(backing: volume.backing, journal: try volume.openJournal()), writing: false)
+            let walReferences = walDirectories.isEmpty ? nil : { (header: VolumeHeader) in
+                let gate = CutoverGate(cutover: header.slot.raftCutover, layout: layout, raftKeys: RaftKeys.lookup(in: header.keyring))
+                return try references(to: epoch, inWAL: walDirectories, gate: gate)
+            }
+            let header = try Retirement.retire(epoch: epoch, in: tree, walReferences: walReferences)
+            print("retired epoch \(epoch) (sequence \(header.sequence))")
+        }
+    }
+}
+
+/// The entries of the WAL directories `directories` that `gate` opens (those above its
+/// cutover) under `epoch`, as replayed. An entry that does not open stops it, and so the retire.
+private func references(to epoch: UInt32, inWAL directories: [String], gate: CutoverGate) throws -> EpochReferences {
+    var found = EpochReferences()
+    for directory in directories {
+        var naming: [UInt64] = []
+        _ = try WALReader(directory: directory, gate: gate).read { event in
+            switch event {
+            case let .entry(entry) where entry.envelopeKeyID == epoch: naming.append(entry.index)
+            case let .truncated(from): naming.removeAll { $0 >= from }
+            default: break
+            }
+        }
+        for index in naming { found.add("WAL entries", at: "\(directory) entry \(index)") }
+    }
+    return found
+}
