@@ -97,7 +97,7 @@ public struct Keyring: Sendable {
     /// fails closed with `retiredKey`. An epoch retired already stays as it is.
     public func retiring(epoch: UInt32) throws -> Keyring {
         precondition(epoch != activeEpoch, "the active epoch is never retired")
-        return try Keyring(nameKey: nameKey, epochs: epochs.map { entry in
+        return try Keyring(nameKey: nameKey, clusterID: clusterID, epochs: epochs.map { entry in
             entry.epoch == epoch ? EpochKeys(epoch: epoch, state: .retired, storageDEK: nil, raftDEK: nil) : entry
         })
     }

@@ -39,10 +39,10 @@ import Testing
         // xattr value that do not authenticate.
         let fileA = try backing.path(of: "d/a")
         try modify(fileA) { bytes in
-            bytes[18 + 4130 + 100] ^= 1
-            let two = Array(bytes[(18 + 2 * 4130)..<(18 + 3 * 4130)])
-            bytes.replaceSubrange((18 + 2 * 4130)..<(18 + 3 * 4130), with: bytes[(18 + 3 * 4130)..<(18 + 4 * 4130)])
-            bytes.replaceSubrange((18 + 3 * 4130)..<(18 + 4 * 4130), with: two)
+            bytes[dataOffset + 4130 + 100] ^= 1
+            let two = Array(bytes[(dataOffset + 2 * 4130)..<(dataOffset + 3 * 4130)])
+            bytes.replaceSubrange((dataOffset + 2 * 4130)..<(dataOffset + 3 * 4130), with: bytes[(dataOffset + 3 * 4130)..<(dataOffset + 4 * 4130)])
+            bytes.replaceSubrange((dataOffset + 3 * 4130)..<(dataOffset + 4 * 4130), with: two)
         }
         try modify(volume.backing + "/epochfs.header") { $0[100] ^= 0xff }
         try Data().write(to: URL(fileURLWithPath: try backing.path(of: "empty") + "/epochfs.diriv"))

@@ -262,10 +262,9 @@ public struct VolumeScan {
             return
         }
         defer { tree.close(handle) }
-        let layout = ContentLayout(blockSize: volume.keys.blockSize)
         let storedSize = (try? io.size(handle)) ?? 0
         do {
-            try node.content!.visitStoredBlocks(fd: handle, layout: layout, io: io) { block in
+            try node.content!.visitStoredBlocks(fd: handle) { block in
                 emit(.block(block.index), path: path, backingPath: backingPath, keyID: block.keyID, problem: block.error.map(Self.problem))
                 progress.bytesDone += block.length + Envelope.overhead
                 if block.index % 256 == 255 { report(progress) }
@@ -273,7 +272,7 @@ public struct VolumeScan {
         } catch {
             emit(.fileHeader, path: path, backingPath: backingPath, problem: .damaged("\(error)"))
         }
-        progress.bytesDone += min(storedSize, ContentLayout.headerSize)
+        progress.bytesDone += min(storedSize, volume.contentLayout.dataOffset)
         report(progress)
     }
 

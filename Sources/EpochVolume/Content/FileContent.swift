@@ -365,6 +365,29 @@ public final class FileContent: Sendable {
         }
     }
 
+    /// Visits every block of the file open at `fd`, in order: the key id its current copy (in
+    /// place, or in a shadow slot) names and whether it opens, exactly as a read through the
+    /// mount would. Throws what stops the whole file from being read (a bad file header, an
+    /// I/O error).
+    public func visitStoredBlocks(fd: FileDescriptor, _ visit: (StoredBlock) throws -> Void) throws {
+        let size = try self.size(fd: fd)
+        let blockSize = layout.blockSize
+        try access.withReadLock { try loadSlots(fd) }
+        for index in 0..<((size + blockSize - 1) / blockSize) {
+            let length = min(blockSize, size - index * blockSize)
+            let current = try cache.withLock { $0.shadow.currentSlot(of: index) }.flatMap { try readSlot($0, fd: fd)?.sealed }
+            let stored = try current ?? io.preadFully(fd, count: length + Envelope.overhead, at: layout.backingOffset(block: index))
+            let keyID = stored.allSatisfy { $0 == 0 } ? nil : try? stored.withUnsafeBytes { try Envelope.keyID(of: $0) }
+            var error: EnvelopeError?
+            do {
+                _ = try read(fd: fd, offset: index * blockSize, count: length) { $0.count }
+            } catch let ContentError.block(_, envelopeError) {
+                error = envelopeError
+            }
+            try visit(StoredBlock(index: index, keyID: keyID, length: length, error: error))
+        }
+    }
+
     // MARK: - Shadow slots (docs/FORMAT.md §6)
 
     /// Writes block `index`'s envelope in place, or into a shadow slot when `keepsStoredBytes`
