@@ -301,12 +301,12 @@ def header():
           "38393a3b3c3d3e3f")
     spec = b"file:/etc/epochfs/keys/%d.key"
     sealed_length = 12 + len(keyring) + 16
-    clear = (b"EPOCHFS\x01" + struct.pack(">HH", 1, 0) + VOLUME_ID + struct.pack(">QIIQ", 1, KEY_ID, 4096, 2**64 - 1)
+    clear = (b"EPOCHFS\x01" + struct.pack(">HH", 2, 0) + VOLUME_ID + struct.pack(">QIIQ", 1, KEY_ID, 4096, 2**64 - 1)
              + bytes(1 + 1 + 4 + 4 + 32) + struct.pack(">H", len(spec)) + spec + bytes(1024 - len(spec))
              + struct.pack(">I", sealed_length))
     assert len(clear) == 1124
     check("bytes 0..95", clear[:96],
-          "45504f4348465301000100000f1e2d3c4b5a69788796a5b4c3d2e1f000000000"
+          "45504f4348465301000200000f1e2d3c4b5a69788796a5b4c3d2e1f000000000"
           "000000010000000700001000ffffffffffffffff000000000000000000000000"
           "000000000000000000000000000000000000000000000000000000000000001d")
     check("bytes 1120..1123", clear[1120:1124], "000000a4")
@@ -317,14 +317,14 @@ def header():
           "5701c389e4de792192acef8e9e1ba4b2a1159ba87188582526f349c092a50a14"
           "40cf7cc9a181c2028850a0e59376f37a90306ce21458dec9c56dea67f09555f8"
           "fc967ec55a62d50823dd6ed5364b08d667576e8bff889cd492f80287fca026bd"
-          "54eac954602854c3b3ad6e06f88f9311f036d3768e1fb0a27c5726b6e23fe6a4"
-          "2aeca12c")
+          "54eac954602854c3b3ad6e06f88f9311f036d3763fe12bc6d771e0c1a6898902"
+          "912b3af4")
     body = clear + KEYRING_NONCE + sealed
     body += bytes(65504 - len(body))
     check("checksum (bytes 65504..65535)", sha256(body),
-          "9fdcddbae00f465f7087df17c4c89dd9cecf107cd22cca2dbdbe08053c0e6559")
+          "d8bf3fa9ab924ab09562f59f47b5f737448e86f3f502ee4c39e43271e5f87022")
     check("sha256 of the whole slot", sha256(body + sha256(body)),
-          "d244bb340a12dea8c4398dbe4c656f2feb62e8f53d8d488915eff99f9947bdb6")
+          "1f1dacc5c24fb76c2b88befab22dcdd93be15b2e8d1bd80acd6a27958e1c4b49")
 
     print("# §10.2 scrypt and §10.11 passphrase wrapping key")
     check("scrypt RFC 7914 (password, NaCl, N=1024, r=8, p=16, 64)",
@@ -369,17 +369,24 @@ def cluster():
 
 def content():
     print("# §10.12 content sizes, B = 4096")
-    def backing_size(p, b=4096):
+    def backing_size(p, h, b=4096):
         if p == 0:
             return 0
-        return 18 + (p // b) * (b + 34) + (p % b + 34 if p % b else 0)
-    def plaintext_size(s, b=4096):
-        if s <= 18:
+        return h + (p // b) * (b + 34) + (p % b + 34 if p % b else 0)
+    def plaintext_size(s, h, b=4096):
+        if s <= h:
             return 0
-        return (s - 18) // (b + 34) * b + max(0, (s - 18) % (b + 34) - 34)
-    for p, expected in ((0, 0), (1, 53), (4096, 4148), (4097, 4183), (9000, 9120), (10000, 10120), (20000, 20188)):
-        check(f"backing_size({p})", backing_size(p), str(expected))
-        assert plaintext_size(backing_size(p)) == p
+        return (s - h) // (b + 34) * b + max(0, (s - h) % (b + 34) - 34)
+    format2 = 2 * (16 + 4096 + 34) + 18
+    check("format 2 H", format2, "8310")
+    for p, expected2, expected1 in ((0, 0, 0), (1, 8345, 53), (4096, 12440, 4148), (4097, 12475, 4183),
+                                    (9000, 17412, 9120), (10000, 18412, 10120), (20000, 28480, 20188)):
+        check(f"backing_size({p}), format 2", backing_size(p, format2), str(expected2))
+        check(f"backing_size({p}), format 1", backing_size(p, 18), str(expected1))
+        assert plaintext_size(backing_size(p, format2), format2) == p
+        assert plaintext_size(backing_size(p, 18), 18) == p
+    slot = (5).to_bytes(8, "big") + (1722).to_bytes(2, "big") + bytes([1]) + bytes(5)
+    check("slot header", slot.hex(), "000000000000000506ba010000000000")
 
 
 def wal():
