@@ -146,14 +146,10 @@ public final class FileContent: Sendable {
             let first = offset / blockSize, last = (end - 1) / blockSize
             // A partial last block before the written range becomes a full, zero-padded block.
             let padsTail = size % blockSize != 0 && first > size / blockSize
-            // A block that keeps some of its old bytes (the first or last of the write) may go
-            // to a slot (FORMAT.md §6), which needs its backing space first.
-            let keepsOldBytes = offset % blockSize != 0 && offset < size || end % blockSize != 0 && end < size
-                || (first...last).contains(size / blockSize) && size % blockSize != 0
             try reserve([padsTail ? blockRange(size / blockSize) : nil,
                          layout.backingOffset(block: first)
                             ..< min(layout.backingSize(plaintextSize: max(size, end)), layout.backingOffset(block: last + 1))],
-                        in: fd, backing, slots: padsTail || keepsOldBytes)
+                        in: fd, backing)
             let fileID = try prepareForWrite(fd, backingSize: Int(backing.st_size))
             if padsTail {
                 try rewriteBlock(size / blockSize, fileID: fileID, fd: fd, currentSize: size, newLength: blockSize, epoch: epoch)
@@ -246,7 +242,7 @@ public final class FileContent: Sendable {
         let blockSize = layout.blockSize
         // Growing reseals a partial last block longer: its new length is reserved first.
         let grownTail = newSize > size && size % blockSize != 0
-        try reserve([grownTail ? blockRange(size / blockSize) : nil], in: fd, backing, slots: grownTail)
+        try reserve([grownTail ? blockRange(size / blockSize) : nil], in: fd, backing)
         let fileID = try prepareForWrite(fd, backingSize: Int(backing.st_size))
         if newSize < size {
             // Copies in slots of blocks past the new end must never come back.
@@ -285,7 +281,7 @@ public final class FileContent: Sendable {
                 let grownTail = !keepSize && end > size && size % blockSize != 0
                 let range = layout.backingOffset(block: offset / blockSize)..<layout.backingOffset(block: (end - 1) / blockSize + 1)
                 // And both slots, so that writes keeping old bytes of a block may use them.
-                try reserve([grownTail ? blockRange(size / blockSize) : nil, range], in: fd, backing, slots: true, forFallocate: true)
+                try reserve([grownTail ? blockRange(size / blockSize) : nil, range], in: fd, backing, forFallocate: true)
             }
             if zeroing != 0, offset < size {
                 try zero(offset..<min(end, size), fd: fd, size: size, epoch: epoch, punch: zeroing == epochfs_FALLOC_FL_PUNCH_HOLE)
@@ -329,15 +325,15 @@ public final class FileContent: Sendable {
     /// before it changes a byte; the gaps between them stay holes. For a write or truncate,
     /// nothing is done for a range inside a file with no holes (those blocks are allocated
     /// already), nor where the backing file system has no fallocate; `forFallocate` reserves
-    /// every range and lets EOPNOTSUPP reach the caller, who may fall back to writing zeros.
-    private func reserve(_ ranges: [Range<Int>?], in fd: FileDescriptor, _ backing: stat, slots: Bool = false,
-                         forFallocate: Bool = false) throws {
+    /// every range, and both shadow slots, and lets EOPNOTSUPP reach the caller, who may fall
+    /// back to writing zeros.
+    private func reserve(_ ranges: [Range<Int>?], in fd: FileDescriptor, _ backing: stat, forFallocate: Bool = false) throws {
         // The slots are holes until used; they do not make a file sparse.
         let size = Int(backing.st_size), sparse = Int(backing.st_blocks) * 512 + layout.headerOffset < size
         var wanted = ranges.compactMap { $0 }.filter { !$0.isEmpty && (forFallocate || sparse || $0.upperBound > size) }
         if size < layout.dataOffset { wanted.append(layout.headerOffset..<layout.dataOffset) }
-        let reservesSlots = slots && layout.slotCount > 0 && !cache.withLock { $0.shadow.reserved }
-        if reservesSlots && forFallocate { wanted.append(0..<layout.headerOffset) }
+        let reservesSlots = forFallocate && layout.slotCount > 0 && !cache.withLock { $0.shadow.reserved }
+        if reservesSlots { wanted.append(0..<layout.headerOffset) }
         // One fallocate for ranges that touch or overlap.
         var merged: [Range<Int>] = []
         for range in wanted.sorted(by: { $0.lowerBound < $1.lowerBound }) {
@@ -349,19 +345,9 @@ public final class FileContent: Sendable {
         }
         do {
             for range in merged { try io.fallocate(fd, mode: epochfs_FALLOC_FL_KEEP_SIZE, offset: range.lowerBound, length: range.count) }
-            if reservesSlots && !forFallocate {
-                // Where a write cannot have the slots (a full disk), rewrites that keep stored
-                // bytes go in place, as in format 1, rather than fail (FORMAT.md §6).
-                do {
-                    try io.fallocate(fd, mode: epochfs_FALLOC_FL_KEEP_SIZE, offset: 0, length: layout.headerOffset)
-                } catch let error as SystemError where error.errno == ENOSPC || error.errno == EDQUOT {
-                    return
-                }
-            }
             if reservesSlots { cache.withLock { $0.shadow.reserved = true } }
         } catch let error as SystemError where error.errno == EOPNOTSUPP && !forFallocate {
             // A backing file system without fallocate: writes are as safe as it makes them.
-            if reservesSlots { cache.withLock { $0.shadow.reserved = true } }
         }
     }
 
@@ -405,12 +391,27 @@ public final class FileContent: Sendable {
     /// also when both slots still hold copies a cut may need (more than two such rewrites
     /// between two syncs: the others are rewritten in place, FORMAT.md §6).
     private func slotForRewrite(of index: Int, fd: FileDescriptor) throws -> Int? {
-        guard layout.slotCount > 0, cache.withLock({ $0.shadow.reserved }) else { return nil }
+        guard layout.slotCount > 0 else { return nil }
         try loadSlots(fd)
-        switch cache.withLock({ $0.shadow.destination(forRewriteOf: index) }) {
-        case .inPlace, .busy: return nil
-        case let .slot(slot): return slot
+        guard case let .slot(slot) = cache.withLock({ $0.shadow.destination(forRewriteOf: index) }), try reserveSlots(fd) else {
+            return nil
         }
+        return slot
+    }
+
+    /// Gives both slots their backing space the first time one is used. Where that fails for
+    /// lack of space, rewrites go in place, as in format 1, rather than fail (FORMAT.md §6).
+    private func reserveSlots(_ fd: FileDescriptor) throws -> Bool {
+        guard !cache.withLock({ $0.shadow.reserved }) else { return true }
+        do {
+            try io.fallocate(fd, mode: epochfs_FALLOC_FL_KEEP_SIZE, offset: 0, length: layout.headerOffset)
+        } catch let error as SystemError where error.errno == ENOSPC || error.errno == EDQUOT {
+            return false
+        } catch let error as SystemError where error.errno == EOPNOTSUPP {
+            // A backing file system without fallocate: the slot's write allocates it.
+        }
+        cache.withLock { $0.shadow.reserved = true }
+        return true
     }
 
     /// Writes block `index`'s envelope into `slot` as the block's current copy, header and
