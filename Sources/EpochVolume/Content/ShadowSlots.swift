@@ -31,7 +31,7 @@ struct ShadowSlots {
     }
 
     /// The generation writes happen in now.
-    private(set) var generation = 0
+    private var generation = 0
     /// Copies written in a generation below this one are durable.
     private var durableBelow = 0
     /// nil until read from the backing file; then what each slot holds.
@@ -39,6 +39,7 @@ struct ShadowSlots {
     /// Blocks written in place since the last sync, and when (only the ends of each write:
     /// the blocks a later small write may rewrite).
     private var recentlyInPlace: [Int: Int] = [:]
+    private static let recentLimit = 4096
     /// Both slots have their backing space.
     var reserved = false
 
@@ -92,6 +93,9 @@ struct ShadowSlots {
     /// Blocks written in place: returns the slots that
     /// held their current copies, which must be marked not current on disk.
     mutating func wroteInPlace(_ blocks: ClosedRange<Int>) -> [Int] {
+        // Bounded for a writer that never syncs: a block forgotten counts as durable, which
+        // costs a slot, never safety.
+        if recentlyInPlace.count >= Self.recentLimit { recentlyInPlace = [:] }
         recentlyInPlace[blocks.lowerBound] = generation
         recentlyInPlace[blocks.upperBound] = generation
         var replaced: [Int] = []

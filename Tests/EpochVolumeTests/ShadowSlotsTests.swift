@@ -1,0 +1,67 @@
+@testable import EpochVolume
+import Testing
+
+/// Where a rewrite that keeps old bytes of a block goes (docs/FORMAT.md §6, writing with slots).
+@Suite struct ShadowSlotsTests {
+    /// Both slots read from the file, empty.
+    func empty() -> ShadowSlots {
+        var shadow = ShadowSlots()
+        shadow.slots = [nil, nil]
+        return shadow
+    }
+
+    func sync(_ shadow: inout ShadowSlots) { shadow.endSync(shadow.beginSync()) }
+
+    @Test func theTwoCopiesTakeTurnsFromSyncToSync() {
+        var shadow = empty()
+        // A block this process has not written counts as durable: its rewrite goes aside.
+        #expect(shadow.destination(forRewriteOf: 3) == .slot(0))
+        shadow.wroteSlot(0, block: 3)
+        // Again before a sync: the slot again, the copy in place being the durable one.
+        #expect(shadow.destination(forRewriteOf: 3) == .slot(0))
+        #expect(shadow.currentSlot(of: 3) == 0)
+        sync(&shadow)
+        // The slot's copy is durable now: the next goes in place, and the slot is unmarked.
+        #expect(shadow.destination(forRewriteOf: 3) == .inPlace)
+        #expect(shadow.wroteInPlace(3...3) == [0])
+        #expect(shadow.currentSlot(of: 3) == nil && shadow.slot(of: 3) == 0)
+        // Until that copy is durable, in place again: the slot keeps the durable one.
+        #expect(shadow.destination(forRewriteOf: 3) == .inPlace)
+        sync(&shadow)
+        #expect(shadow.destination(forRewriteOf: 3) == .slot(0))
+    }
+
+    @Test func aBlockWrittenSinceTheLastSyncHasNothingToLose() {
+        var shadow = empty()
+        _ = shadow.wroteInPlace(0...7)
+        #expect(shadow.destination(forRewriteOf: 7) == .inPlace)
+        #expect(shadow.destination(forRewriteOf: 0) == .inPlace)
+        sync(&shadow)
+        #expect(shadow.destination(forRewriteOf: 7) == .slot(0))
+    }
+
+    @Test func aThirdBlockBetweenTwoSyncsGoesInPlaceUntilEvictionFreesASlot() {
+        var shadow = empty()
+        shadow.wroteSlot(0, block: 1)
+        shadow.wroteSlot(1, block: 2)
+        #expect(shadow.destination(forRewriteOf: 5) == .busy)
+        sync(&shadow)
+        // Both slots hold current copies: full blocks are evicted, a partial last one stays.
+        #expect(shadow.isFull)
+        #expect(shadow.evictable(fullBlocks: 10) == [0, 1])
+        #expect(shadow.evictable(fullBlocks: 2) == [0])
+        _ = shadow.wroteInPlace(1...1)
+        #expect(shadow.destination(forRewriteOf: 5) == .busy, "free only once the copy in place is durable")
+        sync(&shadow)
+        #expect(!shadow.isFull)
+        #expect(shadow.destination(forRewriteOf: 5) == .slot(0))
+    }
+
+    @Test func whatTheFileSaysIsTakenAsDurable() {
+        var shadow = ShadowSlots()
+        shadow.slots = [ShadowSlots.Copy(block: 4, written: -1, replacedIn: nil), ShadowSlots.Copy(block: 9, written: -1, replacedIn: -1)]
+        #expect(shadow.destination(forRewriteOf: 4) == .inPlace)
+        #expect(shadow.destination(forRewriteOf: 9) == .slot(1))
+        #expect(shadow.destination(forRewriteOf: 6) == .slot(1))
+    }
+}
