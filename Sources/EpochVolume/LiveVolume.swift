@@ -119,9 +119,9 @@ public final class LiveVolume: Sendable {
         }
     }
 
-    /// What the mount's status file shows: the header, the counters, the last control error.
-    public func status(lastError: String?) -> VolumeStatus {
-        VolumeStatus(header, counters: counters, lastError: lastError)
+    /// What the mount's status file shows: the header, the counters, the last control error, re-encryption.
+    public func status(lastError: String?, reencryption: ReencryptionStatus) -> VolumeStatus {
+        VolumeStatus(header, counters: counters, lastError: lastError, reencryption: reencryption)
     }
 }
 

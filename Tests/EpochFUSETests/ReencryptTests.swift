@@ -82,6 +82,76 @@ import Testing
         #expect(try PowerCut.Tree(reading: volume.mountpoint) == model)
     }
 
+    /// Waits until the status file says re-encryption is no longer running; returns its status.
+    func awaitReencryption(_ volume: MountedVolume, seconds: Double = 240) throws -> [String: Any] {
+        var last: [String: Any] = [:]
+        _ = try waitUntil(seconds: seconds) {
+            last = try volume.status()["reencryption"] as? [String: Any] ?? [:]
+            return last["running"] as? Bool == false
+        }
+        return last
+    }
+
+    @Test func onlineUnderRandomWritesWithARekeyMidWayEndsAtTheActiveEpoch() throws {
+        let volume = try MountedVolume()
+        defer { volume.destroy() }
+        var model = try populate(volume, megabytes: 8)
+        #expect(volume.control("rekey 2") == 0)
+        #expect(volume.control("reencrypt start 4") == 0)
+        let started = try volume.status()["reencryption"] as? [String: Any] ?? [:]
+        #expect(started["running"] as? Bool == true, "\(started)")
+        // Random writes (some unaligned, some growing a file) into the files while it runs.
+        let files = model.files.keys.sorted()
+        var rekeyed = false
+        for round in 0..<300 {
+            let name = files.randomElement()!
+            var content = model.files[name]!
+            let offset = Int.random(in: 0...content.count), bytes = (0..<Int.random(in: 1...9000)).map { _ in UInt8.random(in: 0...255) }
+            let fd = open(volume.path(name), O_WRONLY)
+            #expect(fd >= 0 && pwrite(fd, bytes, bytes.count, off_t(offset)) == bytes.count)
+            close(fd)
+            if offset + bytes.count > content.count { content += [UInt8](repeating: 0, count: offset + bytes.count - content.count) }
+            content.replaceSubrange(offset..<(offset + bytes.count), with: bytes)
+            model.files[name] = content
+            if round == 150 {
+                rekeyed = (try volume.status()["reencryption"] as? [String: Any])?["running"] as? Bool == true
+                #expect(volume.control("rekey 3") == 0)
+            }
+            usleep(2000)
+        }
+        let done = try awaitReencryption(volume)
+        #expect(rekeyed, "the re-encryption ended before the rekey")
+        #expect(done["target_epoch"] as? Int == 3 && done["epochs_referenced"] as? [Int] == [3], "\(done)")
+        #expect(done["blocks_done"] as? Int == done["blocks_total"] as? Int)
+        #expect(try PowerCut.Tree(reading: volume.mountpoint) == model)
+        volume.unmount()
+        #expect(try keyIDs(volume).keys.sorted() == ["3"])
+        #expect(try exported(volume) == model)
+    }
+
+    @Test func daemonKilledDuringOnlineReencryptionThenStartedAgain() throws {
+        let volume = try MountedVolume()
+        defer { volume.destroy() }
+        let model = try populate(volume, megabytes: 16)
+        #expect(volume.control("rekey 2") == 0)
+        #expect(volume.control("reencrypt start 1000") == 0)
+        usleep(400_000)
+        let before = try volume.status()["reencryption"] as? [String: Any] ?? [:]
+        #expect(before["running"] as? Bool == true, "finished before the kill: \(before)")
+        kill(try #require(volume.daemonPID), SIGKILL)
+        volume.unmount()
+        let half = try keyIDs(volume)
+        #expect(half["2"] ?? 0 > 0 && half["1"] ?? 0 > 0, "\(half)")
+        try volume.mount()
+        #expect(try PowerCut.Tree(reading: volume.mountpoint) == model)
+        #expect(volume.control("reencrypt start") == 0)
+        let done = try awaitReencryption(volume)
+        #expect(done["epochs_referenced"] as? [Int] == [2] && done["error"] == nil, "\(done)")
+        #expect(try PowerCut.Tree(reading: volume.mountpoint) == model)
+        volume.unmount()
+        #expect(try keyIDs(volume).keys.sorted() == ["2"])
+    }
+
     @Test func offlineRefusesAMountedVolume() throws {
         let volume = try MountedVolume()
         defer { volume.destroy() }

@@ -112,7 +112,7 @@ import Testing
         let done = try Reencryption.run(tree, chunk: 4) { progress in
             if !rekeyed && progress.blocksDone >= 8 {
                 rekeyed = true
-                try? tree.volume.rekey(to: 3)
+                _ = try? tree.volume.rekey(to: 3)
             }
             return true
         }
