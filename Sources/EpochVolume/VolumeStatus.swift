@@ -58,7 +58,8 @@ public struct VolumeStatus: Codable, Equatable, Sendable {
                      authenticationFailures: $0.authenticationFailures.load(ordering: .relaxed), errors: $0.failedCalls)
         }
         self.lastError = lastError
-        self.reencryption = reencryption
+        // A mount always says whether re-encryption runs.
+        self.reencryption = counters == nil ? nil : reencryption ?? ReencryptionStatus(running: false)
         isMounted = counters != nil
     }
 
@@ -106,6 +107,6 @@ public struct VolumeStatus: Codable, Equatable, Sendable {
         guard isMounted else { return }
         try container.encode(counters, forKey: .counters)
         try container.encode(lastError, forKey: .lastError)
-        try container.encode(reencryption ?? ReencryptionStatus(running: false), forKey: .reencryption)
+        try container.encode(reencryption, forKey: .reencryption)
     }
 }
