@@ -14,6 +14,7 @@ const int epochfs_O_PATH = O_PATH;
 const int epochfs_O_NOATIME = O_NOATIME;
 const int epochfs_O_DIRECT = O_DIRECT;
 const int epochfs_AT_EMPTY_PATH = AT_EMPTY_PATH;
+const int epochfs_XATTR_REPLACE = XATTR_REPLACE;
 const long epochfs_UTIME_NOW = UTIME_NOW;
 const long epochfs_UTIME_OMIT = UTIME_OMIT;
 const unsigned int epochfs_RENAME_NOREPLACE = RENAME_NOREPLACE;

@@ -24,6 +24,8 @@ final class ControlFiles: Sendable {
     }
 
     private let tree: BackingTree
+    /// The re-encryption `reencrypt start` runs while the mount serves.
+    let reencryption: BackgroundReencryption
     private var volume: LiveVolume { tree.volume }
     private let ownerUID: uid_t
     private let ownerGID: gid_t
@@ -33,6 +35,7 @@ final class ControlFiles: Sendable {
 
     init(tree: BackingTree) {
         self.tree = tree
+        reencryption = BackgroundReencryption(tree: tree)
         ownerUID = getuid()
         ownerGID = getgid()
     }
@@ -142,6 +145,8 @@ final class ControlFiles: Sendable {
         switch command {
         case let .rekey(epoch): try volume.rekey(to: epoch)
         case let .raftCutover(index): try volume.setRaftCutover(index)
+        case let .reencryptStart(rate): try reencryption.start(rate: rate)
+        case .reencryptStop: reencryption.stop()
         case let .retire(epoch, walChecked):
             // `wal-checked`: the caller (epochfs retire --mount --wal) found no WAL entry naming it.
             try Retirement.retire(epoch: epoch, in: tree, walReferences: walChecked ? { _ in EpochReferences() } : nil)
@@ -168,7 +173,7 @@ final class ControlFiles: Sendable {
     func statusJSON() throws -> String {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-        let status = volume.status(lastError: state.withLock { $0.lastError })
+        let status = volume.status(lastError: state.withLock { $0.lastError }, reencryption: reencryption.status)
         return String(decoding: try encoder.encode(status), as: UTF8.self)
     }
 }
@@ -178,6 +183,9 @@ enum ControlCommand: Equatable {
     case rekey(UInt32)
     case raftCutover(UInt64)
     case retire(UInt32, walChecked: Bool)
+    /// RATE in MB/s.
+    case reencryptStart(Double)
+    case reencryptStop
 
     static func parse(_ text: String) throws -> ControlCommand {
         let words = text.split(whereSeparator: { $0 == " " || $0 == "\n" || $0 == "\t" })
@@ -189,6 +197,15 @@ enum ControlCommand: Equatable {
             guard let epoch = UInt32(words[1]), epoch > 0 else { throw ControlError.badArgument(String(words[1])) }
             guard words.count == 2 || words[2] == "wal-checked" else { throw ControlError.badArgument(String(words[2])) }
             return .retire(epoch, walChecked: words.count == 3)
+        case ("reencrypt", 2), ("reencrypt", 3):
+            switch (words[1], words.count) {
+            case ("start", 2): return .reencryptStart(BackgroundReencryption.defaultRate)
+            case ("start", 3):
+                guard let rate = Double(words[2]), rate > 0, rate.isFinite else { throw ControlError.badArgument(String(words[2])) }
+                return .reencryptStart(rate)
+            case ("stop", 2): return .reencryptStop
+            default: throw ControlError.badArgument(String(words[1...].joined(separator: " ")))
+            }
         case ("raft-cutover", 2):
             guard let index = UInt64(words[1]) else { throw ControlError.badArgument(String(words[1])) }
             return .raftCutover(index)
@@ -205,7 +222,7 @@ enum ControlError: Error, CustomStringConvertible {
 
     var description: String {
         switch self {
-        case let .unknownCommand(text): "unknown command '\(text)' (expected 'rekey EPOCH', 'retire EPOCH [wal-checked]' or 'raft-cutover INDEX')"
+        case let .unknownCommand(text): "unknown command '\(text)' (expected 'rekey EPOCH', 'retire EPOCH [wal-checked]', 'reencrypt start [RATE]', 'reencrypt stop' or 'raft-cutover INDEX')"
         case let .badArgument(word): "bad argument '\(word)'"
         case let .notOwner(uid): "caller uid \(uid) is neither the mount owner nor root"
         }

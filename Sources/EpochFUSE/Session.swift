@@ -70,6 +70,7 @@ public enum MountSession {
         defer { fuse_loop_cfg_destroy(config) }
         fuse_loop_cfg_set_max_threads(config, options.maxThreads)
         let status = epochfs_session_loop_mt(session, config)
+        frontend.control.reencryption.stop() // resumed by the next `reencrypt start`
         // Nothing is buffered in this process; make what the backing fs holds durable too.
         try? frontend.tree.syncAll()
         logger.info("unmounting", metadata: ["mountpoint": "\(mountpoint)", "loop status": "\(status)"])

@@ -22,6 +22,15 @@ public final class LiveVolume: Sendable {
     public let contentLayout: ContentLayout
     private let epochLock = ReadWriteLock()
     private let current: Mutex<VolumeHeader>
+    /// The content of every regular file some node holds, by backing object: one per file
+    /// however many nodes reach it (the mount's, a re-encryption's, a scan's), so that all of
+    /// them share its lock and its shadow slots' state. An O_PATH descriptor pins the inode, so
+    /// an identity is never reused while its content lives.
+    private let contents = Mutex<[BackingNode.Identity: WeakContent]>([:])
+
+    private struct WeakContent {
+        weak var content: FileContent?
+    }
 
     /// Opens the volume in `backing` through `journal` (failing closed on a wrong key).
     public init(backing: String, journal: HeaderJournal, io: any BackingIO = SystemIO()) throws {
@@ -50,6 +59,23 @@ public final class LiveVolume: Sendable {
 
     /// The header as last committed by this volume.
     public var header: VolumeHeader { current.withLock { $0 } }
+
+    /// The content of the regular file `identity`, shared by every node that reaches it.
+    func content(of identity: BackingNode.Identity) -> FileContent {
+        contents.withLock { table in
+            if let known = table[identity]?.content { return known }
+            let content = FileContent(volume: self, identity: identity)
+            table[identity] = WeakContent(content: content)
+            return content
+        }
+    }
+
+    /// A file's content is gone: its entry goes too, unless a new one took its place.
+    func forgetContent(of identity: BackingNode.Identity) {
+        contents.withLock { table in
+            if table[identity]?.content == nil { table.removeValue(forKey: identity) }
+        }
+    }
 
     /// Runs `body` with the active epoch, which stays active until `body` returns.
     public func sealing<R>(_ body: (UInt32) throws -> R) rethrows -> R {
@@ -93,9 +119,9 @@ public final class LiveVolume: Sendable {
         }
     }
 
-    /// What the mount's status file shows: the header, the counters, the last control error.
-    public func status(lastError: String?) -> VolumeStatus {
-        VolumeStatus(header, counters: counters, lastError: lastError)
+    /// What the mount's status file shows: the header, the counters, the last control error, re-encryption.
+    public func status(lastError: String?, reencryption: ReencryptionStatus) -> VolumeStatus {
+        VolumeStatus(header, counters: counters, lastError: lastError, reencryption: reencryption)
     }
 }
 

@@ -36,9 +36,12 @@ public struct VolumeStatus: Codable, Equatable, Sendable {
     /// Mount only: counters since mount and the last control error (nil when none).
     public let counters: Counters?
     public let lastError: String?
+    /// Mount only: what a re-encryption started through the control file is doing.
+    public let reencryption: ReencryptionStatus?
     public let isMounted: Bool
 
-    public init(_ header: VolumeHeader, counters: VolumeCounters? = nil, lastError: String? = nil) {
+    public init(_ header: VolumeHeader, counters: VolumeCounters? = nil, lastError: String? = nil,
+                reencryption: ReencryptionStatus? = nil) {
         volumeID = header.volumeID.description
         formatVersion = header.slot.formatVersion
         epoch = header.epoch
@@ -55,6 +58,8 @@ public struct VolumeStatus: Codable, Equatable, Sendable {
                      authenticationFailures: $0.authenticationFailures.load(ordering: .relaxed), errors: $0.failedCalls)
         }
         self.lastError = lastError
+        // A mount always says whether re-encryption runs.
+        self.reencryption = counters == nil ? nil : reencryption ?? ReencryptionStatus(running: false)
         isMounted = counters != nil
     }
 
@@ -81,6 +86,7 @@ public struct VolumeStatus: Codable, Equatable, Sendable {
         keyring = try container.decode([EpochState].self, forKey: .keyring)
         counters = try container.decodeIfPresent(Counters.self, forKey: .counters)
         lastError = try container.decodeIfPresent(String.self, forKey: .lastError)
+        reencryption = try container.decodeIfPresent(ReencryptionStatus.self, forKey: .reencryption)
         isMounted = counters != nil
     }
 
@@ -101,7 +107,6 @@ public struct VolumeStatus: Codable, Equatable, Sendable {
         guard isMounted else { return }
         try container.encode(counters, forKey: .counters)
         try container.encode(lastError, forKey: .lastError)
-        // Re-encryption does not exist yet; the key is there so scripts can rely on it.
-        try container.encode(["running": false], forKey: .reencryption)
+        try container.encode(reencryption, forKey: .reencryption)
     }
 }

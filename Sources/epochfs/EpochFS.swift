@@ -14,7 +14,7 @@ struct EpochFS: ParsableCommand {
             below the current epoch, restore of an older header without --yes, retire of an \
             epoch still in use or active); 64 usage error (including a malformed key source spec).
             """,
-        subcommands: [Init.self, Info.self, Rekey.self, Retire.self, Mount.self, Status.self, Fsck.self, ExportTree.self, Header.self,
+        subcommands: [Init.self, Info.self, Rekey.self, Reencrypt.self, Retire.self, Mount.self, Status.self, Fsck.self, ExportTree.self, Header.self,
                       WAL.self])
 }
 

@@ -21,8 +21,10 @@ import Testing
             let keys = try KeyFiles(epochs: 1...1)
             let backing = directory.path + "/backing"
             _ = try Volume.create(backing: backing, keySource: "file:\(keys.directory.path)/%d.key", epoch: 1, blockSize: 4096)
-            content = FileContent(volume: try LiveVolume(backing: backing))
             fd = open(directory.path + "/file", O_RDWR | O_CREAT | O_CLOEXEC, 0o600)
+            var info = stat()
+            fstat(fd, &info)
+            content = try LiveVolume(backing: backing).content(of: BackingNode.Identity(device: UInt64(info.st_dev), inode: UInt64(info.st_ino)))
             plain = try SecureRandom.bytes(size)
             try plain.withUnsafeBytes { _ = try content.write(fd: FileDescriptor(rawValue: fd), offset: 0, data: $0) }
         }

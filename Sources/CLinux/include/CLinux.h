@@ -34,5 +34,6 @@ long epochfs_getxattr(const char *path, const char *name, void *value, unsigned 
 int epochfs_setxattr(const char *path, const char *name, const void *value, unsigned long size, int flags);
 long epochfs_listxattr(const char *path, char *list, unsigned long size);
 int epochfs_removexattr(const char *path, const char *name);
+extern const int epochfs_XATTR_REPLACE;
 
 #endif

@@ -134,8 +134,9 @@ public struct VolumeScan {
                            report: @escaping (ScanProgress) -> Void = { _ in }) throws -> ScanSummary {
         var scan = VolumeScan(tree: tree, visit: visit, report: report)
         var seen: Set<BackingNode.Identity> = []
-        scan.progress.bytesTotal = try scan.storedBytes(in: tree.root.fd, seen: &seen)
+        scan.progress.bytesTotal = try storedFiles(in: tree.root.fd, layout: tree.volume.contentLayout, io: tree.volume.io, seen: &seen).bytes
         scan.scanHeaderSlots()
+        scan.scanXattrs(tree.root, path: "/", backingPath: ".")
         scan.scanDirectory(tree.root, path: "/", backingPath: ".")
         try scan.scanLinkFiles()
         report(scan.progress)
@@ -345,22 +346,28 @@ public struct VolumeScan {
 
     // MARK: Helpers
 
-    /// Stored bytes of the regular files of the tree under the directory open at `directory`,
-    /// each hard-linked file once (`seen`): what the progress counts up to.
-    private func storedBytes(in directory: FileDescriptor, seen: inout Set<BackingNode.Identity>) throws -> Int {
+    /// Stored bytes and blocks of the regular files of the tree under the directory open at
+    /// `directory`, each hard-linked file once (`seen`): what the progress of a scan or a
+    /// re-encryption counts up to.
+    static func storedFiles(in directory: FileDescriptor, layout: ContentLayout, io: any BackingIO,
+                            seen: inout Set<BackingNode.Identity>) throws -> (bytes: Int, blocks: Int) {
         try io.withOpened(".", in: directory, flags: O_RDONLY | O_DIRECTORY) { handle in
-            var total = 0
+            var total = (bytes: 0, blocks: 0)
             for entry in try io.readdir(handle) where !NameCodec.isInternal(entry.name) {
                 guard let info = try? io.fstatat(entry.name, in: handle) else { continue }
                 switch info.st_mode & S_IFMT {
                 case S_IFREG:
                     if seen.insert(BackingNode.Identity(device: UInt64(info.st_dev), inode: UInt64(info.st_ino))).inserted {
-                        total += Int(info.st_size)
+                        total.bytes += Int(info.st_size)
+                        total.blocks += (layout.plaintextSize(backingSize: Int(info.st_size)) + layout.blockSize - 1) / layout.blockSize
                     }
                 case S_IFDIR:
                     let child = try io.open(entry.name, in: handle, flags: epochfs_O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC, mode: 0)
                     defer { io.close(child) }
-                    total += (try? storedBytes(in: child, seen: &seen)) ?? 0
+                    if let below = try? storedFiles(in: child, layout: layout, io: io, seen: &seen) {
+                        total.bytes += below.bytes
+                        total.blocks += below.blocks
+                    }
                 default:
                     break
                 }

@@ -44,10 +44,16 @@ public final class FileContent: Sendable {
         }
     }
 
-    public init(volume: LiveVolume) {
+    private let identity: BackingNode.Identity
+
+    /// Made only by `LiveVolume.content(of:)`, which keeps one per backing file.
+    init(volume: LiveVolume, identity: BackingNode.Identity) {
         self.volume = volume
+        self.identity = identity
         self.layout = volume.contentLayout
     }
+
+    deinit { volume.forgetContent(of: identity) }
 
     private var io: any BackingIO { volume.io }
 
@@ -361,9 +367,7 @@ public final class FileContent: Sendable {
         try access.withReadLock { try loadSlots(fd) }
         for index in 0..<((size + blockSize - 1) / blockSize) {
             let length = min(blockSize, size - index * blockSize)
-            let current = try cache.withLock { $0.shadow.currentSlot(of: index) }.flatMap { try readSlot($0, fd: fd)?.sealed }
-            let stored = try current ?? io.preadFully(fd, count: length + Envelope.overhead, at: layout.backingOffset(block: index))
-            let keyID = stored.allSatisfy { $0 == 0 } ? nil : try? stored.withUnsafeBytes { try Envelope.keyID(of: $0) }
+            let keyID = try storedKeyID(of: index, fd: fd)
             var error: EnvelopeError?
             do {
                 _ = try read(fd: fd, offset: index * blockSize, count: length) { $0.count }
@@ -372,6 +376,66 @@ public final class FileContent: Sendable {
             }
             try visit(StoredBlock(index: index, keyID: keyID, length: length, error: error))
         }
+    }
+
+    /// The epoch block `index`'s current copy (in a shadow slot, or in place) names; nil for a
+    /// hole (all zeros) or a copy too damaged to name one. The slots must be loaded.
+    private func storedKeyID(of index: Int, fd: FileDescriptor) throws -> UInt32? {
+        let current = try cache.withLock { $0.shadow.currentSlot(of: index) }.flatMap { try readSlot($0, fd: fd)?.sealed }
+        // The envelope's first bytes name the epoch; a hole's are zeros, which name none.
+        let stored = try current ?? io.preadFully(fd, count: Envelope.overhead, at: layout.backingOffset(block: index))
+        return try? stored.withUnsafeBytes { try Envelope.keyID(of: $0) }
+    }
+
+    /// Reseals under the active epoch, with the same plaintext, every block of `blocks` whose
+    /// current copy names an older epoch (re-encryption). Each is stored as a rewrite keeping
+    /// all of its bytes: into a shadow slot while the copy it replaces may be durable, and the
+    /// file is synced (freeing the slots) before a third such copy would need one, so that a
+    /// power cut at any moment leaves every block readable (docs/FORMAT.md §6). The blocks end
+    /// durable. A block that does not open is left as it is and counted.
+    public func resealOlderBlocks(fd: FileDescriptor, in blocks: Range<Int>) throws -> ResealCount {
+        try volume.sealing { epoch in try access.withWriteLock {
+            var count = ResealCount()
+            let backing = try io.fstat(fd)
+            let size = layout.plaintextSize(backingSize: Int(backing.st_size))
+            let blockSize = layout.blockSize
+            let stored = blocks.clamped(to: 0..<((size + blockSize - 1) / blockSize))
+            guard !stored.isEmpty else { return count }
+            // The file id first: taking it resets what is known of the slots, reservation included.
+            let fileID = try loadFileID(fd)
+            try loadSlots(fd)
+            try reserve([], in: fd, backing, slots: true)
+            var unsynced = false
+            for index in stored {
+                let keyID = try storedKeyID(of: index, fd: fd)
+                guard let keyID, keyID != epoch else {
+                    count.current += 1
+                    if let keyID { count.keyIDs[keyID, default: 0] += 1 }
+                    continue
+                }
+                let plain: [UInt8]
+                do {
+                    plain = try readBlock(index, fileID: fileID, fd: fd, length: min(blockSize, size - index * blockSize)).plain
+                } catch is ContentError {
+                    count.unreadable += 1
+                    count.keyIDs[keyID, default: 0] += 1
+                    continue
+                }
+                if cache.withLock({ $0.shadow.isFull }) {
+                    try syncMarking(fd, dataOnly: true)
+                    try freeSlots(fd)
+                }
+                try writeBlock(index, plain, fileID: fileID, fd: fd, epoch: epoch, keepsStoredBytes: true)
+                count.resealed += 1
+                count.keyIDs[epoch, default: 0] += 1
+                unsynced = true
+            }
+            if unsynced {
+                try syncMarking(fd, dataOnly: true)
+                try freeSlots(fd)
+            }
+            return count
+        } }
     }
 
     // MARK: - Shadow slots (docs/FORMAT.md §6)
@@ -481,14 +545,20 @@ public final class FileContent: Sendable {
     public func sync(fd: FileDescriptor, dataOnly: Bool) throws {
         try syncMarking(fd, dataOnly: dataOnly)
         try access.withWriteLock {
-            guard cache.withLock({ $0.shadow.isFull }) else { return }
             do {
-                try evictFullBlocks(fd)
+                try freeSlots(fd)
             } catch let error as SystemError where error.errno == EBADF {
                 return // synced through a read-only handle: the next write's sync does it
             }
-            try syncMarking(fd, dataOnly: true)
         }
+    }
+
+    /// Right after a sync, when no slot is left free: copies the full blocks current in slots
+    /// in place and makes them durable. The write lock must be held.
+    private func freeSlots(_ fd: FileDescriptor) throws {
+        guard cache.withLock({ $0.shadow.isFull }) else { return }
+        try evictFullBlocks(fd)
+        try syncMarking(fd, dataOnly: true)
     }
 
     private func syncMarking(_ fd: FileDescriptor, dataOnly: Bool) throws {

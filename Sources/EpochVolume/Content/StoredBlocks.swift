@@ -10,3 +10,24 @@ public struct StoredBlock: Sendable {
     /// Why it does not open; nil when it does.
     public let error: EnvelopeError?
 }
+
+/// What a reseal of a file's blocks (`FileContent.resealOlderBlocks`) did.
+public struct ResealCount: Sendable, Equatable {
+    /// Resealed under the active epoch.
+    public var resealed = 0
+    /// At the active epoch already, or holes.
+    public var current = 0
+    /// Did not open: left as they were.
+    public var unreadable = 0
+    /// The blocks as left, by the epoch they name (holes name none).
+    public var keyIDs: [UInt32: Int] = [:]
+
+    public init() {}
+
+    public static func += (total: inout ResealCount, more: ResealCount) {
+        total.resealed += more.resealed
+        total.current += more.current
+        total.unreadable += more.unreadable
+        total.keyIDs.merge(more.keyIDs, uniquingKeysWith: +)
+    }
+}

@@ -25,7 +25,7 @@ public final class BackingNode: Sendable {
         self.fd = fd
         identity = Identity(device: UInt64(info.st_dev), inode: UInt64(info.st_ino))
         fileType = info.st_mode & S_IFMT
-        content = fileType == S_IFREG ? FileContent(volume: volume) : nil
+        content = fileType == S_IFREG ? volume.content(of: identity) : nil
         io = volume.io
     }
 

@@ -1,5 +1,6 @@
 import CLinux
 import EpochCrypto
+import EpochFormat
 import EpochIO
 import Glibc
 import Synchronization
@@ -53,6 +54,17 @@ public final class BackingTree: Sendable {
     private static let unsyncedLimit = 256
     /// Up to this many are fsync'd one by one; more take one syncfs, which is cheaper.
     private static let unsyncedOneByOne = 4
+
+    /// Held shared by everything that adds, removes or renames entries, and exclusively by a
+    /// symlink reseal, which replaces an entry by a rename after reading it: nothing may take
+    /// or remove that name in between.
+    private let namespace = ReadWriteLock()
+    /// Held by whatever changes an xattr, so that a reseal never writes back a value that was
+    /// replaced or removed after it read it.
+    private let xattrChanges = Mutex(())
+    /// The name a symlink reseal creates the new symlink under before renaming it over the old
+    /// one (docs/FORMAT.md §1); left behind only by a crash in between, and then replaced.
+    static let resealName = "epochfs.reseal"
 
     private var io: any BackingIO { volume.io }
 
@@ -210,6 +222,10 @@ public final class BackingTree: Sendable {
     }
 
     public func unlink(_ name: [UInt8], in directory: BackingNode) throws {
+        try namespace.withReadLock { try unlinkEntry(name, in: directory) }
+    }
+
+    private func unlinkEntry(_ name: [UInt8], in directory: BackingNode) throws {
         let backing = try backingName(name, in: directory)
         let sideFile = longSymlinkSideFile(ifLastLinkOf: backing.name, in: directory)
         try io.unlinkat(backing.name, in: directory.fd, removeDirectory: false)
@@ -218,6 +234,10 @@ public final class BackingTree: Sendable {
     }
 
     public func rmdir(_ name: [UInt8], in directory: BackingNode) throws {
+        try namespace.withReadLock { try removeDirectory(name, in: directory) }
+    }
+
+    private func removeDirectory(_ name: [UInt8], in directory: BackingNode) throws {
         let backing = try backingName(name, in: directory)
         try io.withOpened(backing.name, in: directory.fd, flags: O_RDONLY | O_DIRECTORY | O_NOFOLLOW) { removed in
             // Only the IV may be left: then it goes, and the directory with it.
@@ -241,6 +261,10 @@ public final class BackingTree: Sendable {
 
     /// rename(2) with its flags (RENAME_NOREPLACE, RENAME_EXCHANGE).
     public func rename(_ name: [UInt8], in from: BackingNode, to newName: [UInt8], in to: BackingNode, flags: UInt32) throws {
+        try namespace.withReadLock { try renameEntry(name, in: from, to: newName, in: to, flags: flags) }
+    }
+
+    private func renameEntry(_ name: [UInt8], in from: BackingNode, to newName: [UInt8], in to: BackingNode, flags: UInt32) throws {
         let old = try backingName(name, in: from)
         let new = try backingName(newName, in: to)
         try writeLongNameSideFile(of: new, in: to)
@@ -455,10 +479,10 @@ public final class BackingTree: Sendable {
     public func setXattr(_ node: BackingNode, name: String, value: [UInt8], flags: Int32) throws {
         guard let backing = try volume.xattrs.backingName(name) else { throw SystemError("setxattr", path: "", errno: EOPNOTSUPP) }
         guard !node.isSymlink else { throw SystemError("setxattr", path: "", errno: EPERM) }
-        try volume.sealing { epoch in
+        try volume.sealing { epoch in try xattrChanges.withLock { _ in
             let sealed = try volume.xattrs.sealValue(value, name: name, epoch: epoch)
             try sealed.withUnsafeBytes { try io.setxattr(node.fd, name: backing, value: $0, flags: flags) }
-        }
+        } }
     }
 
     public func getXattr(_ node: BackingNode, name: String) throws -> [UInt8] {
@@ -484,7 +508,95 @@ public final class BackingTree: Sendable {
         guard let backing = try volume.xattrs.backingName(name), !node.isSymlink else {
             throw SystemError("removexattr", path: "", errno: ENODATA)
         }
-        try io.removexattr(node.fd, name: backing)
+        try xattrChanges.withLock { _ in try io.removexattr(node.fd, name: backing) }
+    }
+
+    // MARK: Re-encryption
+
+    /// Reseals every `user.` attribute value of `node` that names an epoch older than the active
+    /// one under the active epoch, with the same value; one setxattr each replaces it whole.
+    /// Returns how many it resealed, and the values as left by the epoch they name; a value that
+    /// does not open is left as it is.
+    func resealXattrs(_ node: BackingNode) throws -> (resealed: Int, keyIDs: [UInt32: Int]) {
+        guard !node.isSymlink else { return (0, [:]) }
+        var raw = [UInt8](repeating: 0, count: Self.maxXattrValue)
+        let length = try raw.withUnsafeMutableBytes { try io.listxattr(node.fd, into: $0) }
+        var resealed = 0
+        var keyIDs: [UInt32: Int] = [:]
+        for backingName in raw.prefix(length).split(separator: 0).map({ String(decoding: $0, as: UTF8.self) }) {
+            guard let name = try? volume.xattrs.name(ofBacking: backingName) else { continue }
+            let left: UInt32? = try volume.sealing { epoch in try xattrChanges.withLock { _ in
+                var sealed = [UInt8](repeating: 0, count: Self.maxXattrValue + 64)
+                let count: Int
+                do {
+                    count = try sealed.withUnsafeMutableBytes { try io.getxattr(node.fd, name: backingName, into: $0) }
+                } catch let error as SystemError where error.errno == ENODATA {
+                    return nil // removed since the listing
+                }
+                sealed.removeLast(sealed.count - count)
+                guard let keyID = try? sealed.withUnsafeBytes({ try Envelope.keyID(of: $0) }) else { return nil }
+                guard keyID != epoch, let value = try? volume.xattrs.openValue(sealed, name: name) else { return keyID }
+                let fresh = try volume.xattrs.sealValue(value, name: name, epoch: epoch)
+                try fresh.withUnsafeBytes { try io.setxattr(node.fd, name: backingName, value: $0, flags: epochfs_XATTR_REPLACE) }
+                resealed += 1
+                return epoch
+            } }
+            if let left { keyIDs[left, default: 0] += 1 }
+        }
+        return (resealed, keyIDs)
+    }
+
+    /// Runs `body` with a read-write descriptor of the regular file `node` and its content,
+    /// opened without reloading the header (the mount's view of it, shadow slots included,
+    /// stays as it is); nil when the file is gone.
+    func withResealHandle<R>(_ node: BackingNode, _ body: (FileDescriptor, FileContent) throws -> R) throws -> R? {
+        let content = try content(node)
+        let handle: FileDescriptor
+        do {
+            handle = try reopen(node, flags: O_RDWR | O_CLOEXEC)
+        } catch let error as SystemError where error.errno == ENOENT {
+            return nil
+        }
+        defer { io.close(handle) }
+        return try body(handle, content)
+    }
+
+    /// Reseals the target of the symlink stored as `name` in `directory` under the active epoch
+    /// when it names an older one: a new symlink with the same target, owner and times (a long
+    /// target's link file written and made durable first) replaces it by one rename, so a crash
+    /// leaves the old one or the new one (docs/FORMAT.md §5.4). Returns whether it resealed, and
+    /// the epoch the symlink's target names now (nil: gone, or too damaged to name one).
+    /// Names hard-linked to the same symlink stay as they were: each becomes a symlink of its own.
+    func resealSymlink(_ name: String, in directory: BackingNode) throws -> (resealed: Bool, keyID: UInt32?) {
+        try namespace.withWriteLock { try volume.sealing { epoch in
+            let node: BackingNode, info: stat
+            do {
+                (node, info) = try backingNode(name, in: directory.fd)
+            } catch let error as SystemError where error.errno == ENOENT {
+                return (false, nil)
+            }
+            guard node.isSymlink else { return (false, nil) }
+            let (sealed, oldLinkFile) = try sealedTarget(node)
+            guard let keyID = SymlinkCodec.keyID(ofSealed: sealed) else { return (false, nil) }
+            guard keyID != epoch, let target = try? volume.symlinks.decrypt(sealed: sealed) else { return (false, keyID) }
+            let (backingTarget, side) = try volume.symlinks.encrypt(target, epoch: epoch)
+            if let side {
+                try writeLinkFile(side.name, bytes: side.bytes)
+                try syncSideFiles() // before any name points to it
+            }
+            do {
+                try io.unlinkat(Self.resealName, in: directory.fd, removeDirectory: false)
+            } catch let error as SystemError where error.errno == ENOENT {}
+            try io.symlinkat(backingTarget, Self.resealName, in: directory.fd)
+            if info.st_uid != getuid() || info.st_gid != getgid() {
+                try? io.fchownat(Self.resealName, in: directory.fd, owner: info.st_uid, group: info.st_gid)
+            }
+            try setTimes(try backingNode(Self.resealName, in: directory.fd).node, access: info.st_atim, modification: info.st_mtim)
+            try io.renameat(Self.resealName, in: directory.fd, to: name, in: directory.fd, flags: 0)
+            // Other names of a hard-linked symlink still point to the old link file.
+            if info.st_nlink == 1 { removeLinkFile(oldLinkFile.map { SymlinkCodec.sidePrefix + $0 }) }
+            return (true, epoch)
+        } }
     }
 
     // MARK: Internals
@@ -516,6 +628,11 @@ public final class BackingTree: Sendable {
     /// entry, then its owner.
     private func createEntry(_ name: [UInt8], in directory: BackingNode, owner: Owner?,
                              _ make: (String) throws -> Void) throws -> (BackingNode, stat) {
+        try namespace.withReadLock { try createEntryLocked(name, in: directory, owner: owner, make) }
+    }
+
+    private func createEntryLocked(_ name: [UInt8], in directory: BackingNode, owner: Owner?,
+                                   _ make: (String) throws -> Void) throws -> (BackingNode, stat) {
         let backing = try backingName(name, in: directory)
         try writeLongNameSideFile(of: backing, in: directory)
         do {

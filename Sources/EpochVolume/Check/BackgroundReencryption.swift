@@ -1,0 +1,124 @@
+import EpochIO
+import Glibc
+import Synchronization
+
+/// What the mount's status file says of re-encryption (docs/FORMAT.md §7).
+public struct ReencryptionStatus: Codable, Equatable, Sendable {
+    public let running: Bool
+    /// The pace asked for, in MB/s of blocks looked at.
+    public let rate: Double?
+    public let targetEpoch: UInt32?
+    public let blocksDone: Int?
+    public let blocksTotal: Int?
+    public let megabytesPerSecond: Double?
+    public let etaSeconds: Double?
+    /// The epochs the items of the walk's current (or, once it ended, last) pass name.
+    public let epochsReferenced: [UInt32]?
+    /// Why the last walk stopped, if it failed.
+    public let error: String?
+
+    public init(running: Bool, rate: Double? = nil, targetEpoch: UInt32? = nil, blocksDone: Int? = nil, blocksTotal: Int? = nil,
+                megabytesPerSecond: Double? = nil, etaSeconds: Double? = nil, epochsReferenced: [UInt32]? = nil, error: String? = nil) {
+        self.running = running
+        self.rate = rate
+        self.targetEpoch = targetEpoch
+        self.blocksDone = blocksDone
+        self.blocksTotal = blocksTotal
+        self.megabytesPerSecond = megabytesPerSecond
+        self.etaSeconds = etaSeconds
+        self.epochsReferenced = epochsReferenced
+        self.error = error
+    }
+
+    enum CodingKeys: String, CodingKey {
+        case running, rate = "rate_mb_s", targetEpoch = "target_epoch", blocksDone = "blocks_done", blocksTotal = "blocks_total"
+        case megabytesPerSecond = "mb_per_s", etaSeconds = "eta_seconds", epochsReferenced = "epochs_referenced", error
+    }
+}
+
+/// Re-encryption of a mounted volume on a thread of its own while the mount serves (`reencrypt
+/// start [RATE]`, `reencrypt stop`): the same walk as offline (Reencryption), a few blocks of a
+/// file at a time so that the file's readers and writers wait little, paced to RATE MB/s.
+public final class BackgroundReencryption: Sendable {
+    /// MB/s: a fraction of what the disk does, so that the mount stays responsive.
+    public static let defaultRate = 20.0
+    /// Blocks of a file resealed under one hold of its lock.
+    static let chunk = 16
+
+    private struct State {
+        var thread: pthread_t?
+        var progress: ReencryptionProgress?
+        var error: String?
+    }
+
+    private let tree: BackingTree
+    private let state = Mutex(State())
+    private let running = Atomic(false)
+    private let stopRequested = Atomic(false)
+    /// MB/s, as a bit pattern (Atomic has no Double).
+    private let rate = Atomic(defaultRate.bitPattern)
+
+    public init(tree: BackingTree) { self.tree = tree }
+
+    /// Starts the walk, or sets the pace of the one running.
+    public func start(rate megabytesPerSecond: Double = defaultRate) throws {
+        rate.store(megabytesPerSecond.bitPattern, ordering: .relaxed)
+        guard running.compareExchange(expected: false, desired: true, ordering: .acquiringAndReleasing).exchanged else { return }
+        join()
+        stopRequested.store(false, ordering: .relaxed)
+        state.withLock { $0.error = nil }
+        var thread = pthread_t()
+        let context = Unmanaged.passRetained(self).toOpaque()
+        let result = pthread_create(&thread, nil, { context in
+            let walk = Unmanaged<BackgroundReencryption>.fromOpaque(context!).takeRetainedValue()
+            walk.walk()
+            return nil
+        }, context)
+        guard result == 0 else {
+            Unmanaged<BackgroundReencryption>.fromOpaque(context).release()
+            running.store(false, ordering: .releasing)
+            throw SystemError("pthread_create", path: "re-encryption", errno: result)
+        }
+        state.withLock { $0.thread = thread }
+    }
+
+    /// Stops the walk where it is (a later start resumes it) and waits for it.
+    public func stop() {
+        stopRequested.store(true, ordering: .relaxed)
+        join()
+    }
+
+    public var status: ReencryptionStatus {
+        let (progress, error) = state.withLock { ($0.progress, $0.error) }
+        guard let progress else {
+            return ReencryptionStatus(running: running.load(ordering: .relaxed), error: error)
+        }
+        return ReencryptionStatus(running: running.load(ordering: .relaxed), rate: Double(bitPattern: rate.load(ordering: .relaxed)),
+                                  targetEpoch: progress.target, blocksDone: progress.blocksDone, blocksTotal: progress.blocksTotal,
+                                  megabytesPerSecond: progress.megabytesPerSecond, etaSeconds: progress.secondsLeft,
+                                  epochsReferenced: progress.keyIDs.keys.sorted(), error: error)
+    }
+
+    private func join() {
+        guard let thread = state.withLock({ state -> pthread_t? in
+            defer { state.thread = nil }
+            return state.thread
+        }) else { return }
+        pthread_join(thread, nil)
+    }
+
+    private func walk() {
+        defer { running.store(false, ordering: .releasing) }
+        do {
+            try Reencryption.run(tree, chunk: Self.chunk) { progress in
+                self.state.withLock { $0.progress = progress }
+                // Ahead of the pace: wait until the bytes looked at are due.
+                let due = Double(progress.bytesDone) / 1e6 / Double(bitPattern: self.rate.load(ordering: .relaxed))
+                if due > progress.seconds { usleep(UInt32(min(1, due - progress.seconds) * 1e6)) }
+                return !self.stopRequested.load(ordering: .relaxed)
+            }
+        } catch {
+            state.withLock { $0.error = "\(error)" }
+        }
+    }
+}

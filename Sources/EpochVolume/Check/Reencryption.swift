@@ -1,0 +1,153 @@
+import EpochIO
+import Glibc
+
+/// How far a re-encryption got, and what it found.
+public struct ReencryptionProgress: Sendable {
+    /// The epoch items are resealed under (the active one; a rekey during the walk moves it).
+    public var target: UInt32 = 0
+    /// Blocks of regular files looked at in this pass (resealed, at the target already, holes or
+    /// unreadable), of all there are (counted at the start of the pass).
+    public var blocksDone = 0
+    public var blocksTotal = 0
+    /// Since the walk started, over all passes.
+    public var blocks = ResealCount()
+    public var symlinksResealed = 0
+    public var xattrsResealed = 0
+    /// Items left naming each epoch by this pass so far (blocks, symlink targets, xattr values);
+    /// after a whole pass, the epochs the volume still references.
+    public var keyIDs: [UInt32: Int] = [:]
+    /// Seconds since the walk started, and plaintext bytes of the blocks looked at meanwhile.
+    public var seconds = 0.0
+    public var bytesDone = 0
+
+    public init() {}
+
+    /// Plaintext MB (10^6 bytes) per second of blocks looked at.
+    public var megabytesPerSecond: Double { seconds > 0 ? Double(bytesDone) / 1e6 / seconds : 0 }
+
+    /// Seconds left at the speed so far; nil before there is a speed.
+    public var secondsLeft: Double? {
+        guard blocksDone > 0, seconds > 0 else { return nil }
+        return Double(blocksTotal - blocksDone) * seconds / Double(blocksDone)
+    }
+}
+
+/// Re-encryption: every file block, symlink target and xattr value of a volume that names an
+/// epoch older than the active one is resealed under the active epoch with the same plaintext,
+/// through the same tree and content code the mount uses (so it may run while the mount
+/// serves). Resealing is idempotent and each item is replaced atomically (FileContent,
+/// BackingTree), so a walk stopped or killed at any moment leaves every item readable and a
+/// new walk finishes the job, skipping what is at the active epoch already. A pass that ends
+/// under another active epoch than it began (a rekey meanwhile) is followed by another.
+public struct Reencryption {
+    /// Blocks resealed under one hold of a file's lock.
+    public static let offlineChunk = 256
+
+    private let tree: BackingTree
+    private let chunk: Int
+    private let report: (ReencryptionProgress) -> Bool
+    private let clock = ContinuousClock()
+    private let started: ContinuousClock.Instant
+    private var progress = ReencryptionProgress()
+    private var resealedFiles: Set<BackingNode.Identity> = []
+
+    private var io: any BackingIO { tree.volume.io }
+
+    /// Re-encrypts `tree`'s volume, `chunk` blocks of a file at a time. `report` gets the
+    /// progress after each chunk and each item; it returns false to stop the walk there (a later
+    /// walk resumes it). Returns the progress as the last pass left it.
+    @discardableResult
+    public static func run(_ tree: BackingTree, chunk: Int = offlineChunk,
+                           report: @escaping (ReencryptionProgress) -> Bool = { _ in true }) throws -> ReencryptionProgress {
+        var walk = Reencryption(tree: tree, chunk: chunk, report: report)
+        while true {
+            walk.progress.target = tree.volume.keys.activeEpoch
+            walk.progress.keyIDs = [:]
+            walk.progress.blocksDone = 0
+            walk.resealedFiles = []
+            var seen: Set<BackingNode.Identity> = []
+            walk.progress.blocksTotal = try VolumeScan.storedFiles(in: tree.root.fd, layout: tree.volume.contentLayout, io: tree.volume.io,
+                                                                   seen: &seen).blocks
+            guard try walk.reseal(directory: tree.root) else { return walk.progress }
+            guard tree.volume.keys.activeEpoch != walk.progress.target else { return walk.progress }
+        }
+    }
+
+    private init(tree: BackingTree, chunk: Int, report: @escaping (ReencryptionProgress) -> Bool) {
+        self.tree = tree
+        self.chunk = chunk
+        self.report = report
+        started = clock.now
+    }
+
+    private mutating func proceed() -> Bool {
+        let elapsed = clock.now - started
+        progress.seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+        return report(progress)
+    }
+
+    /// The attributes of `directory` and everything under it; false when told to stop.
+    private mutating func reseal(directory: BackingNode) throws -> Bool {
+        let entries: [DirectoryEntry]
+        do {
+            let handle = try tree.openDirectory(directory)
+            defer { tree.close(handle) }
+            entries = try io.readdir(handle).sorted { $0.name < $1.name }
+        } catch let error as SystemError where error.errno == ENOENT {
+            return true // removed meanwhile (on a mount)
+        }
+        try resealXattrs(directory)
+        for entry in entries where !NameCodec.isInternal(entry.name) {
+            let node: BackingNode
+            do {
+                node = try tree.backingNode(entry.name, in: directory.fd).node
+            } catch let error as SystemError where error.errno == ENOENT {
+                continue
+            }
+            switch node.fileType {
+            case S_IFDIR:
+                guard try reseal(directory: node) else { return false }
+            case S_IFREG:
+                // Hard links share one object: resealed once.
+                guard resealedFiles.insert(node.identity).inserted else { continue }
+                try resealXattrs(node)
+                guard try resealBlocks(node) else { return false }
+            case S_IFLNK:
+                let (resealed, keyID) = try tree.resealSymlink(entry.name, in: directory)
+                if resealed { progress.symlinksResealed += 1 }
+                if let keyID { progress.keyIDs[keyID, default: 0] += 1 }
+                guard proceed() else { return false }
+            default:
+                continue // fifos, sockets and devices hold nothing sealed
+            }
+        }
+        return true
+    }
+
+    private mutating func resealXattrs(_ node: BackingNode) throws {
+        let (resealed, keyIDs) = try tree.resealXattrs(node)
+        progress.xattrsResealed += resealed
+        progress.keyIDs.merge(keyIDs, uniquingKeysWith: +)
+    }
+
+    /// The blocks of the regular file `node`, a chunk at a time; false when told to stop.
+    private mutating func resealBlocks(_ node: BackingNode) throws -> Bool {
+        try tree.withResealHandle(node) { handle, content in
+            let blockSize = tree.volume.contentLayout.blockSize
+            var first = 0
+            while true {
+                let size = try content.size(fd: handle)
+                guard first * blockSize < size else { return true }
+                let blocks = first..<(first + chunk)
+                let count = try content.resealOlderBlocks(fd: handle, in: blocks)
+                let looked = count.resealed + count.current + count.unreadable
+                progress.blocks += count
+                progress.keyIDs.merge(count.keyIDs, uniquingKeysWith: +)
+                progress.blocksDone += looked
+                progress.bytesDone += min(size, blocks.upperBound * blockSize) - blocks.lowerBound * blockSize
+                first = blocks.upperBound
+                guard proceed() else { return false }
+            }
+        } ?? true
+    }
+}

@@ -1,0 +1,161 @@
+import CLinux
+import Foundation
+import Glibc
+import Support
+import Testing
+
+/// Re-encryption of real volumes: offline by the CLI killed at many points, online through the
+/// control file under load and across a daemon killed mid-way.
+@Suite(.serialized) struct ReencryptTests {
+    /// Writes files of many sizes (partial last blocks among them), a directory, a short and a
+    /// long symlink and an xattr through the mount; returns the tree as the mount shows it.
+    func populate(_ volume: MountedVolume, megabytes: Int) throws -> PowerCut.Tree {
+        try FileManager.default.createDirectory(atPath: volume.path("dir"), withIntermediateDirectories: true)
+        var left = megabytes << 20
+        var index = 0
+        while left > 0 {
+            let size = min(left, Int.random(in: 1...(3 << 20)))
+            let bytes = (0..<size).map { _ in UInt8.random(in: 0...255) }
+            try Data(bytes).write(to: URL(fileURLWithPath: volume.path(index % 2 == 0 ? "f\(index)" : "dir/f\(index)")))
+            left -= size
+            index += 1
+        }
+        try FileManager.default.createSymbolicLink(atPath: volume.path("short"), withDestinationPath: "dir/f1")
+        try FileManager.default.createSymbolicLink(atPath: volume.path("dir/long"), withDestinationPath: String(repeating: "l/", count: 1600))
+        let value = Array("attribute value".utf8)
+        #expect(epochfs_setxattr(volume.path("f0"), "user.note", value, UInt(value.count), 0) == 0)
+        return try PowerCut.Tree(reading: volume.mountpoint)
+    }
+
+    /// Items by the epoch they name, from `fsck --json`, which must find the volume clean.
+    func keyIDs(_ volume: MountedVolume) throws -> [String: Int] {
+        let fsck = try volume.epochfs("fsck", volume.backing, "--json")
+        let report = try JSONSerialization.jsonObject(with: Data(fsck.stdout.utf8)) as? [String: Any] ?? [:]
+        #expect(fsck.status == 0 && report["clean"] as? Bool == true, "\(fsck.stdout) \(fsck.stderr)")
+        return report["key_ids"] as? [String: Int] ?? [:]
+    }
+
+    /// The plaintext tree of the unmounted volume, exported offline.
+    func exported(_ volume: MountedVolume) throws -> PowerCut.Tree {
+        let destination = volume.root + "/export"
+        try? FileManager.default.removeItem(atPath: destination)
+        let export = try volume.epochfs("export", volume.backing, "/", destination)
+        #expect(export.status == 0, "\(export.stderr)")
+        defer { try? FileManager.default.removeItem(atPath: destination) }
+        return try PowerCut.Tree(reading: destination)
+    }
+
+    @Test func offlineKilledAtTwentyPointsLosesNothingAndResumes() throws {
+        let volume = try MountedVolume()
+        defer { volume.destroy() }
+        let model = try populate(volume, megabytes: 32)
+        #expect(volume.control("rekey 2") == 0)
+        volume.unmount()
+        let items = try keyIDs(volume).values.reduce(0, +)
+
+        var kills = 0, epoch = 2, resealed = 0
+        while kills < 20 {
+            let run = try ChildProcess([volume.binary, "reencrypt", volume.backing], stdoutPath: volume.root + "/reencrypt.out",
+                                       stderrPath: volume.root + "/reencrypt.err")
+            usleep(UInt32.random(in: 30_000...200_000))
+            if run.kill9() == 0 {
+                // Finished before the kill: a rekey gives the next runs something to do.
+                epoch += 1
+                #expect(try volume.epochfs("rekey", volume.backing, String(epoch)).status == 0)
+                resealed = 0
+                continue
+            }
+            kills += 1
+            let now = try keyIDs(volume)
+            #expect(now.values.reduce(0, +) == items, "\(now)")
+            // What a killed run resealed stays resealed.
+            #expect(now[String(epoch)] ?? 0 >= resealed, "kill \(kills): \(now)")
+            resealed = now[String(epoch)] ?? 0
+            #expect(try exported(volume) == model, "kill \(kills): the plaintext changed")
+        }
+        let finish = try volume.epochfs("reencrypt", volume.backing)
+        #expect(finish.status == 0, "\(finish.stderr)")
+        // The last run did not start from zero.
+        #expect(resealed > 0 && finish.stdout.contains("resealed") && !finish.stdout.contains(" 0 blocks were at epoch"), "\(finish.stdout)")
+        #expect(try keyIDs(volume) == [String(epoch): items])
+        try volume.mount()
+        #expect(try PowerCut.Tree(reading: volume.mountpoint) == model)
+    }
+
+    /// Waits until the status file says re-encryption is no longer running; returns its status.
+    func awaitReencryption(_ volume: MountedVolume, seconds: Double = 240) throws -> [String: Any] {
+        var last: [String: Any] = [:]
+        _ = try waitUntil(seconds: seconds) {
+            last = try volume.status()["reencryption"] as? [String: Any] ?? [:]
+            return last["running"] as? Bool == false
+        }
+        return last
+    }
+
+    @Test func onlineUnderRandomWritesWithARekeyMidWayEndsAtTheActiveEpoch() throws {
+        let volume = try MountedVolume()
+        defer { volume.destroy() }
+        var model = try populate(volume, megabytes: 8)
+        #expect(volume.control("rekey 2") == 0)
+        #expect(volume.control("reencrypt start 4") == 0)
+        let started = try volume.status()["reencryption"] as? [String: Any] ?? [:]
+        #expect(started["running"] as? Bool == true, "\(started)")
+        // Random writes (some unaligned, some growing a file) into the files while it runs.
+        let files = model.files.keys.sorted()
+        var rekeyed = false
+        for round in 0..<300 {
+            let name = files.randomElement()!
+            var content = model.files[name]!
+            let offset = Int.random(in: 0...content.count), bytes = (0..<Int.random(in: 1...9000)).map { _ in UInt8.random(in: 0...255) }
+            let fd = open(volume.path(name), O_WRONLY)
+            #expect(fd >= 0 && pwrite(fd, bytes, bytes.count, off_t(offset)) == bytes.count)
+            close(fd)
+            if offset + bytes.count > content.count { content += [UInt8](repeating: 0, count: offset + bytes.count - content.count) }
+            content.replaceSubrange(offset..<(offset + bytes.count), with: bytes)
+            model.files[name] = content
+            if round == 150 {
+                rekeyed = (try volume.status()["reencryption"] as? [String: Any])?["running"] as? Bool == true
+                #expect(volume.control("rekey 3") == 0)
+            }
+            usleep(2000)
+        }
+        let done = try awaitReencryption(volume)
+        #expect(rekeyed, "the re-encryption ended before the rekey")
+        #expect(done["target_epoch"] as? Int == 3 && done["epochs_referenced"] as? [Int] == [3], "\(done)")
+        #expect(done["blocks_done"] as? Int == done["blocks_total"] as? Int)
+        #expect(try PowerCut.Tree(reading: volume.mountpoint) == model)
+        volume.unmount()
+        #expect(try keyIDs(volume).keys.sorted() == ["3"])
+        #expect(try exported(volume) == model)
+    }
+
+    @Test func daemonKilledDuringOnlineReencryptionThenStartedAgain() throws {
+        let volume = try MountedVolume()
+        defer { volume.destroy() }
+        let model = try populate(volume, megabytes: 16)
+        #expect(volume.control("rekey 2") == 0)
+        #expect(volume.control("reencrypt start 1000") == 0)
+        usleep(400_000)
+        let before = try volume.status()["reencryption"] as? [String: Any] ?? [:]
+        #expect(before["running"] as? Bool == true, "finished before the kill: \(before)")
+        kill(try #require(volume.daemonPID), SIGKILL)
+        volume.unmount()
+        let half = try keyIDs(volume)
+        #expect(half["2"] ?? 0 > 0 && half["1"] ?? 0 > 0, "\(half)")
+        try volume.mount()
+        #expect(try PowerCut.Tree(reading: volume.mountpoint) == model)
+        #expect(volume.control("reencrypt start") == 0)
+        let done = try awaitReencryption(volume)
+        #expect(done["epochs_referenced"] as? [Int] == [2] && done["error"] == nil, "\(done)")
+        #expect(try PowerCut.Tree(reading: volume.mountpoint) == model)
+        volume.unmount()
+        #expect(try keyIDs(volume).keys.sorted() == ["2"])
+    }
+
+    @Test func offlineRefusesAMountedVolume() throws {
+        let volume = try MountedVolume()
+        defer { volume.destroy() }
+        let refused = try volume.epochfs("reencrypt", volume.backing)
+        #expect(refused.status == 1 && refused.stderr.contains("is mounted on"), "\(refused.stderr)")
+    }
+}
