@@ -404,7 +404,8 @@ public final class FileContent: Sendable {
             // The file id first: taking it resets what is known of the slots, reservation included.
             let fileID = try loadFileID(fd)
             try loadSlots(fd)
-            try reserve([], in: fd, backing, slots: true)
+            // Resealing never drops the protection the slots give: without their space, it stops.
+            guard try reserveSlots(fd) else { throw SystemError("reencrypt", path: "shadow slots", errno: ENOSPC) }
             var unsynced = false
             for index in stored {
                 let keyID = try storedKeyID(of: index, fd: fd)
