@@ -18,7 +18,15 @@ public final class VolumeKeys: Sendable {
         keyring = Mutex(header.keyring)
     }
 
-    public func install(_ newKeyring: Keyring) { keyring.withLock { $0 = newKeyring } }
+    /// How many keyrings were installed: keys derived from an earlier one (cached per file)
+    /// must be derived again, so that a retired epoch's keys are gone everywhere at once.
+    public var generation: UInt64 { installed.load(ordering: .acquiring) }
+    private let installed = Atomic<UInt64>(0)
+
+    public func install(_ newKeyring: Keyring) {
+        keyring.withLock { $0 = newKeyring }
+        installed.add(1, ordering: .releasing)
+    }
 
     public var activeEpoch: UInt32 { keyring.withLock { $0.activeEpoch } }
 

@@ -32,6 +32,8 @@ public final class FileContent: Sendable {
         private(set) var fileID: FileID?
         /// One initialised AEAD per epoch for `fileID`, derived once (docs/FORMAT.md §2.2).
         var fileKeys: [UInt32: AESGCMKey] = [:]
+        /// The keyring generation (VolumeKeys.generation) `fileKeys` were derived under.
+        var fileKeysGeneration: UInt64 = 0
         var shadow = ShadowSlots()
 
         /// A truncate to zero ends a file id; the keys derived from it go with it, and so do
@@ -728,9 +730,13 @@ public final class FileContent: Sendable {
     }
 
     private func fileKey(epoch: UInt32, fileID: FileID) throws -> AESGCMKey {
-        if let key = cache.withLock({ $0.fileKeys[epoch] }) { return key }
+        let generation = volume.keys.generation
+        if let key = cache.withLock({ $0.fileKeysGeneration == generation ? $0.fileKeys[epoch] : nil }) { return key }
         let key = try volume.keys.fileKey(epoch: epoch, fileID: fileID)
-        cache.withLock { $0.fileKeys[epoch] = key }
+        cache.withLock { cache in
+            if cache.fileKeysGeneration != generation { (cache.fileKeys, cache.fileKeysGeneration) = ([:], generation) }
+            cache.fileKeys[epoch] = key
+        }
         return key
     }
 }
