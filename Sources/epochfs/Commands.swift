@@ -82,34 +82,21 @@ struct Rekey: ParsableCommand {
             and returns once the rekey is durable; new blocks then carry the new epoch.
             """)
 
-    @Option(help: ArgumentHelp("Rekey this mounted volume through its control file.", valueName: "MOUNTPOINT"))
-    var mount: String?
-
-    @Argument(help: "BACKING and EPOCH, or just EPOCH with --mount.")
-    var arguments: [String]
-
-    @Option(help: ArgumentHelp("Key source, overriding the one remembered in the volume.", valueName: "SPEC"))
-    var keySource: String?
+    @OptionGroup var target: EpochTarget
 
     @Flag(help: "Print the resulting header as one JSON object (offline only).")
     var json = false
 
-    func validate() throws {
-        guard arguments.count == (mount == nil ? 2 : 1), let last = arguments.last, UInt32(last) != nil else {
-            throw ValidationError(mount == nil ? "expected BACKING EPOCH" : "expected EPOCH after --mount MOUNTPOINT")
-        }
-    }
-
     func run() throws {
-        let epoch = UInt32(arguments.last!)!
-        if let mount {
+        let epoch = target.epoch
+        if let mount = target.mount {
             try runReportingErrors {
                 try sendControlCommand("rekey \(epoch)", mountpoint: mount)
                 print("rekeyed \(mount) to epoch \(epoch)")
             }
             return
         }
-        let volume = try VolumeOptions.parse([arguments[0]] + (keySource.map { ["--key-source", $0] } ?? []))
+        let volume = try target.offlineVolume()
         try runReportingErrors {
             let result = try volume.openJournal().rekey(to: epoch)
             if json {
@@ -120,6 +107,32 @@ struct Rekey: ParsableCommand {
                 print("already at epoch \(epoch); nothing written")
             }
         }
+    }
+}
+
+/// An epoch of a volume offline (`BACKING EPOCH [--key-source SPEC]`) or of a mounted one
+/// (`--mount MOUNTPOINT EPOCH`, through its control file): what `rekey` and `retire` take.
+struct EpochTarget: ParsableArguments {
+    @Option(help: ArgumentHelp("Act on this mounted volume through its control file.", valueName: "MOUNTPOINT"))
+    var mount: String?
+
+    @Argument(help: "BACKING and EPOCH, or just EPOCH with --mount.")
+    var arguments: [String]
+
+    @Option(help: ArgumentHelp("Key source, overriding the one remembered in the volume.", valueName: "SPEC"))
+    var keySource: String?
+
+    func validate() throws {
+        guard arguments.count == (mount == nil ? 2 : 1), let last = arguments.last, UInt32(last) != nil else {
+            throw ValidationError(mount == nil ? "expected BACKING EPOCH" : "expected EPOCH after --mount MOUNTPOINT")
+        }
+    }
+
+    var epoch: UInt32 { UInt32(arguments.last!)! }
+
+    /// The volume named offline, with the key source override.
+    func offlineVolume() throws -> VolumeOptions {
+        try VolumeOptions.parse([arguments[0]] + (keySource.map { ["--key-source", $0] } ?? []))
     }
 }
 

@@ -21,14 +21,7 @@ struct Retire: ParsableCommand {
             the rest by the mount.
             """)
 
-    @Option(help: ArgumentHelp("Retire through this mounted volume's control file.", valueName: "MOUNTPOINT"))
-    var mount: String?
-
-    @Argument(help: "BACKING and EPOCH, or just EPOCH with --mount.")
-    var arguments: [String]
-
-    @Option(help: ArgumentHelp("Key source, overriding the one remembered in the volume.", valueName: "SPEC"))
-    var keySource: String?
+    @OptionGroup var target: EpochTarget
 
     @Option(name: .customLong("wal"), help: ArgumentHelp("A WAL directory whose entries above the raft cutover to check (repeatable).",
                                                          valueName: "DIR"))
@@ -38,14 +31,12 @@ struct Retire: ParsableCommand {
     var layout: PayloadLayout = .proposal
 
     func validate() throws {
-        guard arguments.count == (mount == nil ? 2 : 1), let last = arguments.last, let epoch = UInt32(last), epoch > 0 else {
-            throw ValidationError(mount == nil ? "expected BACKING EPOCH" : "expected EPOCH after --mount MOUNTPOINT")
-        }
+        guard target.epoch > 0 else { throw ValidationError("epoch 0 names no key") }
     }
 
     func run() throws {
-        let epoch = UInt32(arguments.last!)!
-        if let mount {
+        let epoch = target.epoch
+        if let mount = target.mount {
             try runReportingErrors {
                 if !walDirectories.isEmpty {
                     let gate = try RaftKeyOptions.parse(["--mount", mount, "--layout", layout.rawValue]).gate()
@@ -56,7 +47,7 @@ struct Retire: ParsableCommand {
             }
             return
         }
-        let volume = try VolumeOptions.parse([arguments[0]] + (keySource.map { ["--key-source", $0] } ?? []))
+        let volume = try target.offlineVolume()
         try runReportingErrors {
             try refuseIfMounted(backing: volume.backing, "retiring offline (or retire with --mount)")
             let tree = try BackingTree(volume: try LiveVolume(backing: volume.backing, journal: try volume.openJournal()), writing: false)

@@ -7,17 +7,12 @@ import Testing
 
 /// The volume's tree without FUSE, as offline commands use it, over the recording test double.
 @Suite struct BackingTreeTests {
-    let keys: KeyFiles
-    let directory = TemporaryDirectory()
     let io = RecordingIO()
-    let tree: BackingTree
+    let volume: OfflineVolume
+    var tree: BackingTree { volume.tree }
+    var directory: TemporaryDirectory { volume.directory }
 
-    init() throws {
-        keys = try KeyFiles(epochs: 1...2)
-        let backing = directory.path + "/backing"
-        _ = try Volume.create(backing: backing, keySource: "file:\(keys.directory.path)/%d.key", epoch: 1, blockSize: 4096)
-        tree = try BackingTree(volume: try LiveVolume(backing: backing, io: io))
-    }
+    init() throws { volume = try OfflineVolume(epochs: 1...2, io: io) }
 
     func bytes(_ text: String) -> [UInt8] { Array(text.utf8) }
 

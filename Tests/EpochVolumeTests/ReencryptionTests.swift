@@ -8,16 +8,10 @@ import Testing
 /// Re-encryption without FUSE: every block, symlink target and xattr value ends under the active
 /// epoch with the same plaintext, and a second walk finds nothing left to do.
 @Suite struct ReencryptionTests {
-    let keys: KeyFiles
-    let directory = TemporaryDirectory()
-    let tree: BackingTree
+    let volume: OfflineVolume
+    var tree: BackingTree { volume.tree }
 
-    init() throws {
-        keys = try KeyFiles(epochs: 1...3)
-        let backing = directory.path + "/backing"
-        _ = try Volume.create(backing: backing, keySource: "file:\(keys.directory.path)/%d.key", epoch: 1, blockSize: 4096)
-        tree = try BackingTree(volume: try LiveVolume(backing: backing))
-    }
+    init() throws { volume = try OfflineVolume(epochs: 1...3) }
 
     private func write(_ bytes: [UInt8], at offset: Int, to name: String, in parent: BackingNode) throws {
         let (handle, node, _) = try tree.create(Array(name.utf8), in: parent, flags: O_RDWR | O_CREAT, mode: 0o600, owner: nil)

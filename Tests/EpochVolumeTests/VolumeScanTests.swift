@@ -8,16 +8,10 @@ import Testing
 /// The scan's API as fsck, retire and re-encryption use it, without FUSE: every item with its
 /// kind, path and key id, counts per key id, and progress up to the total.
 @Suite struct VolumeScanTests {
-    let keys: KeyFiles
-    let directory = TemporaryDirectory()
-    let tree: BackingTree
+    let volume: OfflineVolume
+    var tree: BackingTree { volume.tree }
 
-    init() throws {
-        keys = try KeyFiles(epochs: 1...2)
-        let backing = directory.path + "/backing"
-        _ = try Volume.create(backing: backing, keySource: "file:\(keys.directory.path)/%d.key", epoch: 1, blockSize: 4096)
-        tree = try BackingTree(volume: try LiveVolume(backing: backing))
-    }
+    init() throws { volume = try OfflineVolume(epochs: 1...2) }
 
     private func file(_ name: String, in parent: BackingNode, size: Int) throws {
         let (handle, node, _) = try tree.create(Array(name.utf8), in: parent, flags: O_RDWR | O_CREAT | O_EXCL, mode: 0o600, owner: nil)
