@@ -377,16 +377,16 @@ def content():
         if s <= h:
             return 0
         return (s - h) // (b + 34) * b + max(0, (s - h) % (b + 34) - 34)
-    format2 = 2 * (16 + 4096 + 34) + 18
-    check("format 2 H", format2, "8310")
-    for p, expected2, expected1 in ((0, 0, 0), (1, 8345, 53), (4096, 12440, 4148), (4097, 12475, 4183),
-                                    (9000, 17412, 9120), (10000, 18412, 10120), (20000, 28480, 20188)):
+    format2 = 2 * (32 + 4096 + 34) + 18
+    check("format 2 H", format2, "8342")
+    for p, expected2, expected1 in ((0, 0, 0), (1, 8377, 53), (4096, 12472, 4148), (4097, 12507, 4183),
+                                    (9000, 17444, 9120), (10000, 18444, 10120), (20000, 28512, 20188)):
         check(f"backing_size({p}), format 2", backing_size(p, format2), str(expected2))
         check(f"backing_size({p}), format 1", backing_size(p, 18), str(expected1))
         assert plaintext_size(backing_size(p, format2), format2) == p
         assert plaintext_size(backing_size(p, 18), 18) == p
-    slot = (5).to_bytes(8, "big") + (1722).to_bytes(2, "big") + bytes([1]) + bytes(5)
-    check("slot header", slot.hex(), "000000000000000506ba010000000000")
+    slot = (5).to_bytes(8, "big") + (1722).to_bytes(2, "big") + NONCE + bytes(10)
+    check("slot header", slot.hex(), "000000000000000506baa0a1a2a3a4a5a6a7a8a9aaab00000000000000000000")
 
 
 def wal():

@@ -8,7 +8,7 @@ import Testing
 /// The key_id (epoch) of each block of a backing file (docs/FORMAT.md §6).
 func blockEpochs(_ backingFile: String, blockSize: Int = 4096) throws -> [UInt32] {
     let bytes = [UInt8](try Data(contentsOf: URL(fileURLWithPath: backingFile)))
-    return stride(from: 2 * (16 + blockSize + 34) + 18, to: bytes.count, by: blockSize + 34).map { offset in
+    return stride(from: 2 * (32 + blockSize + 34) + 18, to: bytes.count, by: blockSize + 34).map { offset in
         bytes[(offset + 2)..<(offset + 6)].reduce(UInt32(0)) { $0 << 8 | UInt32($1) }
     }
 }
@@ -298,5 +298,5 @@ func isEIO(_ result: Result<[UInt8], POSIXError>) -> Bool {
 }
 
 /// Where block 0 starts in a backing file of a 4096-byte-block volume (docs/FORMAT.md §6): two
-/// shadow slots of 16 + 4130 bytes, then the 18-byte file header.
-let dataOffset = 2 * (16 + 4130) + 18
+/// shadow slots of 32 + 4130 bytes, then the 18-byte file header.
+let dataOffset = 2 * (32 + 4130) + 18

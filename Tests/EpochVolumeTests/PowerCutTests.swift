@@ -227,6 +227,28 @@ import Testing
         try run.expectNothingLost("appends across blocks", tornBlocksMayLose: false)
     }
 
+    /// A second open of the file between two appends that no sync separates (another process
+    /// opening the log): it must not forget that the first append's copy is not durable yet.
+    @Test func appendsThroughASecondOpenBetweenSyncs() throws {
+        let run = try Run()
+        let (handle, file, _) = try run.tree.create(Array("log".utf8), in: run.tree.root, flags: O_RDWR | O_CREAT, mode: 0o600, owner: nil)
+        defer { run.tree.close(handle) }
+        var content = random(3000)
+        try run.writeAndSync(content, at: 0, to: file, through: handle, dataOnly: true, making: ["log": content])
+        for round in 0..<3 {
+            let first = random(300)
+            content += first
+            try first.withUnsafeBytes { try run.tree.write(file, through: handle, offset: nil, data: $0, caller: 0) }
+            run.changed(["log": content])
+            let other = try run.tree.open(file, flags: O_RDONLY, caller: 0)
+            run.tree.close(other)
+            let second = random(200 + round)
+            content += second
+            try run.writeAndSync(second, at: nil, to: file, through: handle, dataOnly: true, making: ["log": content])
+        }
+        try run.expectNothingLost("appends through a second open", tornBlocksMayLose: false)
+    }
+
     /// A database-like file: 4 KiB overwrites at random offsets, each made durable with fsync.
     @Test func overwritesEachFollowedByFsync() throws {
         let run = try Run()

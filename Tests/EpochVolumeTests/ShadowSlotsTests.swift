@@ -16,15 +16,14 @@ import Testing
         var shadow = empty()
         // A block this process has not written counts as durable: its rewrite goes aside.
         #expect(shadow.destination(forRewriteOf: 3) == .slot(0))
-        shadow.wroteSlot(0, block: 3)
+        shadow.wroteSlot(0, block: 3, supersedes: [])
         // Again before a sync: the slot again, the copy in place being the durable one.
         #expect(shadow.destination(forRewriteOf: 3) == .slot(0))
-        #expect(shadow.currentSlot(of: 3) == 0)
         sync(&shadow)
         // The slot's copy is durable now: the next goes in place, and the slot is unmarked.
         #expect(shadow.destination(forRewriteOf: 3) == .inPlace)
         #expect(shadow.wroteInPlace(3...3) == [0])
-        #expect(shadow.currentSlot(of: 3) == nil && shadow.slot(of: 3) == 0)
+        #expect(shadow.slot(of: 3)?.slot == 0)
         // Until that copy is durable, in place again: the slot keeps the durable one.
         #expect(shadow.destination(forRewriteOf: 3) == .inPlace)
         sync(&shadow)
@@ -42,8 +41,8 @@ import Testing
 
     @Test func aThirdBlockBetweenTwoSyncsGoesInPlaceUntilEvictionFreesASlot() {
         var shadow = empty()
-        shadow.wroteSlot(0, block: 1)
-        shadow.wroteSlot(1, block: 2)
+        shadow.wroteSlot(0, block: 1, supersedes: [])
+        shadow.wroteSlot(1, block: 2, supersedes: [])
         #expect(shadow.destination(forRewriteOf: 5) == .busy)
         sync(&shadow)
         // Both slots hold current copies: full blocks are evicted, a partial last one stays.
@@ -59,7 +58,9 @@ import Testing
 
     @Test func whatTheFileSaysIsTakenAsDurable() {
         var shadow = ShadowSlots()
-        shadow.slots = [ShadowSlots.Copy(block: 4, written: -1, replacedIn: nil), ShadowSlots.Copy(block: 9, written: -1, replacedIn: -1)]
+        let nonce = [UInt8](repeating: 7, count: 12)
+        shadow.slots = [ShadowSlots.Copy(block: 4, supersedes: nonce, written: -1, replacedIn: nil),
+                        ShadowSlots.Copy(block: 9, supersedes: nonce, written: -1, replacedIn: -1)]
         #expect(shadow.destination(forRewriteOf: 4) == .inPlace)
         #expect(shadow.destination(forRewriteOf: 9) == .slot(1))
         #expect(shadow.destination(forRewriteOf: 6) == .slot(1))

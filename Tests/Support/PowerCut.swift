@@ -8,8 +8,9 @@ import Glibc
 ///   fdatasync (or a syncfs);
 /// - directory operations (create, mkdir, symlink, link, rename, unlink) are journaled in
 ///   order, and every fsync, fdatasync or syncfs commits all of them made so far;
-/// - what is not durable at the cut is dropped, or kept, or the last write of it is torn at
-///   each 512-byte boundary it spans (its first sectors reached the disk, the rest did not).
+/// - what is not durable at the cut is dropped, or kept; or one of its writes is torn at each
+///   512-byte boundary it spans (its first sectors reached the disk, the rest did not), with the
+///   rest of it kept, or dropped; or one of its writes is dropped and the rest kept.
 public struct PowerCut {
     /// A directory tree as files, directories and symlinks by path relative to its root.
     public struct Tree: Equatable {
@@ -189,18 +190,27 @@ public struct PowerCut {
         }))]
         guard !pending.isEmpty else { return states }
         states.append(State(crashPoint: crashPoint, label: "pending kept", tree: replay(happened)))
-        // The last pending write, torn at each 512-byte boundary inside it.
-        if let (tornIndex, torn) = pending.last(where: { if case .write = $0.1 { true } else { false } }),
-           case let .write(inode, offset, bytes) = torn {
+        // Each pending write torn at each 512-byte boundary inside it, the other pending changes
+        // all kept, or all dropped; or dropped alone (the disk need not keep them in order).
+        let pendingIndices = Set(pending.map(\.0))
+        for (tornIndex, torn) in pending {
+            guard case let .write(inode, offset, bytes) = torn else { continue }
+            if pending.count > 1 {
+                states.append(State(crashPoint: crashPoint, label: "write \(tornIndex) dropped, others kept",
+                                    tree: replay(happened.filter { $0.0 != tornIndex }), torn: (names(of: inode, in: happened), offset..<(offset + bytes.count))))
+            }
+            let paths = names(of: inode, in: happened)
             var boundary = (offset / 512 + 1) * 512
             while boundary < offset + bytes.count {
-                let effects = happened.map { index, effect in
-                    index == tornIndex ? (index, Effect.write(inode: inode, offset: offset, bytes: Array(bytes.prefix(boundary - offset)))) : (index, effect)
+                let tornWrite = Effect.write(inode: inode, offset: offset, bytes: Array(bytes.prefix(boundary - offset)))
+                for othersKept in [true, false] {
+                    let effects = happened.compactMap { index, effect -> (Int, Effect?)? in
+                        if index == tornIndex { return (index, tornWrite) }
+                        return othersKept || !pendingIndices.contains(index) ? (index, effect) : nil
+                    }
+                    states.append(State(crashPoint: crashPoint, label: "write \(tornIndex) torn at \(boundary), others \(othersKept ? "kept" : "dropped")",
+                                        tree: replay(effects), torn: (paths, offset..<(offset + bytes.count))))
                 }
-                let tree = replay(effects)
-                let paths = names(of: inode, in: happened)
-                states.append(State(crashPoint: crashPoint, label: "write torn at \(boundary)", tree: tree,
-                                    torn: (paths, offset..<(offset + bytes.count))))
                 boundary += 512
             }
         }

@@ -9,8 +9,11 @@ import EpochFormat
 /// Format 1 (volumes made before): no slots, the header at offset 0.
 public struct ContentLayout: Sendable {
     public static let headerSize = 18
-    /// A slot: `block_index (BE64) ‖ envelope length (BE16) ‖ state (1) ‖ 5 zero bytes ‖ envelope`.
-    public static let slotHeaderSize = 16
+    /// A slot: `block_index (BE64) ‖ envelope length (BE16) ‖ supersedes (12) ‖ 10 zero bytes ‖ envelope`.
+    public static let slotHeaderSize = 32
+    /// Where an envelope keeps its nonce (docs/FORMAT.md §2.1). A slot names the copy in place
+    /// that its own copy is newer than by that copy's nonce.
+    public static let nonceRange = 6..<Envelope.headerSize
 
     public let blockSize: Int
     /// The volume's format version (docs/FORMAT.md §3.1), which is also the file header's.
@@ -52,28 +55,25 @@ public struct ContentLayout: Sendable {
     /// Offset of shadow slot `slot` (0 or 1).
     public func slotOffset(_ slot: Int) -> Int { slot * slotSize }
 
-    /// Offset of the state byte in a slot header: 1 while the slot holds its block's current
-    /// copy, 0 when the copy in place is current (the slot's is a fallback).
-    public static let slotStateOffset = 10
-
-    /// A slot's header: `block_index (BE64) ‖ envelope length (BE16) ‖ state ‖ 5 zero bytes`.
-    public func slotHeader(block: Int, length: Int, current: Bool) -> [UInt8] {
+    /// A slot's header: `block_index (BE64) ‖ envelope length (BE16) ‖ supersedes ‖ 10 zero
+    /// bytes`, `supersedes` the nonce of the copy in place when the slot's copy was written.
+    public func slotHeader(block: Int, length: Int, supersedes: [UInt8]) -> [UInt8] {
         var writer = ByteWriter(capacity: Self.slotHeaderSize)
         writer.append(UInt64(block))
         writer.append(UInt16(length))
-        writer.append(UInt8(current ? 1 : 0))
-        writer.appendZeros(5)
+        writer.append(contentsOf: supersedes)
+        writer.appendZeros(Self.slotHeaderSize - writer.bytes.count)
         return writer.bytes
     }
 
     /// What a slot header names; nil for an empty slot (all zeros) or a malformed one.
-    public func slotHeader(_ bytes: [UInt8]) -> (block: Int, length: Int, current: Bool)? {
+    public func slotHeader(_ bytes: [UInt8]) -> (block: Int, length: Int, supersedes: [UInt8])? {
         var reader = ByteReader(bytes[...], what: "shadow slot")
-        guard bytes.count == Self.slotHeaderSize, bytes[(Self.slotStateOffset + 1)...].allSatisfy({ $0 == 0 }),
+        let reserved = 10 + Self.nonceRange.count
+        guard bytes.count == Self.slotHeaderSize, bytes[reserved...].allSatisfy({ $0 == 0 }),
               let block = try? reader.readUInt64(), let length = (try? reader.readUInt16()).map(Int.init),
-              let state = try? reader.readUInt8(), state <= 1,
               length > Envelope.overhead, length <= sealedBlockSize, block < UInt64(Int.max / sealedBlockSize) else { return nil }
-        return (Int(block), length, state == 1)
+        return (Int(block), length, Array(bytes[10..<reserved]))
     }
 
     /// `version(BE16) ‖ file_id(16)`.

@@ -63,11 +63,14 @@ public final class FileContent: Sendable {
     /// to the backing dir) is noticed and never trusted from an earlier open.
     public func reloadHeader(fd: FileDescriptor) throws {
         try access.withWriteLock {
-            cache.withLock { $0.adopt(nil) }
-            if try io.size(fd) >= layout.dataOffset {
-                _ = try loadFileID(fd)
-                try loadSlots(fd)
+            guard try io.size(fd) >= layout.dataOffset else {
+                cache.withLock { $0.adopt(nil) }
+                return
             }
+            // What is known of the slots stays while the file id does: it is shared with the
+            // other opens of the file, and knows which copies are not durable yet.
+            _ = try readFileID(fd)
+            try loadSlots(fd)
         }
     }
 
@@ -211,7 +214,7 @@ public final class FileContent: Sendable {
                         // at its fsync, when the kernel would otherwise begin (bench/RESULTS.md).
                         io.syncFileRange(fd, offset: at, length: to - from)
                     }
-                    try noteWrittenInPlace(blocks, fd: fd)
+                    noteWrittenInPlace(blocks)
                 }
                 var runStart: Int?
                 for block in first...last {
@@ -319,7 +322,7 @@ public final class FileContent: Sendable {
             let stop = min(layout.backingOffset(block: endWhole), layout.backingSize(plaintextSize: size))
             let mode = punch ? epochfs_FALLOC_FL_PUNCH_HOLE | epochfs_FALLOC_FL_KEEP_SIZE : epochfs_FALLOC_FL_ZERO_RANGE | epochfs_FALLOC_FL_KEEP_SIZE
             try io.fallocate(fd, mode: mode, offset: start, length: stop - start)
-            try noteWrittenInPlace(firstWhole...(endWhole - 1), fd: fd) // holes now: copies in slots are stale
+            noteWrittenInPlace(firstWhole...(endWhole - 1)) // holes now: copies in slots are stale
         }
     }
 
@@ -383,10 +386,20 @@ public final class FileContent: Sendable {
     /// The epoch block `index`'s current copy (in a shadow slot, or in place) names; nil for a
     /// hole (all zeros) or a copy too damaged to name one. The slots must be loaded.
     private func storedKeyID(of index: Int, fd: FileDescriptor) throws -> UInt32? {
-        let current = try cache.withLock { $0.shadow.currentSlot(of: index) }.flatMap { try readSlot($0, fd: fd)?.sealed }
+        let inPlace = try io.preadFully(fd, count: Envelope.overhead, at: layout.backingOffset(block: index))
+        let current = try currentSlot(of: index, inPlace: inPlace).flatMap { try readSlot($0, fd: fd)?.sealed }
         // The envelope's first bytes name the epoch; a hole's are zeros, which name none.
-        let stored = try current ?? io.preadFully(fd, count: Envelope.overhead, at: layout.backingOffset(block: index))
-        return try? stored.withUnsafeBytes { try Envelope.keyID(of: $0) }
+        return try? (current ?? inPlace).withUnsafeBytes { try Envelope.keyID(of: $0) }
+    }
+
+    /// The slot that holds block `index`'s current copy, given the first bytes of its copy in
+    /// place: the one that supersedes the copy in place still there (FORMAT.md §6).
+    private func currentSlot(of index: Int, inPlace: some Collection<UInt8>) -> Int? {
+        guard let (slot, supersedes) = cache.withLock({ $0.shadow.slot(of: index) }), inPlace.count >= Envelope.headerSize,
+              inPlace.dropFirst(ContentLayout.nonceRange.lowerBound).prefix(ContentLayout.nonceRange.count).elementsEqual(supersedes) else {
+            return nil
+        }
+        return slot
     }
 
     /// Reseals under the active epoch, with the same plaintext, every block of `blocks` whose
@@ -450,7 +463,7 @@ public final class FileContent: Sendable {
             try writeSlot(slot, sealed, block: index, fd: fd)
         } else {
             try io.pwriteFully(fd, sealed, at: layout.backingOffset(block: index))
-            try noteWrittenInPlace(index...index, fd: fd)
+            noteWrittenInPlace(index...index)
         }
     }
 
@@ -484,28 +497,37 @@ public final class FileContent: Sendable {
     /// Writes block `index`'s envelope into `slot` as the block's current copy, header and
     /// envelope in one write.
     private func writeSlot(_ slot: Int, _ sealed: UnsafeRawBufferPointer, block index: Int, fd: FileDescriptor) throws {
-        var bytes = layout.slotHeader(block: index, length: sealed.count, current: true)
+        let supersedes = try io.preadFully(fd, count: ContentLayout.nonceRange.count,
+                                           at: layout.backingOffset(block: index) + ContentLayout.nonceRange.lowerBound)
+        var bytes = layout.slotHeader(block: index, length: sealed.count, supersedes: supersedes)
         bytes.append(contentsOf: sealed)
         try io.pwriteFully(fd, bytes, at: layout.slotOffset(slot))
-        cache.withLock { $0.shadow.wroteSlot(slot, block: index) }
+        cache.withLock { $0.shadow.wroteSlot(slot, block: index, supersedes: supersedes) }
     }
 
-    /// Blocks just written in place: a slot that held one's current copy is marked as a
-    /// fallback (it stays the copy a cut leaves until the one in place is durable).
-    private func noteWrittenInPlace(_ blocks: ClosedRange<Int>, fd: FileDescriptor) throws {
-        for slot in cache.withLock({ $0.shadow.wroteInPlace(blocks) }) {
-            try io.pwriteFully(fd, [0], at: layout.slotOffset(slot) + ContentLayout.slotStateOffset)
-        }
+    /// Blocks just written in place: a slot that held one's current copy is its fallback now
+    /// (the new copy's nonce is not the one the slot supersedes).
+    private func noteWrittenInPlace(_ blocks: ClosedRange<Int>) {
+        cache.withLock { _ = $0.shadow.wroteInPlace(blocks) }
     }
 
     /// Reads the slot headers, once per open.
+    /// Reads the slot headers, once while the file id stays. What they hold counts as durable,
+    /// so it is made so first (a daemon killed before its sync leaves it in the page cache).
     private func loadSlots(_ fd: FileDescriptor) throws {
         guard layout.slotCount > 0, cache.withLock({ $0.shadow.slots == nil }) else { return }
         var slots: [ShadowSlots.Copy?] = []
         for slot in 0..<layout.slotCount {
             let header = try io.preadFully(fd, count: ContentLayout.slotHeaderSize, at: layout.slotOffset(slot))
-            slots.append(layout.slotHeader(header).map { ShadowSlots.Copy(block: $0.block, written: -1, replacedIn: $0.current ? nil : -1) })
+            guard let (block, _, supersedes) = layout.slotHeader(header) else {
+                slots.append(nil)
+                continue
+            }
+            let inPlace = try io.preadFully(fd, count: ContentLayout.nonceRange.count,
+                                            at: layout.backingOffset(block: block) + ContentLayout.nonceRange.lowerBound)
+            slots.append(ShadowSlots.Copy(block: block, supersedes: supersedes, written: -1, replacedIn: inPlace == supersedes ? nil : -1))
         }
+        if slots.contains(where: { $0 != nil }) { try syncMarking(fd, dataOnly: true) }
         cache.withLock { cache in
             if cache.shadow.slots == nil { cache.shadow.slots = slots }
         }
@@ -518,7 +540,7 @@ public final class FileContent: Sendable {
         for slot in cache.withLock({ $0.shadow.evictable(fullBlocks: size / layout.blockSize) }) {
             guard let copy = try readSlot(slot, fd: fd), copy.sealed.count == layout.sealedBlockSize else { continue }
             try io.pwriteFully(fd, copy.sealed, at: layout.backingOffset(block: copy.block))
-            try noteWrittenInPlace(copy.block...copy.block, fd: fd)
+            noteWrittenInPlace(copy.block...copy.block)
         }
     }
 
@@ -587,6 +609,11 @@ public final class FileContent: Sendable {
 
     private func loadFileID(_ fd: FileDescriptor) throws -> FileID {
         if let known = cache.withLock({ $0.fileID }) { return known }
+        return try readFileID(fd)
+    }
+
+    /// The file id in the backing file's header, adopted (a new one ends what was known of the old).
+    private func readFileID(_ fd: FileDescriptor) throws -> FileID {
         let header = try io.preadFully(fd, count: ContentLayout.headerSize, at: layout.headerOffset)
         guard header.count == ContentLayout.headerSize else { throw SystemError("read", path: "file header", errno: EIO) }
         let version = UInt16(header[0]) << 8 | UInt16(header[1])
@@ -648,16 +675,15 @@ public final class FileContent: Sendable {
 
     /// Opens one stored block into `output` (its plaintext length) with the key of its key id:
     /// the one in `key` if that is it, else a new one, left in `key` for the next block. The
-    /// block's current copy is in a shadow slot when one says so (read there, its copy in place
-    /// is stale); else in place, where all zeros is a hole and reads as zeros (docs/FORMAT.md
-    /// §6). A copy in place that does not open may have been torn by a power cut: then the
-    /// slot's fallback copy, or a shorter copy in place, is what a sync made durable. Returns
-    /// whether the block was a hole.
+    /// block's current copy is in a shadow slot when the slot supersedes the copy in place still
+    /// there; else in place, where all zeros is a hole and reads as zeros (docs/FORMAT.md §6). A
+    /// copy in place that does not open may have been torn by a power cut, or left short of a
+    /// size that grew: then a shorter copy in place, or the slot's copy, is what a sync made
+    /// durable. Returns whether the block was a hole.
     @discardableResult
     private func openBlock(_ index: Int, fileID: FileID, fd: FileDescriptor, sealed: UnsafeRawBufferPointer,
                            into output: UnsafeMutableRawBufferPointer, key: inout BlockKey?) throws -> Bool {
-        let (current, fallback) = cache.withLock { ($0.shadow.currentSlot(of: index), $0.shadow.slot(of: index)) }
-        if let current, try openSlotCopy(current, index, fileID: fileID, fd: fd, into: output, key: &key) {
+        if let current = currentSlot(of: index, inPlace: sealed), try openSlotCopy(current, index, fileID: fileID, fd: fd, into: output, key: &key) {
             volume.counters.blocksRead.add(1, ordering: .relaxed)
             return false
         }
@@ -668,8 +694,9 @@ public final class FileContent: Sendable {
         do {
             try openEnvelope(sealed, block: index, fileID: fileID, into: output, key: &key)
         } catch let error as EnvelopeError {
-            let openedFallback = try fallback.map { try openSlotCopy($0, index, fileID: fileID, fd: fd, into: output, key: &key) } ?? false
-            guard openedFallback || openShorterCopy(index, fileID: fileID, sealed: sealed, into: output, key: &key) else {
+            guard try openShorterCopy(index, fileID: fileID, sealed: sealed, into: output, key: &key)
+                    || cache.withLock({ $0.shadow.slot(of: index) }).map({ try openSlotCopy($0.slot, index, fileID: fileID, fd: fd, into: output, key: &key) }) ?? false
+            else {
                 volume.counters.authenticationFailures.add(1, ordering: .relaxed)
                 throw ContentError.block(index: index, error)
             }

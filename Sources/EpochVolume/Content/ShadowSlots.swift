@@ -14,6 +14,9 @@ struct ShadowSlots {
     /// One slot's copy of a block.
     struct Copy {
         let block: Int
+        /// The nonce of the copy in place this one was newer than when written (FORMAT.md §6):
+        /// while the copy in place still has it, this one is current, on disk for any reader.
+        let supersedes: [UInt8]
         /// The generation it was written in (-1: before this process).
         let written: Int
         /// nil while it is the block's current copy; then the generation in which the copy in
@@ -45,16 +48,16 @@ struct ShadowSlots {
 
     func isDurable(_ generation: Int) -> Bool { generation < durableBelow }
 
-    /// The slot holding block `index`'s current copy.
-    func currentSlot(of index: Int) -> Int? { slots?.firstIndex { $0?.block == index && $0?.isCurrent == true } }
-
-    /// The slot holding any copy of block `index`.
-    func slot(of index: Int) -> Int? { slots?.firstIndex { $0?.block == index } }
+    /// The slot holding a copy of block `index`, and the nonce of the copy in place it supersedes.
+    func slot(of index: Int) -> (slot: Int, supersedes: [UInt8])? {
+        guard let slot = slots?.firstIndex(where: { $0?.block == index }) else { return nil }
+        return (slot, slots![slot]!.supersedes)
+    }
 
     /// Where a rewrite of block `index` that keeps some of its stored bytes goes (a hole has
     /// none: it goes in place). The slots must be loaded.
     func destination(forRewriteOf index: Int) -> Destination {
-        if let slot = slot(of: index), let copy = slots![slot] {
+        if let slot = slot(of: index)?.slot, let copy = slots![slot] {
             if let replacedIn = copy.replacedIn {
                 // In place is current: once durable, the slot may take the next copy; until
                 // then the slot's copy is the one a cut may need.
@@ -86,12 +89,13 @@ struct ShadowSlots {
         }
     }
 
-    mutating func wroteSlot(_ slot: Int, block: Int) {
-        slots?[slot] = Copy(block: block, written: generation, replacedIn: nil)
+    mutating func wroteSlot(_ slot: Int, block: Int, supersedes: [UInt8]) {
+        slots?[slot] = Copy(block: block, supersedes: supersedes, written: generation, replacedIn: nil)
     }
 
-    /// Blocks written in place: returns the slots that
-    /// held their current copies, which must be marked not current on disk.
+    /// Blocks written in place (each with a new nonce, which ends any slot copy's claim to be
+    /// current): the slots that held their current copies, now their fallbacks.
+    @discardableResult
     mutating func wroteInPlace(_ blocks: ClosedRange<Int>) -> [Int] {
         // Bounded for a writer that never syncs: a block forgotten counts as durable, which
         // costs a slot, never safety.

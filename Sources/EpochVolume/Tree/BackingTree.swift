@@ -340,15 +340,25 @@ public final class BackingTree: Sendable {
     /// The plaintext names in `directory`, read through `handle`; epochfs's own files hidden.
     /// A name that does not authenticate fails the listing: never a wrong name.
     /// A directory whose IV is lost lists as empty while nothing in it needs the IV, so it
-    /// can still be removed; with entries it fails (EIO) until fsck repairs it.
+    /// can still be removed; with entries it fails (EIO) until fsck repairs it. A long name
+    /// whose side file is missing or empty (a power cut kept the entry, not the side file's
+    /// bytes, before any sync acknowledged them) is not listed; fsck moves it out.
     public func listing(of directory: BackingNode, through handle: FileDescriptor) throws -> [ListedEntry] {
         let entries = try io.readdir(handle).filter { !NameCodec.isInternal($0.name) }
         guard !entries.isEmpty else { return [] }
         let iv = try directory.directoryIV()
-        return try entries.map { raw in
-            let encrypted = NameCodec.isLongName(raw.name)
-                ? String(decoding: try io.readFile(raw.name + NameCodec.longNameSuffix, in: handle, limit: 4096), as: UTF8.self)
-                : raw.name
+        return try entries.compactMap { raw in
+            var encrypted = raw.name
+            if NameCodec.isLongName(raw.name) {
+                let side: [UInt8]
+                do {
+                    side = try io.readFile(raw.name + NameCodec.longNameSuffix, in: handle, limit: 4096)
+                } catch let error as SystemError where error.errno == ENOENT {
+                    return nil
+                }
+                guard !side.isEmpty else { return nil }
+                encrypted = String(decoding: side, as: UTF8.self)
+            }
             return ListedEntry(name: try volume.keys.names.decrypt(encrypted, directoryIV: iv), inode: raw.inode, type: raw.type,
                                backingName: raw.name)
         }
