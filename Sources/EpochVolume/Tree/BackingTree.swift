@@ -593,7 +593,13 @@ public final class BackingTree: Sendable {
                 io.close(copy)
                 if !renamed { try? io.unlinkat(Self.resealName, in: directory.fd, removeDirectory: false) }
             }
-            guard let count = try content.resealedCopy(fd: original, into: copy) else { return nil }
+            let resealed: ResealCount?
+            do {
+                resealed = try content.resealedCopy(fd: original, into: copy)
+            } catch let error as SystemError where error.errno == ENOSPC || error.errno == EDQUOT {
+                return nil // no room for a second copy: the slots need only two blocks
+            }
+            guard let count = resealed else { return nil }
             try copyAttributes(info, from: node, to: copy)
             // fsync, not fdatasync: mode, owner, times and xattrs must be durable before the name points at the copy.
             try io.fsync(copy)
@@ -609,7 +615,10 @@ public final class BackingTree: Sendable {
     /// Gives the file open at `copy` the owner, mode, xattrs (sealed values as they are) and
     /// times of `node`, whose attributes are `info`; times last, which the others would change.
     private func copyAttributes(_ info: stat, from node: BackingNode, to copy: FileDescriptor) throws {
-        try io.fchownat("", in: copy, owner: info.st_uid, group: info.st_gid)
+        // Only when it differs: a daemon not run as root may not chown, but owns what it made.
+        if info.st_uid != getuid() || info.st_gid != getgid() {
+            try io.fchownat("", in: copy, owner: info.st_uid, group: info.st_gid)
+        }
         try io.fchmod(copy, mode: info.st_mode & 0o7777) // after the chown, which drops set-ID bits
         var names = [UInt8](repeating: 0, count: Self.maxXattrValue)
         let length = try names.withUnsafeMutableBytes { try io.listxattr(node.fd, into: $0) }
