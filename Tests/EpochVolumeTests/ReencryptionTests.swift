@@ -220,4 +220,34 @@ import Testing
         #expect(done.blocks.resealed == 3 && !FileManager.default.fileExists(atPath: leftover))
         #expect(try read("f", in: tree.root) == content)
     }
+
+    /// A disk without room for a second copy of a file: it is resealed in place, through the
+    /// slots, which need two blocks; the partial copy is gone.
+    @Test func fullDiskResealsInPlace() throws {
+        let disk = try SmallDisk(megabytes: 4)
+        let backing = disk.path + "/backing"
+        _ = try Volume.create(backing: backing, keySource: "file:\(keys.directory.path)/%d.key", epoch: 1, blockSize: 4096)
+        let tree = try BackingTree(volume: try LiveVolume(backing: backing))
+        let content = random(256 * 4096)
+        do {
+            let (handle, node, _) = try tree.create(Array("f".utf8), in: tree.root, flags: O_RDWR | O_CREAT, mode: 0o600, owner: nil)
+            defer { tree.close(handle) }
+            try content.withUnsafeBytes { try tree.write(node, through: handle, offset: 0, data: $0, caller: 0) }
+        }
+        let inode = try withExtendedLifetime(try tree.lookup(Array("f".utf8), in: tree.root).0) { try tree.volume.io.fstat($0.fd).st_ino }
+        try tree.volume.rekey(to: 2)
+        disk.fill()
+        disk.makeRoom(64 << 10)
+
+        let done = try Reencryption.run(tree)
+
+        #expect(done.blocks.resealed == 256)
+        let node = try tree.lookup(Array("f".utf8), in: tree.root).0
+        #expect(try tree.volume.io.fstat(node.fd).st_ino == inode)
+        let handle = try tree.open(node, flags: O_RDONLY, caller: 0)
+        defer { tree.close(handle) }
+        #expect(try tree.read(node, through: handle, offset: 0, count: content.count) { Array($0) } == content)
+        #expect(try VolumeScan.run(tree).keyIDs == [2: 256])
+        #expect(!FileManager.default.fileExists(atPath: backing + "/epochfs.reseal"))
+    }
 }
