@@ -46,7 +46,7 @@ import Testing
     }
 
     @Test func offlineKilledAtTwentyPointsLosesNothingAndResumes() throws {
-        let volume = try MountedVolume()
+        let volume = try MountedVolume(epochs: 12)
         defer { volume.destroy() }
         let model = try populate(volume, megabytes: 32)
         #expect(volume.control("rekey 2") == 0)
@@ -54,12 +54,15 @@ import Testing
         let items = try keyIDs(volume).values.reduce(0, +)
 
         var kills = 0, epoch = 2, resealed = 0
+        // Microseconds a run may go before its kill: halved whenever one finished first.
+        var longest: UInt32 = 200_000
         while kills < 20 {
             let run = try ChildProcess([volume.binary, "reencrypt", volume.backing], stdoutPath: volume.root + "/reencrypt.out",
                                        stderrPath: volume.root + "/reencrypt.err")
-            usleep(UInt32.random(in: 30_000...200_000))
+            usleep(UInt32.random(in: (longest / 8)...longest))
             if run.kill9() == 0 {
                 // Finished before the kill: a rekey gives the next runs something to do.
+                longest /= 2
                 epoch += 1
                 #expect(try volume.epochfs("rekey", volume.backing, String(epoch)).status == 0)
                 resealed = 0

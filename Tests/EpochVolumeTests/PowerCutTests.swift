@@ -68,6 +68,12 @@ import Testing
             #expect(tornBlocksMayLose || tornBlockLost == 0, "\(tornBlockLost) of \(states) states lose a torn block")
         }
 
+        /// The backing inode number of the file or directory at `path`.
+        func backingInode(_ path: String) throws -> ino_t {
+            let node = try directory(path)
+            return try withExtendedLifetime(node) { try io.fstat(node.fd).st_ino }
+        }
+
         func directory(_ path: String) throws -> BackingNode {
             try path.split(separator: "/").reduce(tree.root) { try tree.lookup(Array($1.utf8), in: $0).0 }
         }
@@ -305,22 +311,67 @@ import Testing
 
     /// A re-encryption of files made durable before a rekey, resealing every block (a
     /// partial last block too) while keeping all its bytes: nothing acknowledged is lost,
-    /// not even in the blocks being rewritten.
+    /// not even in the blocks being rewritten. The files are held (open, on a mount), so
+    /// they are resealed in place through the shadow slots.
     @Test func reencryption() throws {
         let run = try Run()
+        let held = try makeFilesAndRekey(run, [("a", 5 * 4096 + 1000), ("b", 4096 + 7)]).nodes
+        let inodes = try held.map { try run.volume.io.fstat($0.fd).st_ino }
+        let done = try withExtendedLifetime(held) { try Reencryption.run(run.tree, chunk: 3) }
+        #expect(done.blocks.resealed == 8)
+        #expect(try ["a", "b"].map { try run.backingInode($0) } == inodes)
+
+        try run.expectNothingLost("re-encryption in place", tornBlocksMayLose: false)
+    }
+
+    /// The same by copy-on-write (files nothing holds, one of them sparse, in a
+    /// subdirectory): a cut leaves each file old or new, whole.
+    @Test func reencryptionByCopy() throws {
+        let run = try Run()
+        _ = try run.tree.mkdir(Array("d".utf8), in: run.tree.root, mode: 0o755, owner: nil)
+        try run.tree.syncAll()
+        // The nodes go before the walk, as when the mount forgot the files.
+        let inodes = try makeFilesAndRekey(run, [("a", 5 * 4096 + 1000), ("d/b", 4096 + 7)], sparse: "d/s").nodes.map {
+            try run.volume.io.fstat($0.fd).st_ino
+        }
+        let done = try Reencryption.run(run.tree, chunk: 3)
+        #expect(done.blocks.resealed == 10 && done.blocks.current == 2)
+        // Copied: new inodes under the names.
+        #expect(try zip(inodes, ["a", "d/b", "d/s"].map { try run.backingInode($0) }).allSatisfy { $0 != $1 })
+
+        try run.expectNothingLost("re-encryption by copy", tornBlocksMayLose: false)
+    }
+
+    /// Writes and syncs files of the given sizes (and `sparse`: a block, two holes, a block),
+    /// rekeys, and returns the files and their nodes (dropped by the caller to let a walk copy).
+    private func makeFilesAndRekey(_ run: Run, _ sizes: [(String, Int)], sparse: String? = nil) throws -> (files: [String: [UInt8]], nodes: [BackingNode]) {
         var files: [String: [UInt8]] = [:]
-        for (name, size) in [("a", 5 * 4096 + 1000), ("b", 4096 + 7)] {
-            let (handle, file, _) = try run.tree.create(Array(name.utf8), in: run.tree.root, flags: O_RDWR | O_CREAT, mode: 0o600, owner: nil)
-            files[name] = random(size)
-            try run.writeAndSync(files[name]!, at: 0, to: file, through: handle, dataOnly: false, making: files)
+        var nodes: [BackingNode] = []
+        func create(_ path: String) throws -> (FileDescriptor, BackingNode) {
+            let parts = path.split(separator: "/")
+            let parent = try parts.dropLast().reduce(run.tree.root) { try run.tree.lookup(Array($1.utf8), in: $0).0 }
+            let (handle, file, _) = try run.tree.create(Array(parts.last!.utf8), in: parent, flags: O_RDWR | O_CREAT, mode: 0o600, owner: nil)
+            return (handle, file)
+        }
+        for (path, size) in sizes {
+            let (handle, file) = try create(path)
+            files[path] = random(size)
+            try run.writeAndSync(files[path]!, at: 0, to: file, through: handle, dataOnly: false, making: files)
             run.tree.close(handle)
+            nodes.append(file)
+        }
+        if let sparse {
+            let (handle, file) = try create(sparse)
+            let first = random(4096), last = random(4096)
+            files[sparse] = first + [UInt8](repeating: 0, count: 2 * 4096) + last
+            try run.writeAndSync(first, at: 0, to: file, through: handle, dataOnly: false, making: files.merging([sparse: first]) { $1 })
+            try run.writeAndSync(last, at: 3 * 4096, to: file, through: handle, dataOnly: false, making: files)
+            run.tree.close(handle)
+            nodes.append(file)
         }
         try run.volume.rekey(to: 2)
         run.acknowledge(files)
-        let done = try Reencryption.run(run.tree, chunk: 3)
-        #expect(done.blocks.resealed == 8)
-
-        try run.expectNothingLost("re-encryption", tornBlocksMayLose: false)
+        return (files, nodes)
     }
 
     /// Two rekeys and a raft cutover over a file made durable before them.

@@ -42,8 +42,11 @@ public struct ReencryptionStatus: Codable, Equatable, Sendable {
 public final class BackgroundReencryption: Sendable {
     /// MB/s: a fraction of what the disk does, so that the mount stays responsive.
     public static let defaultRate = 20.0
-    /// Blocks of a file resealed under one hold of its lock.
+    /// Blocks of a file resealed in place under one hold of its lock.
     static let chunk = 16
+    /// Largest file resealed by copy-on-write, which holds the namespace (lookups, creates,
+    /// renames) for the whole copy: a fraction of a second at the disk's speed.
+    static let copyLimit = 64 << 20
 
     private struct State {
         var thread: pthread_t?
@@ -110,7 +113,7 @@ public final class BackgroundReencryption: Sendable {
     private func walk() {
         defer { running.store(false, ordering: .releasing) }
         do {
-            try Reencryption.run(tree, chunk: Self.chunk) { progress in
+            try Reencryption.run(tree, chunk: Self.chunk, copyLimit: Self.copyLimit) { progress in
                 self.state.withLock { $0.progress = progress }
                 // Ahead of the pace: wait until the bytes looked at are due.
                 let due = Double(progress.bytesDone) / 1e6 / Double(bitPattern: self.rate.load(ordering: .relaxed))

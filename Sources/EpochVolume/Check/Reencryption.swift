@@ -37,7 +37,10 @@ public struct ReencryptionProgress: Sendable {
 /// through the same tree and content code the mount uses (so it may run while the mount
 /// serves). Resealing is idempotent and each item is replaced atomically (FileContent,
 /// BackingTree), so a walk stopped or killed at any moment leaves every item readable and a
-/// new walk finishes the job, skipping what is at the active epoch already. A pass that ends
+/// new walk finishes the job, skipping what is at the active epoch already. A regular file of
+/// one link that nothing else holds is resealed whole by copy-on-write
+/// (`BackingTree.resealByCopy`), streamed in large chunks; others block by block in place,
+/// through the shadow slots (`FileContent.resealOlderBlocks`). A pass that ends
 /// under another active epoch than it began (a rekey meanwhile) is followed by another.
 public struct Reencryption {
     /// Blocks resealed under one hold of a file's lock.
@@ -45,6 +48,7 @@ public struct Reencryption {
 
     private let tree: BackingTree
     private let chunk: Int
+    private let copyLimit: Int
     private let report: (ReencryptionProgress) -> Bool
     private let clock = ContinuousClock()
     private let started: ContinuousClock.Instant
@@ -53,13 +57,14 @@ public struct Reencryption {
 
     private var io: any BackingIO { tree.volume.io }
 
-    /// Re-encrypts `tree`'s volume, `chunk` blocks of a file at a time. `report` gets the
-    /// progress after each chunk and each item; it returns false to stop the walk there (a later
-    /// walk resumes it). Returns the progress as the last pass left it.
+    /// Re-encrypts `tree`'s volume, `chunk` blocks of a file resealed in place at a time, files
+    /// of up to `copyLimit` plaintext bytes by copy-on-write where they may be. `report` gets the
+    /// progress after each chunk, each file copied and each item; it returns false to stop the
+    /// walk there (a later walk resumes it). Returns the progress as the last pass left it.
     @discardableResult
-    public static func run(_ tree: BackingTree, chunk: Int = offlineChunk,
+    public static func run(_ tree: BackingTree, chunk: Int = offlineChunk, copyLimit: Int = .max,
                            report: @escaping (ReencryptionProgress) -> Bool = { _ in true }) throws -> ReencryptionProgress {
-        var walk = Reencryption(tree: tree, chunk: chunk, report: report)
+        var walk = Reencryption(tree: tree, chunk: chunk, copyLimit: copyLimit, report: report)
         while true {
             walk.progress.target = tree.volume.keys.activeEpoch
             walk.progress.keyIDs = [:]
@@ -73,9 +78,10 @@ public struct Reencryption {
         }
     }
 
-    private init(tree: BackingTree, chunk: Int, report: @escaping (ReencryptionProgress) -> Bool) {
+    private init(tree: BackingTree, chunk: Int, copyLimit: Int, report: @escaping (ReencryptionProgress) -> Bool) {
         self.tree = tree
         self.chunk = chunk
+        self.copyLimit = copyLimit
         self.report = report
         started = clock.now
     }
@@ -111,7 +117,12 @@ public struct Reencryption {
                 // Hard links share one object: resealed once.
                 guard resealedFiles.insert(node.identity).inserted else { continue }
                 try resealXattrs(node)
-                guard try resealBlocks(node) else { return false }
+                if let copied = try tree.resealByCopy(node, named: entry.name, in: directory, maxSize: copyLimit) {
+                    add(copied, bytes: Int(try tree.attributes(of: node).st_size))
+                    guard proceed() else { return false }
+                } else {
+                    guard try resealBlocks(node) else { return false }
+                }
             case S_IFLNK:
                 let (resealed, keyID) = try tree.resealSymlink(entry.name, in: directory)
                 if resealed { progress.symlinksResealed += 1 }
@@ -139,15 +150,19 @@ public struct Reencryption {
                 let size = try content.size(fd: handle)
                 guard first * blockSize < size else { return true }
                 let blocks = first..<(first + chunk)
-                let count = try content.resealOlderBlocks(fd: handle, in: blocks)
-                let looked = count.resealed + count.current + count.unreadable
-                progress.blocks += count
-                progress.keyIDs.merge(count.keyIDs, uniquingKeysWith: +)
-                progress.blocksDone += looked
-                progress.bytesDone += min(size, blocks.upperBound * blockSize) - blocks.lowerBound * blockSize
+                add(try content.resealOlderBlocks(fd: handle, in: blocks),
+                    bytes: min(size, blocks.upperBound * blockSize) - blocks.lowerBound * blockSize)
                 first = blocks.upperBound
                 guard proceed() else { return false }
             }
         } ?? true
+    }
+
+    /// Adds what a reseal of `bytes` plaintext bytes of a file did to the progress.
+    private mutating func add(_ count: ResealCount, bytes: Int) {
+        progress.blocks += count
+        progress.keyIDs.merge(count.keyIDs, uniquingKeysWith: +)
+        progress.blocksDone += count.resealed + count.current + count.unreadable
+        progress.bytesDone += bytes
     }
 }

@@ -47,6 +47,9 @@ public final class FileContent: Sendable {
     }
 
     private let identity: BackingNode.Identity
+    /// BackingNodes of this file alive now (the mount's, a walk's): a copy-on-write reseal may
+    /// replace the backing file only while its own is the one.
+    private let nodes = Atomic(0)
 
     /// Made only by `LiveVolume.content(of:)`, which keeps one per backing file.
     init(volume: LiveVolume, identity: BackingNode.Identity) {
@@ -58,6 +61,10 @@ public final class FileContent: Sendable {
     deinit { volume.forgetContent(of: identity) }
 
     private var io: any BackingIO { volume.io }
+
+    func nodeCreated() { nodes.add(1, ordering: .relaxed) }
+    func nodeReleased() { nodes.subtract(1, ordering: .relaxed) }
+    var nodeCount: Int { nodes.load(ordering: .relaxed) }
 
     /// Re-reads the file header at open, so a header changed underneath (by anyone with access
     /// to the backing dir) is noticed and never trusted from an earlier open.
@@ -452,6 +459,116 @@ public final class FileContent: Sendable {
             }
             return count
         } }
+    }
+
+    /// Sealed bytes a copy-on-write reseal reads, and writes, per call.
+    static let copyChunk = 1 << 20
+
+    /// Re-encryption by copy-on-write (docs/FORMAT.md §6.1): writes into `copy`, an empty
+    /// file, this file's header (same file id) and every block, resealed under the active epoch
+    /// where its current copy names an older one; holes stay holes and the slots stay empty.
+    /// Returns nil, having written nothing, when no block names an older epoch. The caller
+    /// makes `copy` durable and renames it over the file.
+    public func resealedCopy(fd: FileDescriptor, into copy: FileDescriptor) throws -> ResealCount? {
+        try volume.sealing { epoch in try access.withWriteLock {
+            let size = try self.size(fd: fd)
+            guard size > 0 else { return nil }
+            let fileID = try loadFileID(fd)
+            try loadSlots(fd)
+            var older = false
+            try forEachChunk(fd, size: size) { blocks, sealed in
+                for block in blocks where !older {
+                    let keyID = try keyID(of: block, stored: envelope(of: block, in: blocks, sealed), fd: fd)
+                    older = keyID != nil && keyID != epoch
+                }
+                return !older
+            }
+            guard older else { return nil }
+            try io.pwriteFully(copy, layout.header(fileID: fileID), at: layout.headerOffset)
+            var count = ResealCount()
+            var key = try blockKey(epoch, fileID: fileID)
+            var openKey: BlockKey?
+            let sealedSize = layout.sealedBlockSize
+            try ScratchPool.shared.with(size: Self.copyChunk + layout.blockSize) { scratch in
+                let plain = UnsafeMutableRawBufferPointer(rebasing: scratch[Self.copyChunk...])
+                try forEachChunk(fd, size: size) { blocks, sealed in
+                    // Runs of stored blocks, each written with one pwrite; holes are not written.
+                    var run: Range<Int>?
+                    func writeRun() throws {
+                        guard let bytes = run else { return }
+                        try io.pwriteFully(copy, UnsafeRawBufferPointer(rebasing: scratch[bytes]),
+                                           at: layout.backingOffset(block: blocks.lowerBound) + bytes.lowerBound)
+                        run = nil
+                    }
+                    for block in blocks {
+                        let at = (block - blocks.lowerBound) * sealedSize
+                        let stored = envelope(of: block, in: blocks, sealed)
+                        let output = UnsafeMutableRawBufferPointer(rebasing: scratch[at..<(at + stored.count)])
+                        let inSlot = cache.withLock { $0.shadow.slot(of: block) != nil }
+                        let keyID = try keyID(of: block, stored: stored, fd: fd)
+                        if !inSlot && stored.allSatisfy({ $0 == 0 }) {
+                            count.current += 1
+                            try writeRun()
+                            continue
+                        }
+                        if !inSlot && keyID == epoch {
+                            output.copyMemory(from: stored) // current already, and no slot copy it could need
+                            count.current += 1
+                            count.keyIDs[epoch, default: 0] += 1
+                        } else {
+                            let opened = UnsafeMutableRawBufferPointer(rebasing: plain[0..<(stored.count - Envelope.overhead)])
+                            do {
+                                try openBlock(block, fileID: fileID, fd: fd, sealed: stored, into: opened, key: &openKey)
+                                try sealBlock(UnsafeRawBufferPointer(opened), block: block, key: &key, into: output)
+                                count.resealed += 1
+                                count.keyIDs[epoch, default: 0] += 1
+                            } catch is ContentError {
+                                output.copyMemory(from: stored) // left as it is, as the in-place reseal does
+                                count.unreadable += 1
+                                if let keyID { count.keyIDs[keyID, default: 0] += 1 }
+                            }
+                        }
+                        run = (run?.lowerBound ?? at)..<(at + stored.count)
+                    }
+                    try writeRun()
+                    return true
+                }
+            }
+            try io.ftruncate(copy, size: layout.backingSize(plaintextSize: size)) // a trailing hole keeps its size
+            return count
+        } }
+    }
+
+    /// The envelope in place of `block`, one of `blocks`, whose sealed bytes `sealed` holds back to back.
+    private func envelope(of block: Int, in blocks: Range<Int>, _ sealed: UnsafeRawBufferPointer) -> UnsafeRawBufferPointer {
+        let at = (block - blocks.lowerBound) * layout.sealedBlockSize
+        return UnsafeRawBufferPointer(rebasing: sealed[at..<min(at + layout.sealedBlockSize, sealed.count)])
+    }
+
+    /// `storedKeyID` for a block whose envelope in place was read already into `stored`.
+    private func keyID(of block: Int, stored: UnsafeRawBufferPointer, fd: FileDescriptor) throws -> UInt32? {
+        if cache.withLock({ $0.shadow.currentSlot(of: block) }) != nil { return try storedKeyID(of: block, fd: fd) }
+        return try? Envelope.keyID(of: stored)
+    }
+
+    /// Reads the stored blocks of a file of plaintext `size`, `copyChunk` bytes at a time, into
+    /// a buffer of its own and hands each run of blocks and their sealed bytes to `body`, until
+    /// it returns false. The access lock must be held.
+    private func forEachChunk(_ fd: FileDescriptor, size: Int, _ body: (Range<Int>, UnsafeRawBufferPointer) throws -> Bool) throws {
+        let blockCount = (size + layout.blockSize - 1) / layout.blockSize
+        let perChunk = Self.copyChunk / layout.sealedBlockSize
+        let end = layout.backingSize(plaintextSize: size)
+        try ScratchPool.shared.with(size: perChunk * layout.sealedBlockSize) { buffer in
+            for first in stride(from: 0, to: blockCount, by: perChunk) {
+                let blocks = first..<min(first + perChunk, blockCount)
+                let start = layout.backingOffset(block: first)
+                let length = min(end, layout.backingOffset(block: blocks.upperBound)) - start
+                guard try io.preadFully(fd, into: UnsafeMutableRawBufferPointer(rebasing: buffer[0..<length]), at: start) == length else {
+                    throw SystemError("read", path: "backing file changed size while read", errno: EIO)
+                }
+                guard try body(blocks, UnsafeRawBufferPointer(rebasing: buffer[0..<length])) else { return }
+            }
+        }
     }
 
     // MARK: - Shadow slots (docs/FORMAT.md §6)

@@ -26,10 +26,14 @@ public final class BackingNode: Sendable {
         identity = Identity(device: UInt64(info.st_dev), inode: UInt64(info.st_ino))
         fileType = info.st_mode & S_IFMT
         content = fileType == S_IFREG ? volume.content(of: identity) : nil
+        content?.nodeCreated()
         io = volume.io
     }
 
-    deinit { io.close(fd) }
+    deinit {
+        content?.nodeReleased()
+        io.close(fd)
+    }
 
     public var isSymlink: Bool { fileType == S_IFLNK }
 

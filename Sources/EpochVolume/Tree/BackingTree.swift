@@ -55,15 +55,16 @@ public final class BackingTree: Sendable {
     /// Up to this many are fsync'd one by one; more take one syncfs, which is cheaper.
     private static let unsyncedOneByOne = 4
 
-    /// Held shared by everything that adds, removes or renames entries, and exclusively by a
-    /// symlink reseal, which replaces an entry by a rename after reading it: nothing may take
-    /// or remove that name in between.
+    /// Held shared by everything that adds, removes, renames or looks up entries, and
+    /// exclusively by a reseal that replaces an entry by a rename after reading it (a symlink,
+    /// or a regular file copied): nothing may take, remove or reach that name in between.
     private let namespace = ReadWriteLock()
     /// Held by whatever changes an xattr, so that a reseal never writes back a value that was
     /// replaced or removed after it read it.
     private let xattrChanges = Mutex(())
-    /// The name a symlink reseal creates the new symlink under before renaming it over the old
-    /// one (docs/FORMAT.md §1); left behind only by a crash in between, and then replaced.
+    /// The name a symlink or copy-on-write reseal creates the new symlink or file under before
+    /// renaming it over the old one (docs/FORMAT.md §1); left behind only by a crash in
+    /// between, and then replaced.
     static let resealName = "epochfs.reseal"
 
     private var io: any BackingIO { volume.io }
@@ -87,6 +88,11 @@ public final class BackingTree: Sendable {
 
     /// The entry stored as `backingName` (from a listing) in `directory`, and its attributes.
     public func locate(backingName: String, in directory: BackingNode) throws -> (BackingNode, stat) {
+        // Shared: a copy-on-write reseal replaces a file no node holds, and none may appear meanwhile.
+        try namespace.withReadLock { try locateLocked(backingName: backingName, in: directory) }
+    }
+
+    private func locateLocked(backingName: String, in directory: BackingNode) throws -> (BackingNode, stat) {
         let (node, info) = try backingNode(backingName, in: directory.fd)
         return (node, try plaintextAttributes(info, of: node))
     }
@@ -571,6 +577,73 @@ public final class BackingTree: Sendable {
         return try body(handle, content)
     }
 
+    /// Reseals the regular file `node`, stored as `name` in `directory`, by copy-on-write
+    /// (docs/FORMAT.md §6.1): a copy with every block under the active epoch and the same
+    /// mode, owner, times and xattrs, made durable, replaces it by one rename, so a power cut
+    /// leaves the old file or the new one whole. Only for a file of one link, at most
+    /// `maxSize` plaintext bytes, that no node but `node` holds (none open, none the mount
+    /// knows): with the namespace held, none can appear until the rename is done. Returns nil
+    /// when it may not, or when no block names an older epoch: the in-place reseal is the
+    /// caller's to run.
+    func resealByCopy(_ node: BackingNode, named name: String, in directory: BackingNode, maxSize: Int) throws -> ResealCount? {
+        try namespace.withWriteLock {
+            guard let content = node.content, content.nodeCount == 1 else { return nil }
+            let info = try io.fstat(node.fd)
+            guard info.st_nlink == 1, volume.contentLayout.plaintextSize(backingSize: Int(info.st_size)) <= maxSize,
+                  let named = try? io.fstatat(name, in: directory.fd), named.st_ino == info.st_ino, named.st_dev == info.st_dev
+            else { return nil }
+            let original = try reopen(node, flags: O_RDONLY | O_CLOEXEC)
+            defer { io.close(original) }
+            do {
+                try io.unlinkat(Self.resealName, in: directory.fd, removeDirectory: false)
+            } catch let error as SystemError where error.errno == ENOENT {}
+            let copy = try io.open(Self.resealName, in: directory.fd, flags: O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode: 0o600)
+            var renamed = false
+            defer {
+                io.close(copy)
+                if !renamed { try? io.unlinkat(Self.resealName, in: directory.fd, removeDirectory: false) }
+            }
+            let resealed: ResealCount?
+            do {
+                resealed = try content.resealedCopy(fd: original, into: copy)
+            } catch let error as SystemError where error.errno == ENOSPC || error.errno == EDQUOT {
+                return nil // no room for a second copy: the slots need only two blocks
+            }
+            guard let count = resealed else { return nil }
+            try copyAttributes(info, from: node, to: copy)
+            // fsync, not fdatasync: mode, owner, times and xattrs must be durable before the name points at the copy.
+            try io.fsync(copy)
+            try io.renameat(Self.resealName, in: directory.fd, to: name, in: directory.fd, flags: 0)
+            renamed = true
+            let handle = try openForSync(directory.fd)
+            defer { io.close(handle) }
+            try io.fsync(handle)
+            return count
+        }
+    }
+
+    /// Gives the file open at `copy` the owner, mode, xattrs (sealed values as they are) and
+    /// times of `node`, whose attributes are `info`; times last, which the others would change.
+    private func copyAttributes(_ info: stat, from node: BackingNode, to copy: FileDescriptor) throws {
+        // Only when it differs: a daemon not run as root may not chown, but owns what it made.
+        if info.st_uid != getuid() || info.st_gid != getgid() {
+            try io.fchownat("", in: copy, owner: info.st_uid, group: info.st_gid)
+        }
+        try io.fchmod(copy, mode: info.st_mode & 0o7777) // after the chown, which drops set-ID bits
+        var names = [UInt8](repeating: 0, count: Self.maxXattrValue)
+        let length = try names.withUnsafeMutableBytes { try io.listxattr(node.fd, into: $0) }
+        var value = [UInt8](repeating: 0, count: Self.maxXattrValue + 64)
+        for name in names.prefix(length).split(separator: 0).map({ String(decoding: $0, as: UTF8.self) }) {
+            let count = try value.withUnsafeMutableBytes { try io.getxattr(node.fd, name: name, into: $0) }
+            do {
+                try value.withUnsafeBytes { try io.setxattr(copy, name: name, value: UnsafeRawBufferPointer(rebasing: $0[0..<count]), flags: 0) }
+            } catch let error as SystemError where !name.hasPrefix("user.") && (error.errno == EPERM || error.errno == EOPNOTSUPP) {
+                // Not epochfs's (security labels and the like): what the backing fs allows is kept.
+            }
+        }
+        try io.utimensat(copy, access: info.st_atim, modification: info.st_mtim)
+    }
+
     /// Reseals the target of the symlink stored as `name` in `directory` under the active epoch
     /// when it names an older one: a new symlink with the same target, owner and times (a long
     /// target's link file written and made durable first) replaces it by one rename, so a crash
@@ -654,7 +727,7 @@ public final class BackingTree: Sendable {
         }
         // A chown is a metadata write on the backing fs, so only when someone else asked.
         if let owner { try? io.fchownat(backing.name, in: directory.fd, owner: owner.user, group: owner.group) }
-        return try locate(backingName: backing.name, in: directory)
+        return try locateLocked(backingName: backing.name, in: directory)
     }
 
     /// Writes the side file a long name needs, before the entry itself is created.
