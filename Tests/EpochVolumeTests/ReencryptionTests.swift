@@ -220,7 +220,7 @@ import Testing
     @Test func fullDiskResealsInPlace() throws {
         let disk = try SmallDisk(megabytes: 4)
         let backing = disk.path + "/backing"
-        _ = try Volume.create(backing: backing, keySource: "file:\(keys.directory.path)/%d.key", epoch: 1, blockSize: 4096)
+        _ = try Volume.create(backing: backing, keySource: "file:\(volume.keys.directory.path)/%d.key", epoch: 1, blockSize: 4096)
         let tree = try BackingTree(volume: try LiveVolume(backing: backing))
         let content = random(256 * 4096)
         do {

@@ -163,6 +163,8 @@ public struct Reencryption {
         progress.blocks += count
         progress.keyIDs.merge(count.keyIDs, uniquingKeysWith: +)
         progress.blocksDone += count.resealed + count.current + count.unreadable
+        // Files written meanwhile (a live mount) can hold more blocks than the count at the start.
+        progress.blocksTotal = max(progress.blocksTotal, progress.blocksDone)
         progress.bytesDone += bytes
     }
 }

@@ -547,7 +547,7 @@ public final class FileContent: Sendable {
 
     /// `storedKeyID` for a block whose envelope in place was read already into `stored`.
     private func keyID(of block: Int, stored: UnsafeRawBufferPointer, fd: FileDescriptor) throws -> UInt32? {
-        if cache.withLock({ $0.shadow.currentSlot(of: block) }) != nil { return try storedKeyID(of: block, fd: fd) }
+        if let slot = currentSlot(of: block, inPlace: stored) { return try readSlot(slot, fd: fd)?.sealed.withUnsafeBytes { try? Envelope.keyID(of: $0) } }
         return try? Envelope.keyID(of: stored)
     }
 
