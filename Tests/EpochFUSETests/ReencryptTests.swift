@@ -56,7 +56,9 @@ import Testing
         var kills = 0, epoch = 2, resealed = 0
         // Microseconds a run may go before its kill: halved whenever one finished first.
         var longest: UInt32 = 200_000
-        while kills < 20 {
+        // At least 20 kills, the last of them after something was resealed (so that the final
+        // run has something not to start again).
+        while kills < 20 || resealed == 0 && kills < 60 {
             let run = try ChildProcess([volume.binary, "reencrypt", volume.backing], stdoutPath: volume.root + "/reencrypt.out",
                                        stderrPath: volume.root + "/reencrypt.err")
             usleep(UInt32.random(in: (longest / 8)...longest))
