@@ -23,7 +23,7 @@ struct Reencrypt: ParsableCommand {
             try live.requireCurrentFormat()
             let tree = try BackingTree(volume: live)
             let line = ProgressLine(plainLines: true)
-            let done = try Reencryption.run(tree) { progress in
+            let done = try Reencryption.run(tree, offline: true) { progress in
                 line.update(progressBar(progress))
                 return true
             }

@@ -27,11 +27,17 @@ import Testing
         return try PowerCut.Tree(reading: volume.mountpoint)
     }
 
-    /// Items by the epoch they name, from `fsck --json`, which must find the volume clean.
-    func keyIDs(_ volume: MountedVolume) throws -> [String: Int] {
+    /// Items by the epoch they name, from `fsck --json`, which must find the volume clean; with
+    /// `leftovers`, but for link files a killed symlink reseal left unused (the next complete
+    /// run removes them; they hold nothing anyone reads).
+    func keyIDs(_ volume: MountedVolume, leftovers: Bool = false) throws -> [String: Int] {
         let fsck = try volume.epochfs("fsck", volume.backing, "--json")
         let report = try JSONSerialization.jsonObject(with: Data(fsck.stdout.utf8)) as? [String: Any] ?? [:]
-        #expect(fsck.status == 0 && report["clean"] as? Bool == true, "\(fsck.stdout) \(fsck.stderr)")
+        let problems = report["problems"] as? [[String: Any]] ?? []
+        let onlyLeftovers = leftovers && problems.allSatisfy {
+            $0["item"] as? String == "link file" && ($0["problem"] as? String)?.hasPrefix("orphaned") == true
+        }
+        #expect(fsck.status == 0 && report["clean"] as? Bool == true || onlyLeftovers && fsck.status == 1, "\(fsck.stdout) \(fsck.stderr)")
         return report["key_ids"] as? [String: Int] ?? [:]
     }
 
@@ -71,7 +77,7 @@ import Testing
                 continue
             }
             kills += 1
-            let now = try keyIDs(volume)
+            let now = try keyIDs(volume, leftovers: true)
             #expect(now.values.reduce(0, +) == items, "\(now)")
             // What a killed run resealed stays resealed.
             #expect(now[String(epoch)] ?? 0 >= resealed, "kill \(kills): \(now)")

@@ -54,15 +54,19 @@ public struct Reencryption {
     private let started: ContinuousClock.Instant
     private var progress = ReencryptionProgress()
     private var resealedFiles: Set<BackingNode.Identity> = []
+    /// Link files the symlinks walked use (FORMAT.md §5.4).
+    private var linkFilesInUse: Set<String> = []
 
     private var io: any BackingIO { tree.volume.io }
 
     /// Re-encrypts `tree`'s volume, `chunk` blocks of a file resealed in place at a time, files
     /// of up to `copyLimit` plaintext bytes by copy-on-write where they may be. `report` gets the
     /// progress after each chunk, each file copied and each item; it returns false to stop the
-    /// walk there (a later walk resumes it). Returns the progress as the last pass left it.
+    /// walk there (a later walk resumes it). Offline (`offline`), a complete pass also removes
+    /// the link files an earlier, killed walk left unused. Returns the progress as the last pass
+    /// left it.
     @discardableResult
-    public static func run(_ tree: BackingTree, chunk: Int = offlineChunk, copyLimit: Int = .max,
+    public static func run(_ tree: BackingTree, chunk: Int = offlineChunk, copyLimit: Int = .max, offline: Bool = false,
                            report: @escaping (ReencryptionProgress) -> Bool = { _ in true }) throws -> ReencryptionProgress {
         var walk = Reencryption(tree: tree, chunk: chunk, copyLimit: copyLimit, report: report)
         while true {
@@ -70,10 +74,12 @@ public struct Reencryption {
             walk.progress.keyIDs = [:]
             walk.progress.blocksDone = 0
             walk.resealedFiles = []
+            walk.linkFilesInUse = []
             var seen: Set<BackingNode.Identity> = []
             walk.progress.blocksTotal = try VolumeScan.storedFiles(in: tree.root.fd, layout: tree.volume.contentLayout, io: tree.volume.io,
                                                                    seen: &seen).blocks
             guard try walk.reseal(directory: tree.root) else { return walk.progress }
+            if offline { _ = try tree.removeLinkFiles(except: walk.linkFilesInUse) }
             guard tree.volume.keys.activeEpoch != walk.progress.target else { return walk.progress }
         }
     }
@@ -124,7 +130,8 @@ public struct Reencryption {
                     guard try resealBlocks(node) else { return false }
                 }
             case S_IFLNK:
-                let (resealed, keyID) = try tree.resealSymlink(entry.name, in: directory)
+                let (resealed, keyID, linkFile) = try tree.resealSymlink(entry.name, in: directory)
+                if let linkFile { linkFilesInUse.insert(linkFile) }
                 if resealed { progress.symlinksResealed += 1 }
                 if let keyID { progress.keyIDs[keyID, default: 0] += 1 }
                 guard proceed() else { return false }

@@ -650,18 +650,18 @@ public final class BackingTree: Sendable {
     /// leaves the old one or the new one (docs/FORMAT.md §5.4). Returns whether it resealed, and
     /// the epoch the symlink's target names now (nil: gone, or too damaged to name one).
     /// Names hard-linked to the same symlink stay as they were: each becomes a symlink of its own.
-    func resealSymlink(_ name: String, in directory: BackingNode) throws -> (resealed: Bool, keyID: UInt32?) {
+    func resealSymlink(_ name: String, in directory: BackingNode) throws -> (resealed: Bool, keyID: UInt32?, linkFile: String?) {
         try namespace.withWriteLock { try volume.sealing { epoch in
             let node: BackingNode, info: stat
             do {
                 (node, info) = try backingNode(name, in: directory.fd)
             } catch let error as SystemError where error.errno == ENOENT {
-                return (false, nil)
+                return (false, nil, nil)
             }
-            guard node.isSymlink else { return (false, nil) }
+            guard node.isSymlink else { return (false, nil, nil) }
             let (sealed, oldLinkFile) = try sealedTarget(node)
-            guard let keyID = SymlinkCodec.keyID(ofSealed: sealed) else { return (false, nil) }
-            guard keyID != epoch, let target = try? volume.symlinks.decrypt(sealed: sealed) else { return (false, keyID) }
+            guard let keyID = SymlinkCodec.keyID(ofSealed: sealed) else { return (false, nil, oldLinkFile) }
+            guard keyID != epoch, let target = try? volume.symlinks.decrypt(sealed: sealed) else { return (false, keyID, oldLinkFile) }
             let (backingTarget, side) = try volume.symlinks.encrypt(target, epoch: epoch)
             if let side {
                 try writeLinkFile(side.name, bytes: side.bytes)
@@ -678,8 +678,23 @@ public final class BackingTree: Sendable {
             try io.renameat(Self.resealName, in: directory.fd, to: name, in: directory.fd, flags: 0)
             // Other names of a hard-linked symlink still point to the old link file.
             if info.st_nlink == 1 { removeLinkFile(oldLinkFile.map { SymlinkCodec.sidePrefix + $0 }) }
-            return (true, epoch)
+            return (true, epoch, side?.name)
         } }
+    }
+
+    /// Removes the link files that no symlink uses (`inUse`, as a walk of the whole volume
+    /// found them): what a symlink reseal killed between its steps leaves. Offline only: on a
+    /// mount, a symlink being made has its link file before its name. Returns how many.
+    func removeLinkFiles(except inUse: Set<String>) throws -> Int {
+        let names: [String]
+        do {
+            names = try io.readdir(at: volume.backing + "/" + SymlinkCodec.sidePrefix).map(\.name).filter { $0 != "." && $0 != ".." }
+        } catch let error as SystemError where error.errno == ENOENT {
+            return 0
+        }
+        let unused = names.filter { !inUse.contains($0) }
+        for name in unused { removeLinkFile(SymlinkCodec.sidePrefix + name) }
+        return unused.count
     }
 
     // MARK: Internals
