@@ -156,6 +156,26 @@ import Testing
         #expect(try read(file) == "first")
     }
 
+    /// An append after a sync puts the last block's new copy in a shadow slot, then grows the
+    /// file: either step failing leaves the synced content as it was, and nothing is lost for
+    /// the next write.
+    @Test(arguments: [RecordingIO.Kind.pwrite, .ftruncate])
+    func aFailedWriteThroughASlotLeavesTheFileAsItWas(failing kind: RecordingIO.Kind) throws {
+        let (handle, file, _) = try tree.create(bytes("log"), in: tree.root, flags: O_RDWR | O_CREAT, mode: 0o600, owner: nil)
+        defer { tree.close(handle) }
+        try bytes("first").withUnsafeBytes { try tree.write(file, through: handle, offset: 0, data: $0, caller: 0) }
+        try tree.sync(handle, of: file, dataOnly: true)
+        io.clearRecording()
+        io.inject(.fail(EIO), into: kind)
+        #expect(throws: SystemError.self) {
+            try bytes(" second").withUnsafeBytes { try tree.write(file, through: handle, offset: nil, data: $0, caller: 0) }
+        }
+        #expect(io.calls(.pwrite).first.map { $0.offset == 0 } == true, "the new copy went to slot 0, not in place")
+        #expect(try read(file) == "first")
+        try bytes(" third").withUnsafeBytes { try tree.write(file, through: handle, offset: nil, data: $0, caller: 0) }
+        #expect(try read(file) == "first third")
+    }
+
     /// The backing name of `node` in the backing root (or `sub`'s).
     private func backingName(of node: BackingNode) throws -> String {
         let path = String(decoding: try SystemIO().readlinkat(SystemIO.procPath(node.fd), in: .currentDirectory), as: UTF8.self)
