@@ -686,6 +686,8 @@ public final class FileContent: Sendable {
     /// place and made durable by a second fdatasync, so that the next sync interval has a slot.
     public func sync(fd: FileDescriptor, dataOnly: Bool) throws {
         try syncMarking(fd, dataOnly: dataOnly)
+        // Nearly always a slot is free: then no reader waits on the write lock for nothing.
+        guard cache.withLock({ $0.shadow.isFull }) else { return }
         try access.withWriteLock {
             do {
                 try freeSlots(fd)
