@@ -387,6 +387,35 @@ def content():
         assert plaintext_size(backing_size(p, 18), 18) == p
     slot = (5).to_bytes(8, "big") + (1722).to_bytes(2, "big") + NONCE + bytes(10)
     check("slot header", slot.hex(), "000000000000000506baa0a1a2a3a4a5a6a7a8a9aaab00000000000000000000")
+    record_offset = (2 * (32 + 4096 + 34) + 511) // 512 * 512
+    format3 = record_offset + 512
+    check("format 3 R", record_offset, "8704")
+    check("format 3 H", format3, "9216")
+    for p, expected3 in ((0, 0), (1, 9251), (4096, 13346), (4097, 13381), (9000, 18318), (10000, 19318), (20000, 29386)):
+        check(f"backing_size({p}), format 3", backing_size(p, format3), str(expected3))
+        assert plaintext_size(backing_size(p, format3), format3) == p
+
+
+def record():
+    print("# §10.15 file record (§6.2)")
+    record_key = hkdf_sha256(NAME_KEY, VOLUME_ID, b"epochfs/v3/record", 32)
+    assert record_key == HKDF(algorithm=hashes.SHA256(), length=32, salt=VOLUME_ID, info=b"epochfs/v3/record").derive(NAME_KEY)
+    check("record_key", record_key, "97d6741d9839f25f5f8b1fe88a43298f607cefad4e154bab43e7fad810eeafd1")
+    other_nonce = bytes(range(0xc0, 0xcc))
+    fields = (struct.pack(">HH", 3, 0) + FILE_ID + struct.pack(">QQQ", 2, 10000, 3)
+              + b"\x01" + bytes(7) + struct.pack(">Q", 2) + NONCE + other_nonce
+              + b"\x02" + bytes(7) + struct.pack(">Q", 0) + other_nonce + bytes(12))
+    fields += bytes(484 - len(fields))
+    tag = gcm_seal(record_key, KEYRING_NONCE, fields, b"")
+    assert tag == AESGCM(record_key).encrypt(KEYRING_NONCE, b"", fields)
+    check("record bytes 0..123", fields[:124],
+          "0003000000112233445566778899aabbccddeeff000000000000000200000000"
+          "00002710000000000000000301000000000000000000000000000002a0a1a2a3"
+          "a4a5a6a7a8a9aaabc0c1c2c3c4c5c6c7c8c9cacb020000000000000000000000"
+          "00000000c0c1c2c3c4c5c6c7c8c9cacb000000000000000000000000")
+    check("record tag", tag, "abdeeb906e5d3101c3f46a34ca34f355")
+    check("sha256 of the whole record", sha256(fields + KEYRING_NONCE + tag),
+          "2622a213aefaf442256dff44751ce4451309a770f0b328f9beb3704ef6356f79")
 
 
 def wal():
@@ -417,6 +446,7 @@ if __name__ == "__main__":
     header()
     cluster()
     content()
+    record()
     wal()
     if FAILURES:
         print(f"{FAILURES} mismatch(es)")

@@ -130,7 +130,9 @@ public struct OlderFormatError: Error, CustomStringConvertible {
     public let version: UInt16
 
     public var description: String {
-        "the volume has format \(version), whose files a power cut during an append can damage; this epochfs mounts format "
+        "the volume has format \(version), "
+            + (version < 2 ? "whose files a power cut during an append can damage" : "whose files carry no authenticated record of what their last fsync made durable")
+            + "; this epochfs mounts format "
             + "\(HeaderSlot.formatVersion) only. Copy the files out with `epochfs export BACKING / DIRECTORY` (which reads format "
             + "\(version)) and into a new volume made by `epochfs init`"
     }

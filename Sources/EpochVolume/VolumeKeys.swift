@@ -9,12 +9,16 @@ public final class VolumeKeys: Sendable {
     public let volumeID: VolumeID
     public let blockSize: Int
     public let names: NameCodec
+    /// Authenticates every file record (docs/FORMAT.md §6.2); derived from the name key, so it
+    /// never changes with the epoch.
+    public let recordKey: AESGCMKey
     private let keyring: Mutex<Keyring>
 
     public init(header: VolumeHeader) throws {
         volumeID = header.volumeID
         blockSize = Int(header.slot.blockSize)
         names = try NameCodec(nameKey: header.keyring.nameKey)
+        recordKey = try FileRecord.key(nameKey: header.keyring.nameKey, volumeID: volumeID)
         keyring = Mutex(header.keyring)
     }
 

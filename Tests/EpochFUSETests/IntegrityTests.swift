@@ -8,7 +8,8 @@ import Testing
 /// The key_id (epoch) of each block of a backing file (docs/FORMAT.md §6).
 func blockEpochs(_ backingFile: String, blockSize: Int = 4096) throws -> [UInt32] {
     let bytes = [UInt8](try Data(contentsOf: URL(fileURLWithPath: backingFile)))
-    return stride(from: 2 * (32 + blockSize + 34) + 18, to: bytes.count, by: blockSize + 34).map { offset in
+    let slotsEnd = 2 * (32 + blockSize + 34), recordOffset = (slotsEnd + 511) / 512 * 512
+    return stride(from: recordOffset + 512, to: bytes.count, by: blockSize + 34).map { offset in
         bytes[(offset + 2)..<(offset + 6)].reduce(UInt32(0)) { $0 << 8 | UInt32($1) }
     }
 }
@@ -196,7 +197,7 @@ func isEIO(_ result: Result<[UInt8], POSIXError>) -> Bool {
         let original = [UInt8](try Data(contentsOf: URL(fileURLWithPath: backing)))
         #expect(original.count == dataOffset + 4130 + 904 + 34)
         var wrong = 0
-        for index in (dataOffset - 18)..<original.count {
+        for index in recordOffset..<original.count {
             var tampered = original
             tampered[index] ^= 0x5a
             try Data(tampered).write(to: URL(fileURLWithPath: backing))
@@ -204,9 +205,9 @@ func isEIO(_ result: Result<[UInt8], POSIXError>) -> Bool {
             if !isEIO(result) { wrong += 1 }
         }
         #expect(wrong == 0, "\(wrong) flipped bytes did not give EIO")
-        // The shadow slots before the file header are unused here: a flipped byte in them
-        // changes nothing that is read.
-        for index in stride(from: 0, to: dataOffset - 18, by: 97) {
+        // The shadow slots before the file record are unused here: a flipped byte in them (or in
+        // the zeros up to the record) changes nothing that is read.
+        for index in stride(from: 0, to: recordOffset, by: 97) {
             var tampered = original
             tampered[index] ^= 0x5a
             try Data(tampered).write(to: URL(fileURLWithPath: backing))
@@ -246,11 +247,29 @@ func isEIO(_ result: Result<[UInt8], POSIXError>) -> Bool {
         replayed.replaceSubrange(position(1), with: block(originalA, 2))
         try check(replayed, "an older block at another position")
         #expect(try readThrough(volume.path("a")).get() == a)
-        // A whole zeroed block is a hole and reads as zeros (FORMAT.md security note).
-        var zeroed = originalA
+        // A whole zeroed block of a file that no fsync made durable reads as a hole: no commit
+        // of its record says it held data (docs/FORMAT.md §8).
+        let c = volume.path("c")
+        let fd = open(c, O_RDWR | O_CREAT, 0o644)
+        defer { close(fd) }
+        #expect(a.withUnsafeBytes { pwrite(fd, $0.baseAddress, $0.count, 0) } == a.count)
+        let backingC = try #require(backingFiles(volume).first { ![backingA, backingB].contains($0) })
+        let unsynced = [UInt8](try Data(contentsOf: URL(fileURLWithPath: backingC)))
+        var zeroed = unsynced
         zeroed.replaceSubrange(position(1), with: [UInt8](repeating: 0, count: 4130))
-        try Data(zeroed).write(to: URL(fileURLWithPath: backingA))
-        #expect(try readThrough(volume.path("a")).get()[4096..<8192].allSatisfy { $0 == 0 })
+        try Data(zeroed).write(to: URL(fileURLWithPath: backingC))
+        #expect(try readThrough(c).get()[4096..<8192].allSatisfy { $0 == 0 })
+        // Once an fsync made it durable, its record says so, and the same change is an error.
+        try Data(unsynced).write(to: URL(fileURLWithPath: backingC))
+        #expect(fsync(fd) == 0)
+        var committed = [UInt8](try Data(contentsOf: URL(fileURLWithPath: backingC)))
+        #expect(committed[recordOffset..<dataOffset] != unsynced[recordOffset..<dataOffset], "the fsync committed a new record")
+        committed.replaceSubrange(position(1), with: [UInt8](repeating: 0, count: 4130))
+        try Data(committed).write(to: URL(fileURLWithPath: backingC))
+        #expect(isEIO(readThrough(c)), "a zeroed block of a file made durable by fsync")
+        // And the record from before that commit, put back, is one too.
+        try Data(unsynced).write(to: URL(fileURLWithPath: backingC))
+        #expect(isEIO(readThrough(c)), "the record before the fsync put back")
     }
 
     @Test func tamperedNamesAreErrors() throws {
@@ -297,6 +316,8 @@ func isEIO(_ result: Result<[UInt8], POSIXError>) -> Bool {
     }
 }
 
-/// Where block 0 starts in a backing file of a 4096-byte-block volume (docs/FORMAT.md §6): two
-/// shadow slots of 32 + 4130 bytes, then the 18-byte file header.
-let dataOffset = 2 * (32 + 4130) + 18
+/// Where the file record and block 0 start in a backing file of a 4096-byte-block volume
+/// (docs/FORMAT.md §6): two shadow slots of 32 + 4130 bytes, the 512-byte record at the next
+/// multiple of 512, then the blocks.
+let recordOffset = 8704
+let dataOffset = recordOffset + 512

@@ -12,7 +12,8 @@ struct SimulatedIOError: Error {}
 
 /// A header store in memory that models a disk with a page cache: writes land in `volatile`,
 /// `sync()` copies them to `durable`, and `restart()` (a crash and reboot) throws away
-/// everything that was not synced. One armed fault fires at its step of the next commit.
+/// everything that was not synced. One armed fault fires at its step of the next commit: at its
+/// first slot write (the commit itself), or at a later one (the copy over the other slot).
 final class FaultyHeaderStore: HeaderStore, Sendable {
     enum Fault: Equatable, Sendable, CustomStringConvertible {
         /// Dies before the slot write starts.
@@ -41,7 +42,13 @@ final class FaultyHeaderStore: HeaderStore, Sendable {
         var durable = [UInt8](repeating: 0, count: 2 * HeaderSlot.size)
         var volatile = [UInt8](repeating: 0, count: 2 * HeaderSlot.size)
         var fault: Fault?
+        /// The slot write (counted from 1 since arming) at which the fault fires.
+        var faultAtWrite = 1
         var writes = 0
+        var writesSinceArmed = 0
+
+        /// The armed fault, once its write has come.
+        var firing: Fault? { writesSinceArmed >= faultAtWrite ? fault : nil }
     }
 
     private let state = Mutex(State())
@@ -50,7 +57,13 @@ final class FaultyHeaderStore: HeaderStore, Sendable {
     var writeCount: Int { state.withLock { $0.writes } }
     func resetWriteCount() { state.withLock { $0.writes = 0 } }
 
-    func arm(_ fault: Fault) { state.withLock { $0.fault = fault } }
+    func arm(_ fault: Fault, atWrite write: Int = 1) {
+        state.withLock {
+            $0.fault = fault
+            $0.faultAtWrite = write
+            $0.writesSinceArmed = 0
+        }
+    }
 
     /// A crash and reboot: what was not synced is gone; the fault is spent.
     func restart() {
@@ -75,7 +88,8 @@ final class FaultyHeaderStore: HeaderStore, Sendable {
     func write(slot: Int, bytes: [UInt8]) throws {
         try state.withLock { (s: inout State) throws in
             s.writes += 1
-            switch s.fault {
+            s.writesSinceArmed += 1
+            switch s.firing {
             case .crashBeforeWrite:
                 throw SimulatedCrash(step: .crashBeforeWrite)
             case let .tornWrite(durableBytes):
@@ -90,7 +104,7 @@ final class FaultyHeaderStore: HeaderStore, Sendable {
 
     func sync() throws {
         try state.withLock { (s: inout State) throws in
-            switch s.fault {
+            switch s.firing {
             case .crashAfterWriteBeforeSync:
                 throw SimulatedCrash(step: .crashAfterWriteBeforeSync)
             case .failSync:

@@ -1,3 +1,4 @@
+import CLinux
 import EpochVolume
 import Foundation
 import Glibc
@@ -106,9 +107,13 @@ import Testing
                 }
                 if let spared, spared.contains(where: { $0 == nil }) {
                     tornBlockLost += 1
+                    if ProcessInfo.processInfo.environment["EPOCHFS_DUMP_CALLS"] != nil { print("torn loss: cut after \(state.crashPoint), \(state.label): \(problem)") }
                 } else {
                     failures.append("cut after call \(state.crashPoint), \(state.label): \(problem)")
                 }
+            }
+            if !failures.isEmpty || tornBlockLost > 0, ProcessInfo.processInfo.environment["EPOCHFS_DUMP_CALLS"] != nil {
+                for (index, call) in io.calls.enumerated() where ![.pread, .fstat].contains(call.kind) { print("call \(index): \(call)") }
             }
             return (states.count, failures, tornBlockLost)
         }
@@ -269,6 +274,45 @@ import Testing
             try run.writeAndSync(page, at: offset, to: file, through: handle, dataOnly: false, making: ["db": content])
         }
         try run.expectNothingLost("overwrites with fsync", tornBlocksMayLose: false)
+    }
+
+    /// What takes back what a file record promised (docs/FORMAT.md §6.2): truncates down (to
+    /// a block boundary and inside a block) and punched holes, between partial overwrites and
+    /// appends, each made durable with fsync. The record is committed first each time, so no
+    /// state reads as cut, zeroed or rolled back, and nothing acknowledged is lost.
+    @Test func truncatesAndHolesEachFollowedByFsync() throws {
+        let run = try Run()
+        let (handle, file, _) = try run.tree.create(Array("db".utf8), in: run.tree.root, flags: O_RDWR | O_CREAT, mode: 0o600, owner: nil)
+        defer { run.tree.close(handle) }
+        var content = random(40_000)
+        try run.writeAndSync(content, at: 0, to: file, through: handle, dataOnly: false, making: ["db": content])
+        func overwrite(_ offset: Int, _ count: Int) throws {
+            let bytes = random(count)
+            if content.count < offset + count { content += [UInt8](repeating: 0, count: offset + count - content.count) }
+            content.replaceSubrange(offset..<(offset + count), with: bytes)
+            try run.writeAndSync(bytes, at: offset, to: file, through: handle, dataOnly: true, making: ["db": content])
+        }
+        func truncate(_ size: Int) throws {
+            try run.tree.truncate(file, to: size, through: handle, caller: 0)
+            content = Array(content.prefix(size)) + [UInt8](repeating: 0, count: max(0, size - content.count))
+            run.changed(["db": content])
+            try run.tree.sync(handle, of: file, dataOnly: true)
+            run.acknowledge(["db": content])
+        }
+        try overwrite(5001, 300)
+        try truncate(30_001)
+        try overwrite(29_000, 2000)
+        // A hole over blocks 2 and 3 and parts of 1 and 4.
+        try run.tree.allocate(file, through: handle, mode: epochfs_FALLOC_FL_PUNCH_HOLE | epochfs_FALLOC_FL_KEEP_SIZE, offset: 6000, length: 12_000)
+        content.replaceSubrange(6000..<18_000, with: [UInt8](repeating: 0, count: 12_000))
+        run.changed(["db": content])
+        try run.tree.sync(handle, of: file, dataOnly: false)
+        run.acknowledge(["db": content])
+        try overwrite(19_000, 100) // the block at the hole's end
+        try truncate(16_384)
+        try overwrite(30_000, 500) // past the end: a gap of holes
+        try truncate(12_000)
+        try run.expectNothingLost("truncates and holes with fsync", tornBlocksMayLose: false)
     }
 
     /// mkdir, create (a long name too), rename, each made durable by fsync of the file and

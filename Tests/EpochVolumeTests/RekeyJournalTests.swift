@@ -96,23 +96,58 @@ struct KeyringFingerprint: Equatable {
         }
     }
 
-    @Test func rekeyWritesTheInactiveSlotWithTheNextSequence() throws {
+    @Test func rekeyWritesTheInactiveSlotWithTheNextSequenceThenCopiesIt() throws {
         let keys = try KeyFiles()
         let (store, journal) = try makeVolume(keys: keys, warm: false)
         let first = try journal.open()
         #expect(first.slotIndex == 0)
         #expect(first.sequence == 1)
+        #expect(try store.read(slot: 1) == store.read(slot: 0), "init copies its slot too")
         store.resetWriteCount()
         let second = try journal.rekey(to: 3).header
-        #expect(store.writeCount == 1)
+        #expect(store.writeCount == 2)
         #expect((second.slotIndex, second.sequence, second.epoch) == (1, 2, 3))
         #expect(second.keyring.epochs.map(\.state) == [.readOnly, .active])
+        #expect(try store.read(slot: 0) == store.read(slot: 1), "the commit is copied over the other slot")
+        // Equal slots: A is current, so every commit writes B first, then copies it over A.
         let third = try journal.rekey(to: 4).header
-        #expect((third.slotIndex, third.sequence, third.epoch) == (0, 3, 4))
+        #expect((third.slotIndex, third.sequence, third.epoch) == (1, 3, 4))
         // The raft cutover commits the same way and survives a rekey.
         let cut = try journal.setRaftCutover(1200)
         #expect((cut.slotIndex, cut.sequence, cut.epoch, cut.slot.raftCutover) == (1, 4, 4, 1200))
         #expect(try journal.rekey(to: 5).header.slot.raftCutover == 1200)
+    }
+
+    /// Once a rekey returned, a byte changed in either slot (damage, or someone with access to
+    /// the backing dir) cannot bring back the older header: the other slot holds the same.
+    @Test func aDamagedSlotAfterACommitCannotUndoIt() throws {
+        let keys = try KeyFiles()
+        for slot in 0..<2 {
+            let (store, journal) = try makeVolume(keys: keys, warm: true)
+            var bytes = try store.read(slot: slot)
+            bytes[1200] ^= 0x01
+            store.overwrite(slot: slot, with: bytes)
+            #expect(try journal.open().epoch == 2, "slot \(slot) damaged")
+        }
+    }
+
+    /// A crash at any step of the copy over the other slot leaves the new header: the commit
+    /// itself was durable before the copy began.
+    @Test func aCrashDuringTheCopyKeepsTheCommit() throws {
+        let keys = try KeyFiles()
+        for fault in Self.faults {
+            let (store, journal) = try makeVolume(keys: keys, warm: true)
+            store.arm(fault, atWrite: 2)
+            #expect(throws: (any Error).self, "\(fault) must interrupt the copy") { try journal.rekey(to: 5) }
+            store.restart()
+            #expect(try journal.open().epoch == 5, "after \(fault) during the copy")
+            store.resetWriteCount()
+            guard case .alreadyAtEpoch = try journal.rekey(to: 5) else {
+                Issue.record("a repeated rekey after \(fault) during the copy did not report already-at-epoch")
+                continue
+            }
+            #expect(store.writeCount == 0)
+        }
     }
 
     @Test func lowerEpochIsRefusedWithoutWriting() throws {
@@ -125,10 +160,16 @@ struct KeyringFingerprint: Equatable {
     }
 
     /// The newest slot is sealed under epoch 2's key. With a wrong key for epoch 2, the open
-    /// fails closed although the older slot (epoch 1) would open with the key files present.
+    /// fails closed although the older slot (epoch 1, as a crash before the copy leaves it)
+    /// would open with the key files present.
     @Test func wrongKeyFailsClosedWithoutFallback() throws {
         let keys = try KeyFiles()
-        let (store, journal) = try makeVolume(keys: keys, warm: true)
+        let store = FaultyHeaderStore()
+        let journal = HeaderJournal(store: store, source: keys.source)
+        _ = try journal.create(epoch: 1, blockSize: 4096)
+        store.arm(.crashBeforeWrite, atWrite: 2)
+        #expect(throws: SimulatedCrash.self) { try journal.rekey(to: 2) }
+        store.restart()
         // Epoch 2's key file now holds epoch 1's key, which opens the older slot.
         keys.directory.write(Array((keys.keys[1]!.hexString + "\n").utf8), to: "2.key")
         #expect(throws: JournalError.wrongKey(epoch: 2)) { try journal.open() }
@@ -169,7 +210,7 @@ struct KeyringFingerprint: Equatable {
         let recovered = try journal.open()
         #expect(recovered.epoch == 4)
         #expect(recovered.sequence == legacy.sequence + 1)
-        #expect(store.writeCount == 1, "trials must not write; only the record does")
+        #expect(store.writeCount == 2, "trials must not write; only the record does (and its copy)")
         #expect(KeyringFingerprint(recovered.keyring) == KeyringFingerprint(current.keyring))
         // Recorded: the next open is an ordinary one with no trial and no write.
         store.resetWriteCount()

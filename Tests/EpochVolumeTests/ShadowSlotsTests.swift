@@ -16,7 +16,7 @@ import Testing
         var shadow = empty()
         // A block this process has not written counts as durable: its rewrite goes aside.
         #expect(shadow.destination(forRewriteOf: 3) == .slot(0))
-        shadow.wroteSlot(0, block: 3, supersedes: [])
+        shadow.wroteSlot(0, block: 3, nonce: [], supersedes: [])
         // Again before a sync: the slot again, the copy in place being the durable one.
         #expect(shadow.destination(forRewriteOf: 3) == .slot(0))
         sync(&shadow)
@@ -41,8 +41,8 @@ import Testing
 
     @Test func aThirdBlockBetweenTwoSyncsGoesInPlaceUntilEvictionFreesASlot() {
         var shadow = empty()
-        shadow.wroteSlot(0, block: 1, supersedes: [])
-        shadow.wroteSlot(1, block: 2, supersedes: [])
+        shadow.wroteSlot(0, block: 1, nonce: [], supersedes: [])
+        shadow.wroteSlot(1, block: 2, nonce: [], supersedes: [])
         #expect(shadow.destination(forRewriteOf: 5) == .busy)
         sync(&shadow)
         // Both slots hold current copies: full blocks are evicted, a partial last one stays.
@@ -59,10 +59,27 @@ import Testing
     @Test func whatTheFileSaysIsTakenAsDurable() {
         var shadow = ShadowSlots()
         let nonce = [UInt8](repeating: 7, count: 12)
-        shadow.slots = [ShadowSlots.Copy(block: 4, supersedes: nonce, written: -1, replacedIn: nil),
-                        ShadowSlots.Copy(block: 9, supersedes: nonce, written: -1, replacedIn: -1)]
+        shadow.slots = [ShadowSlots.Copy(block: 4, nonce: nonce, supersedes: nonce, written: -1, replacedIn: nil),
+                        ShadowSlots.Copy(block: 9, nonce: nonce, supersedes: nonce, written: -1, replacedIn: -1)]
         #expect(shadow.destination(forRewriteOf: 4) == .inPlace)
         #expect(shadow.destination(forRewriteOf: 9) == .slot(1))
         #expect(shadow.destination(forRewriteOf: 6) == .slot(1))
+    }
+
+    /// A write concurrent with a sync of the same file: the copy the sync covers is acknowledged
+    /// once it returns, so a rewrite keeping its bytes must not tear it meanwhile, in a slot or
+    /// in place.
+    @Test func aRewriteWaitsForASyncUnderWayThatCoversTheCopyItReplaces() {
+        var shadow = empty()
+        shadow.wroteSlot(0, block: 3, nonce: [], supersedes: [])
+        _ = shadow.wroteInPlace(7...7)
+        let mark = shadow.beginSync()
+        #expect(shadow.destination(forRewriteOf: 3) == .awaitSync)
+        #expect(shadow.destination(forRewriteOf: 7) == .awaitSync)
+        _ = shadow.wroteInPlace(5...5) // after the sync began: not covered by it
+        #expect(shadow.destination(forRewriteOf: 5) == .inPlace)
+        shadow.endSync(mark)
+        #expect(shadow.destination(forRewriteOf: 3) == .inPlace)
+        #expect(shadow.destination(forRewriteOf: 7) == .slot(1))
     }
 }

@@ -2,11 +2,14 @@ import EpochFormat
 
 /// Where a regular file's plaintext bytes live in its backing file (docs/FORMAT.md §6).
 ///
-/// Format 2: two shadow slots, the 18-byte file header, then one storage envelope per block of
-/// `blockSize` plaintext bytes, every block full except the last. A slot holds a second copy
-/// of one block while that block is rewritten in place, so a power cut that tears the block
-/// leaves the copy. The slots are holes until first used, so they cost no disk space.
-/// Format 1 (volumes made before): no slots, the header at offset 0.
+/// Format 3: two shadow slots, the 512-byte file record (`FileRecord`: the file id and what
+/// the last commit found durable) at the next multiple of 512, then one storage envelope per
+/// block of `blockSize` plaintext bytes, every block full except the last. A slot holds a
+/// second copy of one block while that block is rewritten in place, so a power cut that tears
+/// the block leaves the copy. The slots are holes until first used, so they cost no disk space;
+/// the record shares its page with block 0.
+/// Formats 2 and 1 (volumes made before, read offline): the 18-byte file header in place of the
+/// record, right after the slots (2) or with no slots (1).
 public struct ContentLayout: Sendable {
     public static let headerSize = 18
     /// A slot: `block_index (BE64) ‖ envelope length (BE16) ‖ supersedes (12) ‖ 10 zero bytes ‖ envelope`.
@@ -21,10 +24,16 @@ public struct ContentLayout: Sendable {
     public var sealedBlockSize: Int { blockSize + Envelope.overhead }
     public var slotCount: Int { version >= 2 ? 2 : 0 }
     public var slotSize: Int { Self.slotHeaderSize + sealedBlockSize }
-    /// Offset of the file header.
-    public var headerOffset: Int { slotCount * slotSize }
+    /// Format 3 keeps the file id in an authenticated record, not in a header.
+    public var hasRecord: Bool { version >= FileRecord.version }
+    /// Offset and size of what names the file id: the record (aligned to 512 bytes, so that
+    /// one write of it is atomic on the disk), or the file header.
+    public var headerOffset: Int {
+        hasRecord ? (slotOffset(slotCount) + FileRecord.size - 1) / FileRecord.size * FileRecord.size : slotOffset(slotCount)
+    }
+    public var headerLength: Int { hasRecord ? FileRecord.size : Self.headerSize }
     /// Offset of block 0.
-    public var dataOffset: Int { headerOffset + Self.headerSize }
+    public var dataOffset: Int { headerOffset + headerLength }
 
     public init(blockSize: Int, version: UInt16 = HeaderSlot.formatVersion) {
         self.blockSize = blockSize
@@ -76,7 +85,7 @@ public struct ContentLayout: Sendable {
         return (Int(block), length, Array(bytes[10..<reserved]))
     }
 
-    /// `version(BE16) ‖ file_id(16)`.
+    /// `version(BE16) ‖ file_id(16)`, the file header of formats 1 and 2.
     public func header(fileID: FileID) -> [UInt8] {
         var writer = ByteWriter(capacity: Self.headerSize)
         writer.append(version)

@@ -14,6 +14,8 @@ struct ShadowSlots {
     /// One slot's copy of a block.
     struct Copy {
         let block: Int
+        /// This copy's own nonce (bytes 6…17 of its envelope): what a file record names it by.
+        let nonce: [UInt8]
         /// The nonce of the copy in place this one was newer than when written (FORMAT.md §6):
         /// while the copy in place still has it, this one is current, on disk for any reader.
         let supersedes: [UInt8]
@@ -31,12 +33,18 @@ struct ShadowSlots {
         case slot(Int)
         /// Both slots hold copies a cut may still need.
         case busy
+        /// A sync under way covers the copy the rewrite would replace: once it returns, that
+        /// copy is acknowledged, so the rewrite must wait for it to be durable.
+        case awaitSync
     }
 
     /// The generation writes happen in now.
     private var generation = 0
     /// Copies written in a generation below this one are durable.
     private var durableBelow = 0
+    /// Copies written in a generation below this one are covered by a sync begun (and perhaps
+    /// not yet returned).
+    private var syncingBelow = 0
     /// nil until read from the backing file; then what each slot holds.
     var slots: [Copy?]?
     /// Blocks written in place since the last sync, and when (only the ends of each write:
@@ -47,6 +55,7 @@ struct ShadowSlots {
     var reserved = false
 
     func isDurable(_ generation: Int) -> Bool { generation < durableBelow }
+    private func isInFlight(_ generation: Int) -> Bool { generation < syncingBelow && !isDurable(generation) }
 
     /// The slot holding a copy of block `index`, and the nonce of the copy in place it supersedes.
     func slot(of index: Int) -> (slot: Int, supersedes: [UInt8])? {
@@ -61,13 +70,17 @@ struct ShadowSlots {
             if let replacedIn = copy.replacedIn {
                 // In place is current: once durable, the slot may take the next copy; until
                 // then the slot's copy is the one a cut may need.
+                if isInFlight(replacedIn) { return .awaitSync }
                 return isDurable(replacedIn) ? .slot(slot) : .inPlace
             }
             // The slot is current: once durable, the next copy goes in place; until then it is
             // rewritten, and the copy in place is the one a cut may need.
+            if isInFlight(copy.written) { return .awaitSync }
             return isDurable(copy.written) ? .inPlace : .slot(slot)
         }
-        if let written = recentlyInPlace[index], !isDurable(written) { return .inPlace } // nothing durable to lose
+        if let written = recentlyInPlace[index], !isDurable(written) {
+            return isInFlight(written) ? .awaitSync : .inPlace // nothing durable to lose
+        }
         return slots!.firstIndex { isFree($0) }.map(Destination.slot) ?? .busy
     }
 
@@ -89,9 +102,10 @@ struct ShadowSlots {
         }
     }
 
-    mutating func wroteSlot(_ slot: Int, block: Int, supersedes: [UInt8]) {
-        slots?[slot] = Copy(block: block, supersedes: supersedes, written: generation, replacedIn: nil)
+    mutating func wroteSlot(_ slot: Int, block: Int, nonce: [UInt8], supersedes: [UInt8]) {
+        slots?[slot] = Copy(block: block, nonce: nonce, supersedes: supersedes, written: generation, replacedIn: nil)
     }
+
 
     /// Blocks written in place (each with a new nonce, which ends any slot copy's claim to be
     /// current): the slots that held their current copies, now their fallbacks.
@@ -116,6 +130,7 @@ struct ShadowSlots {
     /// A sync begins: writes from now on are in the next generation.
     mutating func beginSync() -> Int {
         defer { generation += 1 }
+        syncingBelow = max(syncingBelow, generation + 1)
         return generation
     }
 

@@ -128,11 +128,10 @@ public final class HeaderJournal: Sendable {
         }
     }
 
-    /// Drops the DEKs of `epoch` in one header commit (no write when already retired), then
-    /// commits the same header once more, over the older slot, which still held them. The
-    /// caller has made sure nothing names the epoch any more (`Retirement`); `verify` runs
-    /// under the commit lock against the header about to be changed, so that check and commit
-    /// see the same keyring.
+    /// Drops the DEKs of `epoch` in one header commit (no write when already retired); its copy
+    /// over the other slot drops them there too. The caller has made sure nothing names the
+    /// epoch any more (`Retirement`); `verify` runs under the commit lock against the header
+    /// about to be changed, so that check and commit see the same keyring.
     public func retire(epoch: UInt32, verify: (VolumeHeader) throws -> Void = { _ in }) throws -> VolumeHeader {
         try withCommitLock {
             let current = try openCurrent()
@@ -146,7 +145,7 @@ public final class HeaderJournal: Sendable {
             let retired = try commit(current.header.slot, keyring: try keyring.retiring(epoch: epoch),
                                      wrappingKey: current.wrappingKey, replacing: current.header)
             logger.info("retired", metadata: ["epoch": "\(epoch)", "sequence": "\(retired.sequence)"])
-            return try commit(retired.slot, keyring: retired.keyring, wrappingKey: current.wrappingKey, replacing: retired)
+            return retired
         }
     }
 
@@ -244,7 +243,9 @@ public final class HeaderJournal: Sendable {
     }
 
     /// Seals `keyring` into `slot` with the next sequence, writes the inactive slot, fsyncs,
-    /// and reads it back. Only a slot that read back intact is returned as current.
+    /// and reads it back. Only a slot that read back intact is returned as current. Then the
+    /// same bytes go over the other slot (fsync'd), so that once a commit returned, damage to
+    /// either slot can no longer bring back the header before it (docs/FORMAT.md §3.6).
     private func commit(_ slot: HeaderSlot, keyring: Keyring, wrappingKey: SecretBytes,
                         replacing current: VolumeHeader?) throws -> VolumeHeader {
         var next = slot
@@ -255,6 +256,8 @@ public final class HeaderJournal: Sendable {
         try store.write(slot: target, bytes: bytes)
         try store.sync()
         guard try store.read(slot: target) == bytes else { throw JournalError.readBackMismatch(slot: target) }
+        try store.write(slot: 1 - target, bytes: bytes)
+        try store.sync()
         return VolumeHeader(slot: next, slotIndex: target, keyring: keyring)
     }
 }

@@ -1,0 +1,240 @@
+import CLinux
+import Foundation
+import Glibc
+import Support
+import Testing
+
+/// Whoever can write the backing dir changes it between two mounts; the mount then reads every
+/// file, and none may read as older, shorter or other data than what fsync acknowledged
+/// (docs/FORMAT.md §8). Each mutation is applied at a random place to a fresh copy of a
+/// backing dir written through the mount (appends and partial overwrites with fsync, shadow
+/// slot copies, a live rekey, a long name, a hard link, a symlink, an xattr).
+@Suite(.serialized) struct TamperTests {
+    /// What the workload left, as read through the mount.
+    struct Model {
+        var files: [String: [UInt8]] = [:]
+        var xattr: [UInt8] = []
+        var linkTarget = ""
+        var epoch = 0
+    }
+
+    static let longName = String(repeating: "n", count: 200)
+
+    /// Writes the workload through the mount; returns the model and the backing dir copied
+    /// mid-way (after the first half of the syncs) for mutations that put older bytes back.
+    func writeWorkload(_ volume: MountedVolume, into scratch: TemporaryDirectory) throws -> (Model, older: String) {
+        var model = Model()
+        var generator = SystemRandomNumberGenerator()
+        func random(_ count: Int) -> [UInt8] { (0..<count).map { _ in UInt8.random(in: 0...255, using: &generator) } }
+        func sync(_ fd: Int32) throws { guard fsync(fd) == 0 else { throw TestFailure("fsync: \(errno)") } }
+        func pwriteAll(_ fd: Int32, _ bytes: [UInt8], _ offset: Int) throws {
+            guard bytes.withUnsafeBytes({ pwrite(fd, $0.baseAddress, $0.count, off_t(offset)) }) == bytes.count else {
+                throw TestFailure("pwrite: \(errno)")
+            }
+        }
+        let log = open(volume.path("log"), O_RDWR | O_CREAT, 0o644), data = open(volume.path("data"), O_RDWR | O_CREAT, 0o644)
+        let long = open(volume.path(Self.longName), O_RDWR | O_CREAT, 0o644)
+        defer { [log, data, long].forEach { close($0) } }
+        var logContent: [UInt8] = [], dataContent = random(9 * 4096 + 1234), longContent = random(3 * 4096 - 5)
+        try pwriteAll(data, dataContent, 0)
+        try pwriteAll(long, longContent, 0)
+        try [data, long].forEach(sync)
+        var older = ""
+        for round in 0..<24 {
+            let record = random(Int.random(in: 100...900))
+            try pwriteAll(log, record, logContent.count)
+            logContent += record
+            try sync(log)
+            // Partial overwrites: rewrites keeping old bytes, so copies go to the shadow slots.
+            let offset = Int.random(in: 0..<(dataContent.count - 700)), bytes = random(Int.random(in: 8...600))
+            try pwriteAll(data, bytes, offset)
+            dataContent.replaceSubrange(offset..<(offset + bytes.count), with: bytes)
+            try sync(data)
+            if round == 11 {
+                older = scratch.path + "/older"
+                #expect(try run("/bin/cp", ["-a", volume.backing, older]).status == 0)
+                #expect(volume.control("rekey 2") == 0)
+            }
+        }
+        let tail = random(777)
+        try pwriteAll(long, tail, 100)
+        longContent.replaceSubrange(100..<877, with: tail)
+        try sync(long)
+        #expect(link(volume.path("data"), volume.path("data-link")) == 0)
+        #expect(symlink("data", volume.path("symlink")) == 0)
+        model.xattr = Array("a value sealed under the current epoch".utf8)
+        #expect(epochfs_setxattr(volume.path("data"), "user.note", model.xattr, UInt(model.xattr.count), 0) == 0)
+        model.files = ["log": logContent, "data": dataContent, "data-link": dataContent, Self.longName: longContent]
+        model.linkTarget = "data"
+        model.epoch = 2
+        return (model, older)
+    }
+
+    enum Outcome: Equatable { case asWritten, ioError, wrong(String) }
+
+    /// Reads everything through a fresh mount of `volume`'s backing dir: as the model, an I/O
+    /// error, or something else (the failure this suite exists to find).
+    func readBack(_ volume: MountedVolume, _ model: Model) throws -> [String: Outcome] {
+        try volume.mount()
+        defer { volume.unmount() }
+        var outcomes: [String: Outcome] = [:]
+        for (name, content) in model.files {
+            switch readThrough(volume.path(name)) {
+            case let .success(bytes): outcomes[name] = bytes == content ? .asWritten : .wrong("\(bytes.count) bytes, not the \(content.count) written")
+            case let .failure(error): outcomes[name] = error.code == .EIO ? .ioError : .wrong("\(error)")
+            }
+        }
+        var value = [UInt8](repeating: 0, count: 256)
+        let length = epochfs_getxattr(volume.path("data"), "user.note", &value, UInt(value.count))
+        outcomes["xattr"] = length < 0 ? (errno == EIO ? .ioError : .wrong("errno \(errno)"))
+            : Array(value.prefix(length)) == model.xattr ? .asWritten : .wrong("another value")
+        let target = try? FileManager.default.destinationOfSymbolicLink(atPath: volume.path("symlink"))
+        outcomes["symlink"] = target == model.linkTarget ? .asWritten : target == nil ? .ioError : .wrong("target \(target!)")
+        let epoch = (try? volume.status())?["epoch"] as? Int
+        outcomes["epoch"] = epoch == model.epoch ? .asWritten : .wrong("epoch \(epoch.map(String.init) ?? "?")")
+        return outcomes
+    }
+
+    /// The backing files of the workload by plaintext name, told apart by size (all differ).
+    func backingFile(_ backing: String, holding size: Int) -> String? {
+        let enumerator = FileManager.default.enumerator(atPath: backing)
+        while let relative = enumerator?.nextObject() as? String {
+            let path = backing + "/" + relative
+            var info = stat()
+            let name = (relative as NSString).lastPathComponent
+            guard !name.hasPrefix("epochfs.") || (name.hasPrefix("epochfs.long.") && !name.hasSuffix(".name")), lstat(path, &info) == 0,
+                  info.st_mode & S_IFMT == S_IFREG, backingPlaintextSize(Int(info.st_size)) == size else { continue }
+            return path
+        }
+        return nil
+    }
+
+    /// The kinds of change this suite makes, each detected (the file it changes reads EIO) or
+    /// harmless (it reads as written); never other data.
+    enum Mutation: CaseIterable {
+        case flipInASlot, slotFromOlderCopy, flipInAHeaderSlot, cutAtABlockBoundary, cutAnywhere, zeroedBlock, flipInTheRecord,
+             flipInABlock
+
+        /// The file it changes must read EIO: the change always breaks something it reads. (A
+        /// slot may hold no current copy, and a block in place may have its current copy in a
+        /// slot: changing what no read uses is harmless.)
+        var alwaysDetected: Bool { ![.flipInASlot, .slotFromOlderCopy, .flipInAHeaderSlot, .flipInABlock].contains(self) }
+    }
+
+    @Test func noChangeToTheBackingDirReadsAsOtherData() throws {
+        let scratch = TemporaryDirectory()
+        let volume = try MountedVolume(in: scratch, name: "volume")
+        defer { volume.destroy() }
+        let (model, older) = try writeWorkload(volume, into: scratch)
+        volume.unmount()
+        let pristine = scratch.path + "/pristine"
+        #expect(try run("/bin/cp", ["-a", volume.backing, pristine]).status == 0)
+        #expect(try readBack(volume, model).values.allSatisfy { $0 == .asWritten }, "the untouched volume")
+
+        var detected: [Mutation: Int] = [:], harmless: [Mutation: Int] = [:], wrong: [String] = []
+        let rounds = 30
+        for mutation in Mutation.allCases {
+            for _ in 0..<rounds {
+                _ = try run("/bin/rm", ["-rf", volume.backing])
+                #expect(try run("/bin/cp", ["-a", pristine, volume.backing]).status == 0)
+                let name = ["log", "data", Self.longName].randomElement()!
+                let file = try #require(backingFile(volume.backing, holding: model.files[name]!.count))
+                var bytes = [UInt8](try Data(contentsOf: URL(fileURLWithPath: file)))
+                let blocks = (model.files[name]!.count + 4095) / 4096
+                switch mutation {
+                case .flipInASlot:
+                    let slot = Int.random(in: 0..<2)
+                    bytes[slot * slotSize + Int.random(in: 32..<slotSize)] ^= UInt8.random(in: 1...255)
+                case .slotFromOlderCopy:
+                    // The same file in the copy taken mid-way, found by its record's file id.
+                    guard let earlier = sameFile(as: bytes, in: older) else { continue }
+                    let slot = Int.random(in: 0..<2)
+                    let range = (slot * slotSize)..<((slot + 1) * slotSize)
+                    bytes.replaceSubrange(range, with: earlier[range])
+                case .flipInAHeaderSlot:
+                    let header = volume.backing + "/epochfs.header"
+                    var headerBytes = [UInt8](try Data(contentsOf: URL(fileURLWithPath: header)))
+                    headerBytes[Int.random(in: 0..<2) * 65_536 + Int.random(in: 0..<65_536)] ^= 0x01
+                    try Data(headerBytes).write(to: URL(fileURLWithPath: header))
+                case .cutAtABlockBoundary:
+                    bytes.removeLast(bytes.count - (dataOffset + Int.random(in: 0..<blocks) * 4130))
+                case .cutAnywhere:
+                    bytes.removeLast(Int.random(in: 1...(bytes.count - dataOffset)))
+                case .zeroedBlock:
+                    let block = Int.random(in: 0..<blocks)
+                    let start = dataOffset + block * 4130
+                    bytes.replaceSubrange(start..<min(bytes.count, start + 4130), with: [UInt8](repeating: 0, count: min(bytes.count, start + 4130) - start))
+                case .flipInTheRecord:
+                    bytes[recordOffset + Int.random(in: 0..<512)] ^= UInt8.random(in: 1...255)
+                case .flipInABlock:
+                    bytes[Int.random(in: dataOffset..<bytes.count)] ^= UInt8.random(in: 1...255)
+                }
+                if mutation != .flipInAHeaderSlot { try Data(bytes).write(to: URL(fileURLWithPath: file)) }
+                let outcomes = try readBack(volume, model)
+                for (item, outcome) in outcomes {
+                    if case let .wrong(what) = outcome { wrong.append("\(mutation) of \(name): \(item) read \(what)") }
+                }
+                let changed = name == "data" ? ["data", "data-link"] : [name]
+                if changed.allSatisfy({ outcomes[$0] == .ioError }) {
+                    detected[mutation, default: 0] += 1
+                } else {
+                    harmless[mutation, default: 0] += 1
+                    if mutation.alwaysDetected { wrong.append("\(mutation) of \(name) went unnoticed") }
+                }
+            }
+        }
+        print("tamper suite: detected \(detected), harmless \(harmless), wrong \(wrong.count)")
+        #expect(wrong.isEmpty, "\(wrong.count) mutations read as other data: \(wrong.prefix(5))")
+        // The slot copies that the records claim are the current ones: some flips there must be caught.
+        #expect(detected[.flipInASlot, default: 0] > 0)
+        #expect(detected[.slotFromOlderCopy, default: 0] > 0)
+    }
+
+    /// The backing file in `directory` whose record names the same file id as `bytes`'s.
+    func sameFile(as bytes: [UInt8], in directory: String) -> [UInt8]? {
+        let fileID = bytes[(recordOffset + 4)..<(recordOffset + 20)]
+        let enumerator = FileManager.default.enumerator(atPath: directory)
+        while let relative = enumerator?.nextObject() as? String {
+            guard let other = try? [UInt8](Data(contentsOf: URL(fileURLWithPath: directory + "/" + relative))),
+                  other.count > recordOffset + 20, other[(recordOffset + 4)..<(recordOffset + 20)] == fileID else { continue }
+            return other
+        }
+        return nil
+    }
+
+    /// The case the integrity issue was opened with: a slot copy that fsync acknowledged,
+    /// damaged by one flipped byte, must not give way to the older copy in place.
+    @Test func aDamagedSlotCopyDoesNotBringBackTheOlderBlock() throws {
+        let volume = try MountedVolume()
+        defer { volume.destroy() }
+        let first = [UInt8](repeating: 0x11, count: 8192), patch = [UInt8](repeating: 0x22, count: 8)
+        let fd = open(volume.path("file"), O_RDWR | O_CREAT, 0o644)
+        #expect(first.withUnsafeBytes { pwrite(fd, $0.baseAddress, $0.count, 0) } == 8192)
+        #expect(fsync(fd) == 0)
+        #expect(patch.withUnsafeBytes { pwrite(fd, $0.baseAddress, $0.count, 100) } == 8)
+        #expect(fsync(fd) == 0)
+        close(fd)
+        volume.unmount()
+        let backing = backingFiles(volume)[0]
+        var bytes = [UInt8](try Data(contentsOf: URL(fileURLWithPath: backing)))
+        #expect(bytes[0..<8] == [0, 0, 0, 0, 0, 0, 0, 0][...], "slot 0 holds block 0")
+        bytes[232] ^= 0x01
+        try Data(bytes).write(to: URL(fileURLWithPath: backing))
+        try volume.mount()
+        #expect(isEIO(readThrough(volume.path("file"))))
+        volume.unmount()
+        let fsck = try volume.epochfs("fsck", volume.backing)
+        #expect(fsck.status == 1, "fsck: \(fsck.stdout)")
+        #expect(fsck.stdout.contains("block 0"), "fsck: \(fsck.stdout)")
+    }
+}
+
+/// A shadow slot of a 4096-byte-block volume: 32 header bytes and a sealed block.
+let slotSize = 32 + 4130
+
+/// The plaintext size of a backing file of `size` bytes (docs/FORMAT.md §6).
+func backingPlaintextSize(_ size: Int) -> Int {
+    guard size > dataOffset else { return 0 }
+    let body = size - dataOffset
+    return body / 4130 * 4096 + max(0, body % 4130 - 34)
+}
