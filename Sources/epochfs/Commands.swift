@@ -98,6 +98,8 @@ struct Rekey: ParsableCommand {
         }
         let volume = try target.offlineVolume()
         try runReportingErrors {
+            let owner = try volume.claim(for: "rekey")
+            defer { withExtendedLifetime(owner) {} }
             let result = try volume.openJournal().rekey(to: epoch)
             if json {
                 try printHeader(result.header, json: true)

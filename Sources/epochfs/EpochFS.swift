@@ -12,7 +12,9 @@ struct EpochFS: ParsableCommand {
             Exit codes: 0 success; 1 failure (I/O, damaged header, bad input, problems found by \
             fsck); 2 key failure (wrong key, key source failed or timed out); 3 refused (rekey \
             below the current epoch, restore of an older header without --yes, retire of an \
-            epoch still in use or active); 64 usage error (including a malformed key source spec).
+            epoch still in use or active); 4 busy (the volume is mounted, the message names the mount \
+            point, or another command that writes it runs); 64 usage error (including a malformed \
+            key source spec).
             """,
         subcommands: [Init.self, Info.self, Rekey.self, Reencrypt.self, Retire.self, Mount.self, Status.self, Fsck.self, ExportTree.self, Header.self,
                       WAL.self])
@@ -28,6 +30,12 @@ struct VolumeOptions: ParsableArguments {
 
     @Flag(name: .shortAndLong, help: "Log what the command does on stderr.")
     var verbose = false
+
+    /// Takes ownership of the backing directory for the offline command `name` (which writes
+    /// it), until the returned owner is released; a mounted volume is refused naming its mount.
+    func claim(for name: String) throws -> VolumeOwner {
+        try VolumeOwner(claiming: backing, for: .command(pid: getpid(), name: name))
+    }
 
     func openJournal() throws -> HeaderJournal {
         bootstrapLogging(verbose: verbose)

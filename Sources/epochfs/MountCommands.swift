@@ -116,14 +116,6 @@ struct CLIError: Error, CustomStringConvertible {
     init(_ description: String) { self.description = description }
 }
 
-/// Refuses an offline change (`what`) to a volume that is mounted: the mount would not see it,
-/// or would race it.
-func refuseIfMounted(backing: String, _ what: String) throws {
-    let source = "epochfs:" + (try absolutePath(backing))
-    guard let mount = try MountTable.read().last(where: { $0.source == source }) else { return }
-    throw CLIError("\(backing) is mounted on \(mount.mountPoint): unmount it before \(what)")
-}
-
 func absolutePath(_ path: String) throws -> String {
     guard let resolved = realpath(path, nil) else { throw SystemError("resolve", path: path) }
     defer { free(resolved) }

@@ -18,7 +18,8 @@ struct Reencrypt: ParsableCommand {
 
     func run() throws {
         try runReportingErrors {
-            try refuseIfMounted(backing: volume.backing, "re-encrypting it offline (write 'reencrypt start' to its control file)")
+            let owner = try volume.claim(for: "reencrypt")
+            defer { withExtendedLifetime(owner) {} }
             let live = try LiveVolume(backing: volume.backing, journal: try volume.openJournal())
             try live.requireCurrentFormat()
             let tree = try BackingTree(volume: live)

@@ -167,6 +167,6 @@ import Testing
         let volume = try MountedVolume()
         defer { volume.destroy() }
         let refused = try volume.epochfs("reencrypt", volume.backing)
-        #expect(refused.status == 1 && refused.stderr.contains("is mounted on"), "\(refused.stderr)")
+        #expect(refused.status == 4 && refused.stderr.contains("is mounted on \(volume.mountpoint)"), "\(refused.stderr)")
     }
 }
