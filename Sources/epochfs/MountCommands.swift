@@ -29,9 +29,13 @@ struct Mount: ParsableCommand {
             var settings = MountSession.Options()
             settings.foreground = foreground
             settings.fuseOptions = options.flatMap { $0.split(separator: ",").map(String.init) }
-            // libfuse unmounts by path after the daemon changed directory; the source shown in
-            // /proc/self/mountinfo should name the backing dir from anywhere.
-            try MountSession.run(backing: try absolutePath(volume.backing), mountpoint: try absolutePath(mountpoint),
+            // Both made absolute before anything keeps them: the daemon's working directory
+            // becomes / (so a relative header path would fail every live commit), libfuse
+            // unmounts by path, and the source in /proc/self/mountinfo names the backing dir
+            // from anywhere.
+            var volume = volume
+            volume.backing = try absolutePath(volume.backing)
+            try MountSession.run(backing: volume.backing, mountpoint: try absolutePath(mountpoint),
                                  journal: try volume.openJournal(), options: settings)
         }
     }
