@@ -108,7 +108,9 @@ import Testing
         defer { volume.destroy() }
         var model = try populate(volume, megabytes: 8)
         #expect(volume.control("rekey 2") == 0)
-        #expect(volume.control("reencrypt start 4") == 0)
+        // A pace of 1 kB/s holds the walk after its first item, whatever the machine's speed:
+        // it is still running at the rekey, which comes before the pace is raised.
+        #expect(volume.control("reencrypt start 0.001") == 0)
         let started = try volume.status()["reencryption"] as? [String: Any] ?? [:]
         #expect(started["running"] as? Bool == true, "\(started)")
         // Random writes (some unaligned, some growing a file) into the files while it runs.
@@ -127,8 +129,8 @@ import Testing
             if round == 150 {
                 rekeyed = (try volume.status()["reencryption"] as? [String: Any])?["running"] as? Bool == true
                 #expect(volume.control("rekey 3") == 0)
+                #expect(volume.control("reencrypt start 4") == 0, "releases the walk; the writes go on beside it")
             }
-            usleep(2000)
         }
         let done = try awaitReencryption(volume)
         #expect(rekeyed, "the re-encryption ended before the rekey")
@@ -145,10 +147,14 @@ import Testing
         defer { volume.destroy() }
         let model = try populate(volume, megabytes: 16)
         #expect(volume.control("rekey 2") == 0)
-        #expect(volume.control("reencrypt start 1000") == 0)
-        usleep(400_000)
-        let before = try volume.status()["reencryption"] as? [String: Any] ?? [:]
-        #expect(before["running"] as? Bool == true, "finished before the kill: \(before)")
+        // Held after its first item by a pace of 1 kB/s: killed mid-way by construction.
+        #expect(volume.control("reencrypt start 0.001") == 0)
+        var before: [String: Any] = [:]
+        _ = try waitUntil(seconds: 60) {
+            before = try volume.status()["reencryption"] as? [String: Any] ?? [:]
+            return before["blocks_done"] as? Int ?? 0 > 0
+        }
+        #expect(before["running"] as? Bool == true && before["blocks_done"] as? Int ?? 0 > 0, "\(before)")
         kill(try #require(volume.daemonPID), SIGKILL)
         volume.unmount()
         let half = try keyIDs(volume)

@@ -110,14 +110,26 @@ public final class BackgroundReencryption: Sendable {
         pthread_join(thread, nil)
     }
 
+    /// Ahead of the pace: waits until the bytes looked at are due, in naps of at most 0.1 s so
+    /// that a stop or a new rate (a higher one releases a walk held at a tiny rate) takes
+    /// effect at once. The rate is kept however low it is set.
+    private func waitUntilDue(_ progress: ReencryptionProgress) {
+        let clock = ContinuousClock(), reported = clock.now
+        while !stopRequested.load(ordering: .relaxed) {
+            let due = Double(progress.bytesDone) / 1e6 / Double(bitPattern: rate.load(ordering: .relaxed))
+            let elapsed = clock.now - reported
+            let ahead = due - progress.seconds - (Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18)
+            guard ahead > 0 else { return }
+            usleep(UInt32(min(0.1, ahead) * 1e6))
+        }
+    }
+
     private func walk() {
         defer { running.store(false, ordering: .releasing) }
         do {
             try Reencryption.run(tree, chunk: Self.chunk, copyLimit: Self.copyLimit) { progress in
                 self.state.withLock { $0.progress = progress }
-                // Ahead of the pace: wait until the bytes looked at are due.
-                let due = Double(progress.bytesDone) / 1e6 / Double(bitPattern: self.rate.load(ordering: .relaxed))
-                if due > progress.seconds { usleep(UInt32(min(1, due - progress.seconds) * 1e6)) }
+                self.waitUntilDue(progress)
                 return !self.stopRequested.load(ordering: .relaxed)
             }
         } catch {
