@@ -49,13 +49,15 @@ public enum Volume {
     }
 
     /// The documented CLI exit code for an error: 64 for a malformed key source spec, 2 for key
-    /// failures, 3 for a refused lower epoch, older header or retire, 4 for a volume another
+    /// failures, 3 for a refused lower epoch, older header or retire (of an epoch in use, active
+    /// or not in the keyring), 4 for a volume another
     /// process owns (a mount), 1 for everything else.
     public static func exitCode(for error: any Error) -> Int32 {
         switch error {
         case KeySourceError.badSpec: 64
         case is KeySourceError, JournalError.wrongKey, JournalError.epochUnrecoverable: 2
-        case JournalError.epochBelowCurrent, JournalError.retiringActiveEpoch, HeaderRestoreError.undoes, is RetireError: 3
+        case JournalError.epochBelowCurrent, JournalError.retiringActiveEpoch, JournalError.epochNotInKeyring, HeaderRestoreError.undoes,
+             is RetireError: 3
         case is VolumeBusy: 4
         default: 1
         }

@@ -1,10 +1,14 @@
 import ArgumentParser
+import EpochFormat
 import EpochVolume
 import Foundation
 import Logging
 
 @main
 struct EpochFS: ParsableCommand {
+    /// The release; the one place it is written.
+    static let version = "0.17.0"
+
     static let configuration = CommandConfiguration(
         commandName: "epochfs",
         abstract: "An encrypted FUSE filesystem with epoch-keyed blocks and atomic rekey.",
@@ -12,12 +16,20 @@ struct EpochFS: ParsableCommand {
             Exit codes: 0 success; 1 failure (I/O, damaged header, bad input, problems found by \
             fsck); 2 key failure (wrong key, key source failed or timed out); 3 refused (rekey \
             below the current epoch, restore of an older header without --yes, retire of an \
-            epoch still in use or active); 4 busy (the volume is mounted, the message names the mount \
+            epoch still in use, active or not in the keyring); 4 busy (the volume is mounted, the message names the mount \
             point, or another command that writes it runs); 64 usage error (including a malformed \
             key source spec).
             """,
+        version: "epochfs \(version) (writes volume format \(HeaderSlot.formatVersion), docs/FORMAT.md)",
         subcommands: [Init.self, Info.self, Rekey.self, Reencrypt.self, Retire.self, Mount.self, Status.self, Fsck.self, ExportTree.self, Header.self,
                       WAL.self])
+
+    /// No command: the usage on stderr and a usage error, so that a script that lost its
+    /// arguments does not pass.
+    func run() throws {
+        printError(Self.helpMessage())
+        throw ExitCode(64)
+    }
 }
 
 /// Options every command that opens an existing volume takes.
@@ -75,7 +87,7 @@ func printError(_ message: String) {
 func exitCode(for error: any Error) -> Int32 {
     guard let control = error as? ControlCommandFailed else { return Volume.exitCode(for: error) }
     switch control.failure.errno {
-    case ESTALE, EBUSY: return 3
+    case ESTALE, EBUSY, ENOENT: return 3
     case EIO: return 2
     case EINVAL: return 64
     default: return 1

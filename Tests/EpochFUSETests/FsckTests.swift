@@ -130,6 +130,8 @@ import Testing
                 "\(refusal)")
         #expect(volume.control("retire 2") == EBUSY, "the active epoch is never retired")
         #expect(volume.control("retire 7") == ENOENT)
+        let unknown = try volume.epochfs("retire", "--mount", volume.mountpoint, "7")
+        #expect(unknown.status == 3 && unknown.stderr.contains("not in the keyring"), "\(unknown.output)")
         let offline = try volume.epochfs("retire", volume.backing, "1")
         #expect(offline.status == 4 && offline.stderr.contains("is mounted on \(volume.mountpoint)"), "\(offline.output)")
 

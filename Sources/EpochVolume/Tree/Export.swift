@@ -1,3 +1,4 @@
+import EpochIO
 import Glibc
 
 /// `epochfs export`: the plaintext of a file or tree of a volume, decrypted offline through
@@ -37,7 +38,14 @@ public struct Export {
         var export = Export(tree: tree, skipBad: skipBad, report: report)
         var node = tree.root
         for component in path.split(separator: "/") {
-            node = try export.attempt(path) { try tree.lookup(Array(component.utf8), in: node).0 }
+            node = try export.attempt(path) {
+                do {
+                    return try tree.lookup(Array(component.utf8), in: node).0
+                } catch let error as SystemError {
+                    // Its own message names the encrypted backing name; the operator gave this one.
+                    throw Failure(path: path, reason: String(cString: strerror(error.errno)))
+                }
+            }
         }
         try export.copy(node, at: path.isEmpty ? "/" : path, to: destination)
         return export.progress
