@@ -3,6 +3,7 @@ import EpochFormat
 import EpochVolume
 import Foundation
 import Logging
+import Synchronization
 
 @main
 struct EpochFS: ParsableCommand {
@@ -55,13 +56,18 @@ struct VolumeOptions: ParsableArguments {
     }
 }
 
-func bootstrapLogging(verbose: Bool) {
+/// Log lines go to stderr, or with `syslog` (a daemonized mount, whose stderr is /dev/null)
+/// to syslog(3). The first call of a process decides; later ones change nothing.
+func bootstrapLogging(verbose: Bool, syslog: Bool = false) {
+    guard !loggingBootstrapped.exchange(true, ordering: .relaxed) else { return }
     LoggingSystem.bootstrap { label in
-        var handler = StreamLogHandler.standardError(label: label)
+        var handler: any LogHandler = syslog ? SyslogLogHandler(label: label) : StreamLogHandler.standardError(label: label)
         handler.logLevel = verbose ? .info : .warning
         return handler
     }
 }
+
+private let loggingBootstrapped = Atomic(false)
 
 /// Runs a command body, turning library errors into a message on stderr and the documented
 /// exit code.

@@ -35,6 +35,7 @@ struct Mount: ParsableCommand {
             // from anywhere.
             var volume = volume
             volume.backing = try absolutePath(volume.backing)
+            bootstrapLogging(verbose: volume.verbose, syslog: !foreground)
             try MountSession.run(backing: volume.backing, mountpoint: try absolutePath(mountpoint),
                                  journal: try volume.openJournal(), options: settings)
         }

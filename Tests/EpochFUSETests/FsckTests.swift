@@ -156,7 +156,9 @@ import Testing
         defer { close(fd) }
         var byte: UInt8 = 0
         #expect(read(fd, &byte, 1) == -1 && errno == EIO)
-        #expect(volume.mountLog.contains("key id 1 is retired"), "\(volume.mountLog)")
+        // -f: the line goes to stderr, with the plaintext path and the block.
+        #expect(volume.mountLog.contains("key id 1 is retired") && volume.mountLog.contains("path=/f ")
+                    && volume.mountLog.contains("block=0"), "\(volume.mountLog)")
     }
 }
 
