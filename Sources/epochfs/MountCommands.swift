@@ -70,6 +70,7 @@ struct Status: ParsableCommand {
                 \(status.counters?.authenticationFailures ?? 0) authentication failures
                 failed calls  \(failedCalls(status))
                 last error    \(status.lastError ?? "none")
+                \(describe(status.reencryption))
                 """)
         }
     }

@@ -169,6 +169,42 @@ import Testing
         #expect(try keyIDs(volume).keys.sorted() == ["2"])
     }
 
+    /// `epochfs reencrypt --mount`: follows the walk, detaches on Ctrl-C, stops with --stop;
+    /// the status says the state, and names the epochs referenced only after a whole pass.
+    @Test func throughTheCLIFollowsDetachesStopsAndFinishes() throws {
+        let volume = try MountedVolume()
+        defer { volume.destroy() }
+        let model = try populate(volume, megabytes: 8)
+        #expect(volume.control("rekey 2") == 0)
+        func reencryption() throws -> [String: Any] { try volume.status()["reencryption"] as? [String: Any] ?? [:] }
+        #expect(try reencryption()["state"] == nil, "never started")
+
+        // Held at 1 kB/s after its first item: the follower is interrupted while it runs.
+        let follower = try ChildProcess([volume.binary, "reencrypt", "--mount", volume.mountpoint, "--rate", "0.001"],
+                                        stdoutPath: volume.root + "/follow.out", stderrPath: volume.root + "/follow.err")
+        #expect(try waitUntil(seconds: 60) { try reencryption()["blocks_done"] as? Int ?? 0 > 0 })
+        #expect(try waitUntil(seconds: 10) { follower.stderr.contains("re-encrypting to epoch 2 [") }, "\(follower.stderr)")
+        kill(follower.pid, SIGINT)
+        #expect(follower.wait(seconds: 30) == 130 && follower.stderr.contains("detached"), "\(follower.stderr)")
+        let running = try reencryption()
+        #expect(running["running"] as? Bool == true && running["state"] as? String == "running", "\(running)")
+        #expect(running["epochs_referenced"] == nil, "a pass not looked at whole names no epochs: \(running)")
+        #expect((running["items_by_epoch"] as? [String: Int])?["2"] ?? 0 > 0, "\(running)")
+        let text = try volume.epochfs("status", volume.mountpoint)
+        #expect(text.stdout.contains("re-encryption running: epoch 2, "), "\(text.stdout)")
+
+        let stopped = try volume.epochfs("reencrypt", "--mount", volume.mountpoint, "--stop")
+        #expect(stopped.status == 0 && stopped.stdout.hasPrefix("re-encryption stopped: epoch 2, "), "\(stopped.output)")
+        let afterStop = try reencryption()
+        #expect(afterStop["state"] as? String == "stopped" && afterStop["epochs_referenced"] == nil, "\(afterStop)")
+
+        let finished = try volume.epochfs("reencrypt", "--mount", volume.mountpoint, "--rate", "1000")
+        #expect(finished.status == 0 && finished.stdout.hasPrefix("re-encryption done: epoch 2, "), "\(finished.output)")
+        let done = try reencryption()
+        #expect(done["state"] as? String == "done" && done["epochs_referenced"] as? [Int] == [2], "\(done)")
+        #expect(try PowerCut.Tree(reading: volume.mountpoint) == model)
+    }
+
     @Test func offlineRefusesAMountedVolume() throws {
         let volume = try MountedVolume()
         defer { volume.destroy() }
