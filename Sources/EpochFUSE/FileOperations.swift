@@ -72,7 +72,7 @@ extension Operations {
 
     static func read(_ request: fuse_req_t?, _ node: fuse_ino_t, _ size: Int, _ offset: off_t,
                      _ file: UnsafeMutablePointer<fuse_file_info>?) {
-        replying(request, "read") { fs, request in
+        replying(request, "read", node: node) { fs, request in
             switch fs.resolve(node) {
             case let .control(id):
                 request.reply(try fs.control.read(id, file: file!, size: size, offset: Int(offset)))
@@ -84,7 +84,7 @@ extension Operations {
 
     static func write(_ request: fuse_req_t?, _ node: fuse_ino_t, _ buffer: UnsafePointer<CChar>?, _ size: Int,
                       _ offset: off_t, _ file: UnsafeMutablePointer<fuse_file_info>?) {
-        replying(request, "write") { fs, request in
+        replying(request, "write", node: node) { fs, request in
             let data = UnsafeRawBufferPointer(start: buffer, count: size)
             switch fs.resolve(node) {
             case let .control(id):

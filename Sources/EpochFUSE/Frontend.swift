@@ -2,6 +2,7 @@ import CFuse3
 import EpochVolume
 import Glibc
 import Logging
+import Synchronization
 
 /// The state every FUSE callback works on. libfuse calls on its own threads; everything here
 /// is immutable or guarded (Mutex, atomics, locks), never actor-isolated.
@@ -14,6 +15,9 @@ final class Frontend: Sendable {
     let control: ControlFiles
     let readahead = Readahead()
     let logger = Logger(label: "epochfs.mount")
+    /// Integrity log lines: a burst of 20, then 2 a second, so that a damaged file read in a
+    /// loop cannot flood the journal; the next line says how many were left out.
+    private let integrityLines = Mutex(TokenBucket(capacity: 20, perSecond: 2))
 
     init(volume: LiveVolume) throws {
         self.volume = volume
@@ -58,24 +62,44 @@ final class Frontend: Sendable {
     }
 
     /// The errno a failure becomes. Authentication failures and every other integrity problem
-    /// are EIO, with a log line; never wrong data.
-    func errno(for error: any Error, _ operation: String) -> Int32 {
+    /// are EIO, with a log line naming the file (`nodeID`'s plaintext path where it decrypts),
+    /// the block and the reason; never wrong data.
+    func errno(for error: any Error, _ operation: String, nodeID: fuse_ino_t? = nil) -> Int32 {
         switch error {
         case let error as SystemError:
             volume.counters.countFailure(error.errno)
             return error.errno
         case let error as ContentError:
-            logger.error("integrity failure", metadata: ["operation": "\(operation)", "error": "\(error)"])
+            var metadata: Logger.Metadata = ["operation": "\(operation)"]
+            if let nodeID, case let .backing(node) = resolve(nodeID) { metadata["path"] = "\(tree.plaintextPath(of: node))" }
+            switch error {
+            case let .block(index, reason):
+                metadata["block"] = "\(index)"
+                metadata["reason"] = "\(reason)"
+            case .badFileHeader:
+                metadata["reason"] = "\(error)"
+            }
+            logIntegrity("integrity failure", metadata)
             volume.counters.countFailure(EIO)
             return EIO
         case let error as NameError:
             volume.counters.authenticationFailures.add(1, ordering: .relaxed)
-            logger.error("bad name", metadata: ["operation": "\(operation)", "error": "\(error)"])
+            logIntegrity("bad name", ["operation": "\(operation)", "reason": "\(error)"])
             return EIO
         default:
-            logger.error("failure", metadata: ["operation": "\(operation)", "error": "\(error)"])
+            logIntegrity("failure", ["operation": "\(operation)", "reason": "\(error)"])
             return EIO
         }
+    }
+
+    private func logIntegrity(_ message: Logger.Message, _ metadata: Logger.Metadata) {
+        var now = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &now)
+        let (admitted, refused) = integrityLines.withLock { $0.admit(at: Double(now.tv_sec) + Double(now.tv_nsec) / 1e9) }
+        guard admitted else { return }
+        var metadata = metadata
+        if refused > 0 { metadata["suppressed_before"] = "\(refused)" }
+        logger.error(message, metadata: metadata)
     }
 }
 

@@ -15,12 +15,14 @@ enum Operations {
     }
 
     /// Runs `body`, replying with the errno of whatever it throws.
-    static func replying(_ request: fuse_req_t?, _ operation: String, _ body: (Frontend, Request) throws -> Void) {
+    /// `node` names the file in the log line of an integrity failure.
+    static func replying(_ request: fuse_req_t?, _ operation: String, node: fuse_ino_t? = nil,
+                         _ body: (Frontend, Request) throws -> Void) {
         let fs = frontend(request)
         do {
             try body(fs, Request(raw: request!))
         } catch {
-            fuse_reply_err(request, fs.errno(for: error, operation))
+            fuse_reply_err(request, fs.errno(for: error, operation, nodeID: node))
         }
     }
 

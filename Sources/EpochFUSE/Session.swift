@@ -22,6 +22,10 @@ public enum MountSession {
         // The kernel has applied the caller's umask to every mode it sends; ours must not
         // narrow it again (a new file asked as 0642 stays 0642).
         umask(0)
+        // Held for the daemon's whole life (the descriptor survives the fork of daemonizing):
+        // no second mount and no offline command writes the backing dir meanwhile.
+        let owner = try VolumeOwner(claiming: backing, for: .mount(pid: getpid(), mountpoint: mountpoint))
+        defer { withExtendedLifetime(owner) {} }
         let volume = try LiveVolume(backing: backing, journal: journal)
         try volume.requireCurrentFormat()
         let frontend = try Frontend(volume: volume)
@@ -65,6 +69,7 @@ public enum MountSession {
         frontend.readahead.prepare(mountpoint: mountpoint)
         logger.info("mounted", metadata: ["backing": "\(backing)", "mountpoint": "\(mountpoint)", "epoch": "\(volume.header.epoch)"])
         fuse_daemonize(options.foreground ? 1 : 0)
+        owner.record(.mount(pid: getpid(), mountpoint: mountpoint))
 
         let config = fuse_loop_cfg_create()
         defer { fuse_loop_cfg_destroy(config) }

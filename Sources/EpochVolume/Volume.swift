@@ -5,16 +5,36 @@ import Glibc
 /// Entry points the CLI uses to create a volume and to open its header.
 public enum Volume {
     /// Creates a volume in `backing`, which must be empty or not exist yet; a member of the raft
-    /// cluster `clusterID` when one is given.
+    /// cluster `clusterID` when one is given. It owns `backing` while it writes (a mounted
+    /// volume is refused with `VolumeBusy`), and a failure at any step leaves the directory as
+    /// it was found: what it created is removed, so the next `init` can start over.
     public static func create(backing: String, keySource spec: String, epoch: UInt32, blockSize: UInt32,
                               clusterID: ClusterID? = nil, formatVersion: UInt16 = HeaderSlot.formatVersion,
                               io: any BackingIO = SystemIO()) throws -> VolumeHeader {
         let source = try KeySourceSpec.parse(spec)
-        try prepareEmptyDirectory(backing, io: io)
-        let header = try HeaderJournal(store: try FileHeaderStore(creatingIn: backing, io: io), source: source)
-            .create(epoch: epoch, blockSize: blockSize, clusterID: clusterID, formatVersion: formatVersion)
-        try io.withOpened(backing, in: .currentDirectory, flags: O_RDONLY | O_DIRECTORY) { try DirectoryIV.createDurably(in: $0, io: io) }
-        return header
+        let madeDirectory = try makeDirectory(backing, io: io)
+        let ownerFileExisted = !madeDirectory && (try? io.fstatat(backing + "/" + VolumeOwner.fileName, in: .currentDirectory)) != nil
+        var created: [String] = ownerFileExisted ? [] : [VolumeOwner.fileName]
+        do {
+            let owner = try VolumeOwner(claiming: backing, for: .command(pid: getpid(), name: "init"), io: io)
+            defer { withExtendedLifetime(owner) {} }
+            guard try io.readdir(at: backing).allSatisfy({ $0.name == VolumeOwner.fileName }) else {
+                throw SystemError("init", path: backing, errno: ENOTEMPTY)
+            }
+            let store = try FileHeaderStore(creatingIn: backing, io: io)
+            created.append(FileHeaderStore.fileName)
+            let header = try HeaderJournal(store: store, source: source)
+                .create(epoch: epoch, blockSize: blockSize, clusterID: clusterID, formatVersion: formatVersion)
+            created.append(DirectoryIV.fileName)
+            try io.withOpened(backing, in: .currentDirectory, flags: O_RDONLY | O_DIRECTORY) { try DirectoryIV.createDurably(in: $0, io: io) }
+            return header
+        } catch let busy as VolumeBusy {
+            throw busy // someone else's volume: nothing of it was ours to remove
+        } catch {
+            for name in created.reversed() { try? io.unlinkat(backing + "/" + name, in: .currentDirectory, removeDirectory: false) }
+            if madeDirectory { try? io.unlinkat(backing, in: .currentDirectory, removeDirectory: true) }
+            throw error
+        }
     }
 
     /// The journal of an existing volume, with the key source remembered in its header unless
@@ -29,12 +49,16 @@ public enum Volume {
     }
 
     /// The documented CLI exit code for an error: 64 for a malformed key source spec, 2 for key
-    /// failures, 3 for a refused lower epoch, older header or retire, 1 for everything else.
+    /// failures, 3 for a refused lower epoch, older header or retire (of an epoch in use, active
+    /// or not in the keyring), 4 for a volume another
+    /// process owns (a mount), 1 for everything else.
     public static func exitCode(for error: any Error) -> Int32 {
         switch error {
         case KeySourceError.badSpec: 64
         case is KeySourceError, JournalError.wrongKey, JournalError.epochUnrecoverable: 2
-        case JournalError.epochBelowCurrent, JournalError.retiringActiveEpoch, HeaderRestoreError.undoes, is RetireError: 3
+        case JournalError.epochBelowCurrent, JournalError.retiringActiveEpoch, JournalError.epochNotInKeyring, HeaderRestoreError.undoes,
+             is RetireError: 3
+        case is VolumeBusy: 4
         default: 1
         }
     }
@@ -45,11 +69,13 @@ public enum Volume {
         try HeaderJournal.newestValidSlot(in: store).slot.keySource
     }
 
-    private static func prepareEmptyDirectory(_ path: String, io: any BackingIO) throws {
+    /// Makes `path` a new directory; false when it exists already.
+    private static func makeDirectory(_ path: String, io: any BackingIO) throws -> Bool {
         do {
             try io.mkdirat(path, in: .currentDirectory, mode: 0o700)
-            return
-        } catch let error as SystemError where error.errno == EEXIST {}
-        guard try io.readdir(at: path).isEmpty else { throw SystemError("init", path: path, errno: ENOTEMPTY) }
+            return true
+        } catch let error as SystemError where error.errno == EEXIST {
+            return false
+        }
     }
 }

@@ -87,6 +87,12 @@ struct Rekey: ParsableCommand {
     @Flag(help: "Print the resulting header as one JSON object (offline only).")
     var json = false
 
+    func validate() throws {
+        if json && target.mount != nil {
+            throw ValidationError("--json is for an offline rekey; for a mount, read `epochfs status MOUNTPOINT --json` afterwards")
+        }
+    }
+
     func run() throws {
         let epoch = target.epoch
         if let mount = target.mount {
@@ -98,6 +104,8 @@ struct Rekey: ParsableCommand {
         }
         let volume = try target.offlineVolume()
         try runReportingErrors {
+            let owner = try volume.claim(for: "rekey")
+            defer { withExtendedLifetime(owner) {} }
             let result = try volume.openJournal().rekey(to: epoch)
             if json {
                 try printHeader(result.header, json: true)
@@ -123,9 +131,10 @@ struct EpochTarget: ParsableArguments {
     var keySource: String?
 
     func validate() throws {
-        guard arguments.count == (mount == nil ? 2 : 1), let last = arguments.last, UInt32(last) != nil else {
+        guard arguments.count == (mount == nil ? 2 : 1), let last = arguments.last else {
             throw ValidationError(mount == nil ? "expected BACKING EPOCH" : "expected EPOCH after --mount MOUNTPOINT")
         }
+        guard UInt32(last) != nil else { throw ValidationError("EPOCH must be a number from 1 to 4294967295, not '\(last)'") }
     }
 
     var epoch: UInt32 { UInt32(arguments.last!)! }

@@ -8,6 +8,9 @@ struct ExportTree: ParsableCommand {
         abstract: "Decrypt a file or a tree of a volume into a plain directory (offline, no FUSE).",
         discussion: """
             PATH is the plaintext path inside the volume (/ for all of it); DEST must not exist. \
+            Kept as `cp -a` (or `rsync -aHAX`) keeps them: hard links, modes, owners and groups \
+            (when run as root), access and modification times, user xattrs, symlinks, fifos, \
+            sockets and device nodes. \
             Stops at the first block that does not authenticate (exit 1, naming the file), unless \
             --skip-bad: then such blocks are written as zeros and their byte ranges listed. \
             Progress goes to stderr: one updating line on a terminal, plain lines otherwise.
@@ -32,7 +35,8 @@ struct ExportTree: ParsableCommand {
                 line.update("exporting: \(progress.files) files, \(progress.directories) directories, \(progress.bytes >> 20) MiB")
             }
             line.clear()
-            print("exported \(done.files) files, \(done.directories) directories, \(done.symlinks) symlinks, \(done.bytes) bytes to \(destination)")
+            print("exported \(done.files) files, \(done.directories) directories, \(done.symlinks) symlinks, \(done.bytes) bytes to \(destination)"
+                + (done.hardLinks > 0 ? "; \(done.hardLinks) more names as hard links" : ""))
             for (file, range) in done.skipped {
                 print("skipped \(file) bytes \(range.lowerBound)..<\(range.upperBound): did not authenticate, written as zeros")
             }

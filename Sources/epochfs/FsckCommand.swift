@@ -28,7 +28,8 @@ struct Fsck: ParsableCommand {
     func run() throws {
         var clean = false
         try runReportingErrors {
-            if repair { try refuseIfMounted(backing: volume.backing, "repairing it") }
+            let owner = repair ? try volume.claim(for: "fsck --repair") : nil
+            defer { withExtendedLifetime(owner) {} }
             let tree = try BackingTree(volume: try LiveVolume(backing: volume.backing, journal: try volume.openJournal()), writing: false)
             let line = ProgressLine(plainLines: false)
             let json = json

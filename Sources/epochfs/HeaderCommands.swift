@@ -1,5 +1,6 @@
 import ArgumentParser
 import EpochVolume
+import Glibc
 
 struct Header: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -49,6 +50,8 @@ struct Header: ParsableCommand {
 
         func run() throws {
             try runReportingErrors {
+                let owner = try VolumeOwner(claiming: backing, for: .command(pid: getpid(), name: "header restore"))
+                defer { withExtendedLifetime(owner) {} }
                 let (restored, replaced) = try HeaderBackup.restore(backing: backing, from: file, undoing: yes)
                 print("restored the header of volume \(restored.volumeID) (epoch \(restored.epoch), sequence \(restored.sequence))")
                 if let replaced, replaced.sequence > restored.sequence {

@@ -29,9 +29,14 @@ struct Mount: ParsableCommand {
             var settings = MountSession.Options()
             settings.foreground = foreground
             settings.fuseOptions = options.flatMap { $0.split(separator: ",").map(String.init) }
-            // libfuse unmounts by path after the daemon changed directory; the source shown in
-            // /proc/self/mountinfo should name the backing dir from anywhere.
-            try MountSession.run(backing: try absolutePath(volume.backing), mountpoint: try absolutePath(mountpoint),
+            // Both made absolute before anything keeps them: the daemon's working directory
+            // becomes / (so a relative header path would fail every live commit), libfuse
+            // unmounts by path, and the source in /proc/self/mountinfo names the backing dir
+            // from anywhere.
+            var volume = volume
+            volume.backing = try absolutePath(volume.backing)
+            bootstrapLogging(verbose: volume.verbose, syslog: !foreground)
+            try MountSession.run(backing: volume.backing, mountpoint: try absolutePath(mountpoint),
                                  journal: try volume.openJournal(), options: settings)
         }
     }
@@ -65,6 +70,7 @@ struct Status: ParsableCommand {
                 \(status.counters?.authenticationFailures ?? 0) authentication failures
                 failed calls  \(failedCalls(status))
                 last error    \(status.lastError ?? "none")
+                \(describe(status.reencryption))
                 """)
         }
     }
@@ -114,14 +120,6 @@ struct ControlCommandFailed: Error, CustomStringConvertible {
 struct CLIError: Error, CustomStringConvertible {
     let description: String
     init(_ description: String) { self.description = description }
-}
-
-/// Refuses an offline change (`what`) to a volume that is mounted: the mount would not see it,
-/// or would race it.
-func refuseIfMounted(backing: String, _ what: String) throws {
-    let source = "epochfs:" + (try absolutePath(backing))
-    guard let mount = try MountTable.read().last(where: { $0.source == source }) else { return }
-    throw CLIError("\(backing) is mounted on \(mount.mountPoint): unmount it before \(what)")
 }
 
 func absolutePath(_ path: String) throws -> String {

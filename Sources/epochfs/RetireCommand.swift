@@ -49,7 +49,8 @@ struct Retire: ParsableCommand {
         }
         let volume = try target.offlineVolume()
         try runReportingErrors {
-            try refuseIfMounted(backing: volume.backing, "retiring offline (or retire with --mount)")
+            let owner = try volume.claim(for: "retire")
+            defer { withExtendedLifetime(owner) {} }
             let tree = try BackingTree(volume: try LiveVolume(backing: volume.backing, journal: try volume.openJournal()), writing: false)
             let walReferences = walDirectories.isEmpty ? nil : { (header: VolumeHeader) in
                 let gate = CutoverGate(cutover: header.slot.raftCutover, layout: layout, raftKeys: RaftKeys.lookup(in: header.keyring))

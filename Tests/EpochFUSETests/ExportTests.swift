@@ -1,3 +1,4 @@
+import CLinux
 import EpochVolume
 import Foundation
 import Glibc
@@ -53,6 +54,47 @@ import Testing
         expected.replaceSubrange(20480..<24576, with: repeatElement(0, count: 4096))
         let zeroed = FileManager.default.contents(atPath: volume.root + "/skipped/d/sub/" + long) == Data(expected)
         #expect(zeroed, "the bad block is zeros, every other byte as stored")
+    }
+
+    /// What `cp -a` keeps comes out: hard links, modes, owners, times, xattrs, fifos.
+    @Test func exportKeepsHardLinksModesOwnersTimesAndXattrs() throws {
+        let volume = try MountedVolume()
+        defer { volume.destroy() }
+        #expect(mkdir(volume.path("d"), 0o750) == 0)
+        try Data("linked\n".utf8).write(to: URL(fileURLWithPath: volume.path("a")))
+        #expect(link(volume.path("a"), volume.path("d/b")) == 0)
+        #expect(chown(volume.path("a"), 1234, 5678) == 0 && chmod(volume.path("a"), 0o4751) == 0, "chmod after chown: it clears set-ID bits")
+        #expect(epochfs_setxattr(volume.path("a"), "user.note", "kept", 4, 0) == 0)
+        #expect(symlink("a", volume.path("s")) == 0 && lchown(volume.path("s"), 4321, 8765) == 0)
+        #expect(mkfifo(volume.path("d/fifo"), 0o640) == 0)
+        let past = [timespec(tv_sec: 1_000_000_000, tv_nsec: 123_456_789), timespec(tv_sec: 1_100_000_000, tv_nsec: 987_654_321)]
+        for name in ["a", "s", "d/fifo", "d"] { #expect(utimensat(AT_FDCWD, volume.path(name), past, AT_SYMLINK_NOFOLLOW) == 0, "\(name)") }
+        volume.unmount()
+
+        let copy = volume.root + "/copy"
+        let exported = try volume.epochfs("export", volume.backing, "/", copy)
+        #expect(exported.status == 0 && exported.stdout.contains("1 more names as hard links"), "\(exported.output)")
+        func info(_ name: String) -> stat {
+            var result = stat()
+            #expect(lstat(copy + "/" + name, &result) == 0, "\(name)")
+            return result
+        }
+        let a = info("a"), b = info("d/b"), s = info("s"), fifo = info("d/fifo"), d = info("d")
+        #expect(a.st_ino == b.st_ino && a.st_nlink == 2, "one file, two names")
+        #expect(a.st_mode & 0o7777 == 0o4751 && a.st_uid == 1234 && a.st_gid == 5678)
+        #expect(s.st_mode & S_IFMT == S_IFLNK && s.st_uid == 4321 && s.st_gid == 8765)
+        #expect(fifo.st_mode & S_IFMT == S_IFIFO && fifo.st_mode & 0o7777 == 0o640)
+        #expect(d.st_mode & 0o7777 == 0o750)
+        // A symlink's atime is not compared: reading its sealed target (for its size) touches it.
+        for (name, attributes) in [("a", a), ("s", s), ("d/fifo", fifo), ("d", d)] {
+            #expect(attributes.st_mtim.tv_sec == past[1].tv_sec && attributes.st_mtim.tv_nsec == past[1].tv_nsec
+                        && (name == "s" || attributes.st_atim.tv_sec == past[0].tv_sec && attributes.st_atim.tv_nsec == past[0].tv_nsec),
+                    "\(name): the times \(attributes.st_atim) \(attributes.st_mtim)")
+        }
+        var value = [UInt8](repeating: 0, count: 16)
+        let length = epochfs_getxattr(copy + "/a", "user.note", &value, 16)
+        #expect(length == 4 && Array(value.prefix(4)) == Array("kept".utf8))
+        #expect(try String(contentsOfFile: copy + "/d/b", encoding: .utf8) == "linked\n")
     }
 
     /// A volume of format 1 (made before the shadow slots): the mount refuses it and says what

@@ -25,7 +25,7 @@ import Testing
         let innerInode = try inode(volume.path("kept/inner"))
         let backing = try BackingPaths(volume)
         let whileMounted = try volume.epochfs("fsck", volume.backing, "--repair")
-        #expect(whileMounted.status == 1 && whileMounted.stderr.contains("is mounted on \(volume.mountpoint)"), "\(whileMounted.output)")
+        #expect(whileMounted.status == 4 && whileMounted.stderr.contains("is mounted on \(volume.mountpoint)"), "\(whileMounted.output)")
         volume.unmount()
 
         let clean = try volume.epochfs("fsck", volume.backing)
@@ -130,8 +130,10 @@ import Testing
                 "\(refusal)")
         #expect(volume.control("retire 2") == EBUSY, "the active epoch is never retired")
         #expect(volume.control("retire 7") == ENOENT)
+        let unknown = try volume.epochfs("retire", "--mount", volume.mountpoint, "7")
+        #expect(unknown.status == 3 && unknown.stderr.contains("not in the keyring"), "\(unknown.output)")
         let offline = try volume.epochfs("retire", volume.backing, "1")
-        #expect(offline.status == 1 && offline.stderr.contains("is mounted on \(volume.mountpoint)"), "\(offline.output)")
+        #expect(offline.status == 4 && offline.stderr.contains("is mounted on \(volume.mountpoint)"), "\(offline.output)")
 
         let backingFile = try BackingPaths(volume).path(of: "f")
         let oldCopy = try Data(contentsOf: URL(fileURLWithPath: backingFile))
@@ -154,7 +156,9 @@ import Testing
         defer { close(fd) }
         var byte: UInt8 = 0
         #expect(read(fd, &byte, 1) == -1 && errno == EIO)
-        #expect(volume.mountLog.contains("key id 1 is retired"), "\(volume.mountLog)")
+        // -f: the line goes to stderr, with the plaintext path and the block.
+        #expect(volume.mountLog.contains("key id 1 is retired") && volume.mountLog.contains("path=/f ")
+                    && volume.mountLog.contains("block=0"), "\(volume.mountLog)")
     }
 }
 

@@ -108,7 +108,9 @@ import Testing
         defer { volume.destroy() }
         var model = try populate(volume, megabytes: 8)
         #expect(volume.control("rekey 2") == 0)
-        #expect(volume.control("reencrypt start 4") == 0)
+        // A pace of 1 kB/s holds the walk after its first item, whatever the machine's speed:
+        // it is still running at the rekey, which comes before the pace is raised.
+        #expect(volume.control("reencrypt start 0.001") == 0)
         let started = try volume.status()["reencryption"] as? [String: Any] ?? [:]
         #expect(started["running"] as? Bool == true, "\(started)")
         // Random writes (some unaligned, some growing a file) into the files while it runs.
@@ -127,8 +129,8 @@ import Testing
             if round == 150 {
                 rekeyed = (try volume.status()["reencryption"] as? [String: Any])?["running"] as? Bool == true
                 #expect(volume.control("rekey 3") == 0)
+                #expect(volume.control("reencrypt start 4") == 0, "releases the walk; the writes go on beside it")
             }
-            usleep(2000)
         }
         let done = try awaitReencryption(volume)
         #expect(rekeyed, "the re-encryption ended before the rekey")
@@ -145,10 +147,14 @@ import Testing
         defer { volume.destroy() }
         let model = try populate(volume, megabytes: 16)
         #expect(volume.control("rekey 2") == 0)
-        #expect(volume.control("reencrypt start 1000") == 0)
-        usleep(400_000)
-        let before = try volume.status()["reencryption"] as? [String: Any] ?? [:]
-        #expect(before["running"] as? Bool == true, "finished before the kill: \(before)")
+        // Held after its first item by a pace of 1 kB/s: killed mid-way by construction.
+        #expect(volume.control("reencrypt start 0.001") == 0)
+        var before: [String: Any] = [:]
+        _ = try waitUntil(seconds: 60) {
+            before = try volume.status()["reencryption"] as? [String: Any] ?? [:]
+            return before["blocks_done"] as? Int ?? 0 > 0
+        }
+        #expect(before["running"] as? Bool == true && before["blocks_done"] as? Int ?? 0 > 0, "\(before)")
         kill(try #require(volume.daemonPID), SIGKILL)
         volume.unmount()
         let half = try keyIDs(volume)
@@ -163,10 +169,46 @@ import Testing
         #expect(try keyIDs(volume).keys.sorted() == ["2"])
     }
 
+    /// `epochfs reencrypt --mount`: follows the walk, detaches on Ctrl-C, stops with --stop;
+    /// the status says the state, and names the epochs referenced only after a whole pass.
+    @Test func throughTheCLIFollowsDetachesStopsAndFinishes() throws {
+        let volume = try MountedVolume()
+        defer { volume.destroy() }
+        let model = try populate(volume, megabytes: 8)
+        #expect(volume.control("rekey 2") == 0)
+        func reencryption() throws -> [String: Any] { try volume.status()["reencryption"] as? [String: Any] ?? [:] }
+        #expect(try reencryption()["state"] == nil, "never started")
+
+        // Held at 1 kB/s after its first item: the follower is interrupted while it runs.
+        let follower = try ChildProcess([volume.binary, "reencrypt", "--mount", volume.mountpoint, "--rate", "0.001"],
+                                        stdoutPath: volume.root + "/follow.out", stderrPath: volume.root + "/follow.err")
+        #expect(try waitUntil(seconds: 60) { try reencryption()["blocks_done"] as? Int ?? 0 > 0 })
+        #expect(try waitUntil(seconds: 10) { follower.stderr.contains("re-encrypting to epoch 2 [") }, "\(follower.stderr)")
+        kill(follower.pid, SIGINT)
+        #expect(follower.wait(seconds: 30) == 130 && follower.stderr.contains("detached"), "\(follower.stderr)")
+        let running = try reencryption()
+        #expect(running["running"] as? Bool == true && running["state"] as? String == "running", "\(running)")
+        #expect(running["epochs_referenced"] == nil, "a pass not looked at whole names no epochs: \(running)")
+        #expect((running["items_by_epoch"] as? [String: Int])?["2"] ?? 0 > 0, "\(running)")
+        let text = try volume.epochfs("status", volume.mountpoint)
+        #expect(text.stdout.contains("re-encryption running: epoch 2, "), "\(text.stdout)")
+
+        let stopped = try volume.epochfs("reencrypt", "--mount", volume.mountpoint, "--stop")
+        #expect(stopped.status == 0 && stopped.stdout.hasPrefix("re-encryption stopped: epoch 2, "), "\(stopped.output)")
+        let afterStop = try reencryption()
+        #expect(afterStop["state"] as? String == "stopped" && afterStop["epochs_referenced"] == nil, "\(afterStop)")
+
+        let finished = try volume.epochfs("reencrypt", "--mount", volume.mountpoint, "--rate", "1000")
+        #expect(finished.status == 0 && finished.stdout.hasPrefix("re-encryption done: epoch 2, "), "\(finished.output)")
+        let done = try reencryption()
+        #expect(done["state"] as? String == "done" && done["epochs_referenced"] as? [Int] == [2], "\(done)")
+        #expect(try PowerCut.Tree(reading: volume.mountpoint) == model)
+    }
+
     @Test func offlineRefusesAMountedVolume() throws {
         let volume = try MountedVolume()
         defer { volume.destroy() }
         let refused = try volume.epochfs("reencrypt", volume.backing)
-        #expect(refused.status == 1 && refused.stderr.contains("is mounted on"), "\(refused.stderr)")
+        #expect(refused.status == 4 && refused.stderr.contains("is mounted on \(volume.mountpoint)"), "\(refused.stderr)")
     }
 }

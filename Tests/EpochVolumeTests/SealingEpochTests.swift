@@ -15,6 +15,8 @@ import Testing
 @Suite struct SealingEpochTests {
     final class Stop: Sendable {
         let flag = Atomic<Bool>(false)
+        /// Symlinks (each with an xattr) made so far.
+        let made = Atomic<Int>(0)
         let failures = Mutex<[String]>([])
     }
 
@@ -44,6 +46,7 @@ import Testing
                     index += 1
                     _ = try tree.symlink(Array("target \(index)".utf8), named: Array("link\(index)".utf8), in: tree.root, owner: nil)
                     try tree.setXattr(file!, name: "user.a\(index)", value: Array("value \(index)".utf8), flags: 0)
+                    stop.made.add(1, ordering: .releasing)
                 } catch {
                     stop.failures.withLock { $0.append("\(error)") }
                     return
@@ -55,7 +58,10 @@ import Testing
         for epoch in UInt32(2)...25 {
             try volume.rekey(to: epoch)
             seen.append((epoch, Set(try names(backing, DT_LNK)), Set(try xattrNames(backing))))
-            usleep(2000)
+            // Three items made wholly after this rekey returned (so under its epoch) before the
+            // next: the counts below hold by construction, not by the scheduler's grace.
+            let target = stop.made.load(ordering: .acquiring) + 4
+            while stop.made.load(ordering: .acquiring) < target && !maker.isFinished { usleep(1000) }
         }
         stop.flag.store(true, ordering: .relaxed)
         while !maker.isFinished { usleep(1000) }

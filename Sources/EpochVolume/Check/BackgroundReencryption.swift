@@ -2,9 +2,16 @@ import EpochIO
 import Glibc
 import Synchronization
 
+/// Where a re-encryption of a mount is: running, or how its last walk ended.
+public enum ReencryptionState: String, Codable, Sendable {
+    case running, stopped, done, failed
+}
+
 /// What the mount's status file says of re-encryption (docs/FORMAT.md §7).
 public struct ReencryptionStatus: Codable, Equatable, Sendable {
     public let running: Bool
+    /// nil before the first `reencrypt start`.
+    public let state: ReencryptionState?
     /// The pace asked for, in MB/s of blocks looked at.
     public let rate: Double?
     public let targetEpoch: UInt32?
@@ -12,14 +19,21 @@ public struct ReencryptionStatus: Codable, Equatable, Sendable {
     public let blocksTotal: Int?
     public let megabytesPerSecond: Double?
     public let etaSeconds: Double?
-    /// The epochs the items of the walk's current (or, once it ended, last) pass name.
+    /// Items (blocks, symlink targets, xattr values) the current or last pass looked at, by
+    /// the epoch they name now.
+    public let itemsByEpoch: [String: Int]?
+    /// The epochs the volume's items name, after a whole pass (state `done`) only: a stopped or
+    /// running pass has not looked at everything.
     public let epochsReferenced: [UInt32]?
     /// Why the last walk stopped, if it failed.
     public let error: String?
 
-    public init(running: Bool, rate: Double? = nil, targetEpoch: UInt32? = nil, blocksDone: Int? = nil, blocksTotal: Int? = nil,
-                megabytesPerSecond: Double? = nil, etaSeconds: Double? = nil, epochsReferenced: [UInt32]? = nil, error: String? = nil) {
+    public init(running: Bool, state: ReencryptionState? = nil, rate: Double? = nil, targetEpoch: UInt32? = nil, blocksDone: Int? = nil,
+                blocksTotal: Int? = nil, megabytesPerSecond: Double? = nil, etaSeconds: Double? = nil, itemsByEpoch: [String: Int]? = nil,
+                epochsReferenced: [UInt32]? = nil, error: String? = nil) {
         self.running = running
+        self.state = state
+        self.itemsByEpoch = itemsByEpoch
         self.rate = rate
         self.targetEpoch = targetEpoch
         self.blocksDone = blocksDone
@@ -31,7 +45,8 @@ public struct ReencryptionStatus: Codable, Equatable, Sendable {
     }
 
     enum CodingKeys: String, CodingKey {
-        case running, rate = "rate_mb_s", targetEpoch = "target_epoch", blocksDone = "blocks_done", blocksTotal = "blocks_total"
+        case running, state, itemsByEpoch = "items_by_epoch", rate = "rate_mb_s", targetEpoch = "target_epoch"
+        case blocksDone = "blocks_done", blocksTotal = "blocks_total"
         case megabytesPerSecond = "mb_per_s", etaSeconds = "eta_seconds", epochsReferenced = "epochs_referenced", error
     }
 }
@@ -52,6 +67,8 @@ public final class BackgroundReencryption: Sendable {
         var thread: pthread_t?
         var progress: ReencryptionProgress?
         var error: String?
+        /// How the last walk ended.
+        var ended: ReencryptionState?
     }
 
     private let tree: BackingTree
@@ -69,7 +86,10 @@ public final class BackgroundReencryption: Sendable {
         guard running.compareExchange(expected: false, desired: true, ordering: .acquiringAndReleasing).exchanged else { return }
         join()
         stopRequested.store(false, ordering: .relaxed)
-        state.withLock { $0.error = nil }
+        state.withLock {
+            $0.error = nil
+            $0.ended = nil
+        }
         var thread = pthread_t()
         let context = Unmanaged.passRetained(self).toOpaque()
         let result = pthread_create(&thread, nil, { context in
@@ -92,14 +112,17 @@ public final class BackgroundReencryption: Sendable {
     }
 
     public var status: ReencryptionStatus {
-        let (progress, error) = state.withLock { ($0.progress, $0.error) }
+        let isRunning = running.load(ordering: .acquiring)
+        let (progress, error, ended) = state.withLock { ($0.progress, $0.error, $0.ended) }
+        let current: ReencryptionState? = isRunning ? .running : ended
         guard let progress else {
-            return ReencryptionStatus(running: running.load(ordering: .relaxed), error: error)
+            return ReencryptionStatus(running: isRunning, state: current, error: error)
         }
-        return ReencryptionStatus(running: running.load(ordering: .relaxed), rate: Double(bitPattern: rate.load(ordering: .relaxed)),
+        return ReencryptionStatus(running: isRunning, state: current, rate: Double(bitPattern: rate.load(ordering: .relaxed)),
                                   targetEpoch: progress.target, blocksDone: progress.blocksDone, blocksTotal: progress.blocksTotal,
                                   megabytesPerSecond: progress.megabytesPerSecond, etaSeconds: progress.secondsLeft,
-                                  epochsReferenced: progress.keyIDs.keys.sorted(), error: error)
+                                  itemsByEpoch: Dictionary(uniqueKeysWithValues: progress.keyIDs.map { (String($0.key), $0.value) }),
+                                  epochsReferenced: current == .done ? progress.keyIDs.keys.sorted() : nil, error: error)
     }
 
     private func join() {
@@ -110,18 +133,36 @@ public final class BackgroundReencryption: Sendable {
         pthread_join(thread, nil)
     }
 
+    /// Ahead of the pace: waits until the bytes looked at are due, in naps of at most 0.1 s so
+    /// that a stop or a new rate (a higher one releases a walk held at a tiny rate) takes
+    /// effect at once. The rate is kept however low it is set.
+    private func waitUntilDue(_ progress: ReencryptionProgress) {
+        let clock = ContinuousClock(), reported = clock.now
+        while !stopRequested.load(ordering: .relaxed) {
+            let due = Double(progress.bytesDone) / 1e6 / Double(bitPattern: rate.load(ordering: .relaxed))
+            let elapsed = clock.now - reported
+            let ahead = due - progress.seconds - (Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18)
+            guard ahead > 0 else { return }
+            usleep(UInt32(min(0.1, ahead) * 1e6))
+        }
+    }
+
     private func walk() {
         defer { running.store(false, ordering: .releasing) }
+        var stopped = false
         do {
             try Reencryption.run(tree, chunk: Self.chunk, copyLimit: Self.copyLimit) { progress in
                 self.state.withLock { $0.progress = progress }
-                // Ahead of the pace: wait until the bytes looked at are due.
-                let due = Double(progress.bytesDone) / 1e6 / Double(bitPattern: self.rate.load(ordering: .relaxed))
-                if due > progress.seconds { usleep(UInt32(min(1, due - progress.seconds) * 1e6)) }
-                return !self.stopRequested.load(ordering: .relaxed)
+                self.waitUntilDue(progress)
+                stopped = self.stopRequested.load(ordering: .relaxed)
+                return !stopped
             }
+            state.withLock { $0.ended = stopped ? .stopped : .done }
         } catch {
-            state.withLock { $0.error = "\(error)" }
+            state.withLock {
+                $0.error = "\(error)"
+                $0.ended = .failed
+            }
         }
     }
 }

@@ -32,7 +32,11 @@ public final class FileHeaderStore: HeaderStore {
     public init(backing: String, io: any BackingIO = SystemIO()) throws {
         path = backing + "/" + Self.fileName
         self.io = io
-        fd = try io.open(path, in: .currentDirectory, flags: O_RDONLY | O_CLOEXEC, mode: 0)
+        do {
+            fd = try io.open(path, in: .currentDirectory, flags: O_RDONLY | O_CLOEXEC, mode: 0)
+        } catch let error as SystemError where error.errno == ENOENT {
+            throw NotAVolume(backing: backing, header: path)
+        }
         if let info = try? io.fstat(fd), Int(info.st_blocks) * 512 < 2 * HeaderSlot.size {
             // Best effort: without it a commit still works wherever the disk has room.
             try? allocateSlots()
@@ -95,4 +99,12 @@ public final class FileHeaderStore: HeaderStore {
         precondition(slot == 0 || slot == 1)
         return slot * HeaderSlot.size
     }
+}
+
+/// A directory without a header: not a volume (or not one yet).
+public struct NotAVolume: Error, CustomStringConvertible {
+    public let backing: String
+    public let header: String
+
+    public var description: String { "\(backing) is not an epochfs volume (no \(header))" }
 }

@@ -1,13 +1,19 @@
+import CLinux
+import EpochIO
 import Glibc
 
 /// `epochfs export`: the plaintext of a file or tree of a volume, decrypted offline through
-/// the same `BackingTree` the mount serves, into a plain directory.
+/// the same `BackingTree` the mount serves, into a plain directory, with what `cp -a` keeps:
+/// hard links, modes, owners (where the caller may set them), access and modification times,
+/// `user.` xattrs, fifos, sockets and device nodes.
 public struct Export {
     /// How far an export got; handed to the progress callback as it goes.
     public struct Progress: Sendable {
         public var files = 0
         public var directories = 0
         public var symlinks = 0
+        /// Names made as hard links of a file exported before.
+        public var hardLinks = 0
         public var bytes = 0
         /// Byte ranges of files that did not authenticate and were written as zeros
         /// (`skipBad` only), by plaintext path.
@@ -28,6 +34,8 @@ public struct Export {
     let skipBad: Bool
     let report: (Progress) -> Void
     private var progress = Progress()
+    /// Where each file of several links was exported first: its other names link to it.
+    private var exportedFiles: [BackingNode.Identity: String] = [:]
 
     /// Exports the plaintext `path` ("/" for the whole volume) of `tree` to `destination`,
     /// which must not exist yet. Fails on the first block that does not authenticate unless
@@ -37,7 +45,14 @@ public struct Export {
         var export = Export(tree: tree, skipBad: skipBad, report: report)
         var node = tree.root
         for component in path.split(separator: "/") {
-            node = try export.attempt(path) { try tree.lookup(Array(component.utf8), in: node).0 }
+            node = try export.attempt(path) {
+                do {
+                    return try tree.lookup(Array(component.utf8), in: node).0
+                } catch let error as SystemError {
+                    // Its own message names the encrypted backing name; the operator gave this one.
+                    throw Failure(path: path, reason: String(cString: strerror(error.errno)))
+                }
+            }
         }
         try export.copy(node, at: path.isEmpty ? "/" : path, to: destination)
         return export.progress
@@ -58,18 +73,43 @@ public struct Export {
             }
             progress.directories += 1
         case S_IFREG:
+            if attributes.st_nlink > 1, let first = exportedFiles[node.identity] {
+                try system(path) { link(first, destination) }
+                progress.hardLinks += 1
+                return // one inode: its metadata is set already
+            }
             try copyFile(node, size: Int(attributes.st_size), at: path, to: destination)
+            if attributes.st_nlink > 1 { exportedFiles[node.identity] = destination }
             progress.files += 1
         case S_IFLNK:
             let target = try attempt(path) { try tree.readlink(node) }
             try system(path) { symlink(String(decoding: target, as: UTF8.self), destination) }
             progress.symlinks += 1
-            return // a symlink has no mode of its own to set
         default:
-            return // fifos, sockets and devices hold no data: nothing to export
+            // Fifos, sockets and devices hold no data; the node itself is made again.
+            try system(path) { mknod(destination, attributes.st_mode, attributes.st_rdev) }
         }
-        try system(path) { chmod(destination, attributes.st_mode & 0o7777) }
+        try keepMetadata(of: node, attributes, at: path, on: destination)
         report(progress)
+    }
+
+    /// What `cp -a` keeps: xattrs, then the owner (which may clear set-ID bits), then the mode,
+    /// then the times (last: the rest changes the ctime only, but a directory's mtime moved as
+    /// its entries were made). An owner the caller may not give is left, as cp does.
+    private func keepMetadata(of node: BackingNode, _ attributes: stat, at path: String, on destination: String) throws {
+        let isSymlink = attributes.st_mode & S_IFMT == S_IFLNK
+        if !isSymlink {
+            for name in try attempt(path) { try tree.listXattrs(node) } {
+                let value = try attempt(path + " xattr " + name) { try tree.getXattr(node, name: name) }
+                try system(path) { epochfs_setxattr(destination, name, value, UInt(value.count), 0) }
+            }
+        }
+        if lchown(destination, attributes.st_uid, attributes.st_gid) != 0, errno != EPERM {
+            throw Failure(path: path, reason: "chown: " + String(cString: strerror(errno)))
+        }
+        if !isSymlink { try system(path) { chmod(destination, attributes.st_mode & 0o7777) } }
+        let times = [attributes.st_atim, attributes.st_mtim]
+        try system(path) { utimensat(AT_FDCWD, destination, times, AT_SYMLINK_NOFOLLOW) }
     }
 
     private mutating func copyFile(_ node: BackingNode, size: Int, at path: String, to destination: String) throws {
