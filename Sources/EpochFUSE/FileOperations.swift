@@ -86,15 +86,16 @@ extension Operations {
                       _ offset: off_t, _ file: UnsafeMutablePointer<fuse_file_info>?) {
         replying(request, "write") { fs, request in
             let data = UnsafeRawBufferPointer(start: buffer, count: size)
+            var written = size
             switch fs.resolve(node) {
             case let .control(id):
                 try fs.control.write(id, data: data, caller: request.caller.user)
             case let .backing(node):
                 let handle = file!.pointee.fh
-                try fs.tree.write(node, through: Handle.fd(handle), offset: Handle.isAppend(handle) ? nil : Int(offset), data: data,
-                                  caller: request.caller.user)
+                written = try fs.tree.write(node, through: Handle.fd(handle), offset: Handle.isAppend(handle) ? nil : Int(offset),
+                                            data: data, caller: request.caller.user)
             }
-            fuse_reply_write(request.raw, size)
+            fuse_reply_write(request.raw, written)
         }
     }
 
@@ -152,6 +153,7 @@ extension Operations {
     static func listEntries(_ request: fuse_req_t?, _ node: fuse_ino_t, _ size: Int, _ offset: off_t,
                             _ file: UnsafeMutablePointer<fuse_file_info>?, plus: Bool) {
         replying(request, plus ? "readdirplus" : "readdir") { fs, request in
+            guard offset >= 0 else { throw SystemError("readdir", path: "", errno: EINVAL) }
             let listing = DirectoryListing.of(file!)
             let directory: BackingNode?
             let entries: [DirectoryListing.Entry]
