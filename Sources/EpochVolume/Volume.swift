@@ -8,9 +8,9 @@ public enum Volume {
     /// cluster `clusterID` when one is given.
     public static func create(backing: String, keySource spec: String, epoch: UInt32, blockSize: UInt32,
                               clusterID: ClusterID? = nil, formatVersion: UInt16 = HeaderSlot.formatVersion,
-                              io: any BackingIO = SystemIO()) throws -> VolumeHeader {
+                              rootMode: mode_t? = nil, io: any BackingIO = SystemIO()) throws -> VolumeHeader {
         let source = try KeySourceSpec.parse(spec)
-        try prepareEmptyDirectory(backing, io: io)
+        try prepareEmptyDirectory(backing, mode: rootMode, io: io)
         let header = try HeaderJournal(store: try FileHeaderStore(creatingIn: backing, io: io), source: source)
             .create(epoch: epoch, blockSize: blockSize, clusterID: clusterID, formatVersion: formatVersion)
         try io.withOpened(backing, in: .currentDirectory, flags: O_RDONLY | O_DIRECTORY) { try DirectoryIV.createDurably(in: $0, io: io) }
@@ -45,11 +45,18 @@ public enum Volume {
         try HeaderJournal.newestValidSlot(in: store).slot.keySource
     }
 
-    private static func prepareEmptyDirectory(_ path: String, io: any BackingIO) throws {
+    /// Makes `path` (the mount's root: its mode is the root's) as mkdir(1) would, 0777 less
+    /// the umask, or with exactly `mode`; an existing empty directory keeps its own mode
+    /// unless `mode` is given (docs/FORMAT.md §1.3).
+    private static func prepareEmptyDirectory(_ path: String, mode: mode_t?, io: any BackingIO) throws {
         do {
-            try io.mkdirat(path, in: .currentDirectory, mode: 0o700)
-            return
-        } catch let error as SystemError where error.errno == EEXIST {}
-        guard try io.readdir(at: path).isEmpty else { throw SystemError("init", path: path, errno: ENOTEMPTY) }
+            try io.mkdirat(path, in: .currentDirectory, mode: 0o777)
+        } catch let error as SystemError where error.errno == EEXIST {
+            guard try io.readdir(at: path).isEmpty else { throw SystemError("init", path: path, errno: ENOTEMPTY) }
+        }
+        // A chmod, which the umask does not narrow.
+        if let mode {
+            try io.withOpened(path, in: .currentDirectory, flags: O_RDONLY | O_DIRECTORY) { try io.fchmod($0, mode: mode & 0o7777) }
+        }
     }
 }
