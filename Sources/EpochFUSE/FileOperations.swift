@@ -50,7 +50,7 @@ extension Operations {
                 try fs.control.open(id, file: file, caller: request.caller.user)
             case let .backing(node):
                 let flags = file.pointee.flags
-                let fd = try fs.tree.open(node, flags: flags, caller: request.caller.user)
+                let fd = try fs.tree.open(node, flags: flags, caller: request.setIDCaller)
                 file.pointee.fh = Handle.make(fd, append: flags & O_APPEND != 0)
             }
             fuse_reply_open(request.raw, file)
@@ -93,7 +93,7 @@ extension Operations {
             case let .backing(node):
                 let handle = file!.pointee.fh
                 written = try fs.tree.write(node, through: Handle.fd(handle), offset: Handle.isAppend(handle) ? nil : Int(offset),
-                                            data: data, caller: request.caller.user)
+                                            data: data, caller: request.setIDCaller)
             }
             fuse_reply_write(request.raw, written)
         }
@@ -120,7 +120,8 @@ extension Operations {
                           _ file: UnsafeMutablePointer<fuse_file_info>?) {
         replying(request, "fallocate") { fs, request in
             let node = try fs.backing(node, orFail: ENODEV)
-            try fs.tree.allocate(node, through: Handle.fd(file!.pointee.fh), mode: mode, offset: Int(offset), length: Int(length))
+            try fs.tree.allocate(node, through: Handle.fd(file!.pointee.fh), mode: mode, offset: Int(offset), length: Int(length),
+                                  caller: request.setIDCaller)
             request.replyOK()
         }
     }

@@ -85,7 +85,7 @@ enum Operations {
             }
             if toSet & FUSE_SET_ATTR_SIZE != 0 {
                 let handle = file.flatMap { $0.pointee.fh != 0 ? Handle.fd($0.pointee.fh) : nil }
-                try fs.tree.truncate(node, to: Int(wanted.st_size), through: handle, caller: request.caller.user)
+                try fs.tree.truncate(node, to: Int(wanted.st_size), through: handle, caller: request.setIDCaller)
             }
             if toSet & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME | FUSE_SET_ATTR_ATIME_NOW | FUSE_SET_ATTR_MTIME_NOW) != 0 {
                 func time(now: Int32, given: Int32, _ value: timespec) -> timespec {

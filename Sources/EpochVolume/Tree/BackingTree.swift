@@ -378,7 +378,7 @@ public final class BackingTree: Sendable {
     // MARK: File content
 
     /// Opens the regular file (or other non-directory) `node` with `flags`; O_TRUNC empties it.
-    public func open(_ node: BackingNode, flags: Int32, caller: uid_t) throws -> FileDescriptor {
+    public func open(_ node: BackingNode, flags: Int32, caller: Caller) throws -> FileDescriptor {
         let fd = try reopen(node, flags: Self.backingFlags(flags))
         guard let content = node.content else { return fd }
         do {
@@ -409,7 +409,7 @@ public final class BackingTree: Sendable {
     /// there, and one starting at or past it fails with EFBIG.
     @discardableResult
     public func write(_ node: BackingNode, through handle: FileDescriptor, offset: Int?, data: UnsafeRawBufferPointer,
-                      caller: uid_t) throws -> Int {
+                      caller: Caller) throws -> Int {
         let content = try content(node)
         let count = try writableCount(at: offset ?? content.size(fd: handle), data.count)
         try dropSetIDBits(handle, caller: caller)
@@ -418,7 +418,7 @@ public final class BackingTree: Sendable {
     }
 
     /// Sets the plaintext size, through `handle` or, for a truncate by path, a descriptor of its own.
-    public func truncate(_ node: BackingNode, to size: Int, through handle: FileDescriptor?, caller: uid_t) throws {
+    public func truncate(_ node: BackingNode, to size: Int, through handle: FileDescriptor?, caller: Caller) throws {
         guard let content = node.content else { throw SystemError("truncate", path: "", errno: EINVAL) }
         try checkRange(offset: size, length: 0, "truncate")
         let fd = try handle ?? reopen(node, flags: O_RDWR | O_CLOEXEC)
@@ -428,10 +428,13 @@ public final class BackingTree: Sendable {
     }
 
     /// fallocate(2) on the plaintext (FileContent.allocate).
-    public func allocate(_ node: BackingNode, through handle: FileDescriptor, mode: Int32, offset: Int, length: Int) throws {
+    public func allocate(_ node: BackingNode, through handle: FileDescriptor, mode: Int32, offset: Int, length: Int,
+                         caller: Caller) throws {
         // Every mode, as the kernel checks it for ext4 before the file system sees the call.
         try checkRange(offset: offset, length: length, "fallocate")
-        try content(node).allocate(fd: handle, mode: mode, offset: offset, length: length)
+        let content = try content(node)
+        try dropSetIDBits(handle, caller: caller)
+        try content.allocate(fd: handle, mode: mode, offset: offset, length: length)
     }
 
     /// fsync(2) or fdatasync(2) of a handle of `node` (a file or directory), after the side
@@ -763,7 +766,7 @@ public final class BackingTree: Sendable {
             throw error
         }
         // A chown is a metadata write on the backing fs, so only when someone else asked.
-        if let owner { try? io.fchownat(backing.name, in: directory.fd, owner: owner.user, group: owner.group) }
+        if let owner { try? giveNewEntry(backing.name, in: directory, to: owner) }
         return try locateLocked(backingName: backing.name, in: directory)
     }
 
@@ -808,18 +811,6 @@ public final class BackingTree: Sendable {
 
     private func removeLinkFile(_ path: String?) {
         if let path { try? io.unlinkat(path, in: root.fd, removeDirectory: false) }
-    }
-
-    /// What ext4 does on a write or truncate by a caller without CAP_FSETID: set-user-ID goes,
-    /// and set-group-ID too when the group may execute. The backing fs would not do it, since
-    /// the daemon writes as root. Callers other than root count as lacking CAP_FSETID.
-    private func dropSetIDBits(_ fd: FileDescriptor, caller: uid_t) throws {
-        guard caller != 0 else { return }
-        let mode = try io.fstat(fd).st_mode & 0o7777
-        var kept = mode & ~S_ISUID
-        if kept & S_IXGRP != 0 { kept &= ~S_ISGID }
-        guard kept != mode else { return }
-        try io.fchmod(fd, mode: kept)
     }
 
     /// The root's name IV: made at init; created here only for a backing dir with no entries yet.
