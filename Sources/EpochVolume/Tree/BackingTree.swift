@@ -270,7 +270,7 @@ public final class BackingTree: Sendable {
         discardSideFile(of: backing, in: directory)
     }
 
-    /// rename(2) with its flags (RENAME_NOREPLACE, RENAME_EXCHANGE).
+    /// rename(2) with its flags (RENAME_NOREPLACE, RENAME_EXCHANGE, RENAME_WHITEOUT).
     public func rename(_ name: [UInt8], in from: BackingNode, to newName: [UInt8], in to: BackingNode, flags: UInt32) throws {
         try namespace.withReadLock { try renameEntry(name, in: from, to: newName, in: to, flags: flags) }
     }
@@ -293,9 +293,10 @@ public final class BackingTree: Sendable {
             }
             throw error
         }
-        // An exchange keeps both names in place; a move leaves the old name unused.
+        // An exchange keeps both names in place; a move leaves the old name unused, unless a
+        // whiteout (RENAME_WHITEOUT, as overlayfs asks) now takes it: a long one keeps its side file.
         if moving {
-            discardSideFile(of: old, in: from)
+            if flags & epochfs_RENAME_WHITEOUT == 0 { discardSideFile(of: old, in: from) }
             removeLinkFile(replacedLinkFile)
         }
     }
