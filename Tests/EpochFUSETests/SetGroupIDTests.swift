@@ -90,4 +90,20 @@ import Testing
             return result
         }
     }
+
+    /// The kernel asks the daemon to drop the bits (an empty setattr) before it sends the
+    /// fallocate; the mode it then shows at once must be ext4's, not one it cached a moment
+    /// earlier (xfstests generic/683 runs stat(1) right after).
+    @Test func theDroppedBitsShowAtOnce() throws {
+        try compare { root in
+            let path = root + "/file"
+            try Data(repeating: 7, count: 196_608).write(to: URL(fileURLWithPath: path))
+            #expect(chown(path, 0, 0) == 0 && chmod(path, 0o6666) == 0)
+            let outcome = try run("/usr/bin/setpriv", ["--reuid=65534", "--regid=65534", "--clear-groups", "/usr/bin/fallocate",
+                                                       "-o", "65536", "-l", "65536", path])
+            #expect(outcome.status == 0, "\(outcome.stderr)")
+            // stat(1) asks statx for the mode alone, which the kernel answers from its cache.
+            return [try run("/usr/bin/stat", ["-c", "%a", path]).stdout]
+        }
+    }
 }

@@ -36,6 +36,13 @@ extension BackingTree {
         try volume.io.fchmod(fd, mode: kept)
     }
 
+    /// `dropSetIDBits` for the object `node` holds, not through an open file: a chown to the
+    /// same owner, or the kernel asking for the bits to go (before a fallocate).
+    public func dropSetIDBits(of node: BackingNode, caller: Caller) throws {
+        guard node.content != nil else { return }
+        try dropSetIDBits(node.fd, caller: caller)
+    }
+
     /// The group a new entry in `directory` made for `owner` gets: the directory's when it is
     /// set-group-ID (a new subdirectory keeps the bit: the backing mkdir gives it), else the
     /// owner's own (generic/633, 696).
