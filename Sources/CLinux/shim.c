@@ -1,4 +1,5 @@
 #define _GNU_SOURCE
+#include <dirent.h>
 #include <fcntl.h>
 #include <linux/falloc.h>
 #include <stdio.h>
@@ -13,6 +14,7 @@
 const int epochfs_O_PATH = O_PATH;
 const int epochfs_O_NOATIME = O_NOATIME;
 const int epochfs_O_DIRECT = O_DIRECT;
+const int epochfs_O_TMPFILE = O_TMPFILE;
 const int epochfs_AT_EMPTY_PATH = AT_EMPTY_PATH;
 const int epochfs_XATTR_REPLACE = XATTR_REPLACE;
 const long epochfs_UTIME_NOW = UTIME_NOW;
@@ -22,6 +24,9 @@ const unsigned int epochfs_RENAME_EXCHANGE = RENAME_EXCHANGE;
 const int epochfs_FALLOC_FL_KEEP_SIZE = FALLOC_FL_KEEP_SIZE;
 const int epochfs_FALLOC_FL_PUNCH_HOLE = FALLOC_FL_PUNCH_HOLE;
 const int epochfs_FALLOC_FL_ZERO_RANGE = FALLOC_FL_ZERO_RANGE;
+const unsigned int epochfs_RENAME_WHITEOUT = RENAME_WHITEOUT;
+const int epochfs_SEEK_DATA = SEEK_DATA;
+const int epochfs_SEEK_HOLE = SEEK_HOLE;
 
 int epochfs_renameat2(int olddirfd, const char *oldpath, int newdirfd, const char *newpath, unsigned int flags) {
     return renameat2(olddirfd, oldpath, newdirfd, newpath, flags);
@@ -61,3 +66,12 @@ int epochfs_setxattr(const char *path, const char *name, const void *value, unsi
 }
 long epochfs_listxattr(const char *path, char *list, unsigned long size) { return listxattr(path, list, size); }
 int epochfs_removexattr(const char *path, const char *name) { return removexattr(path, name); }
+
+long epochfs_copy_file_range(int fd_in, long long offset_in, int fd_out, long long offset_out, unsigned long length) {
+    loff_t in = offset_in, out = offset_out;
+    return copy_file_range(fd_in, &in, fd_out, &out, length, 0);
+}
+
+long epochfs_readahead(int fd, long long offset, unsigned long count) { return readahead(fd, offset, count); }
+
+long epochfs_getdents(int fd, void *buffer, unsigned long size) { return getdents64(fd, buffer, size); }

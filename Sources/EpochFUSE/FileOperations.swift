@@ -50,7 +50,7 @@ extension Operations {
                 try fs.control.open(id, file: file, caller: request.caller.user)
             case let .backing(node):
                 let flags = file.pointee.flags
-                let fd = try fs.tree.open(node, flags: flags, caller: request.caller.user)
+                let fd = try fs.tree.open(node, flags: flags, caller: request.setIDCaller)
                 file.pointee.fh = Handle.make(fd, append: flags & O_APPEND != 0)
             }
             fuse_reply_open(request.raw, file)
@@ -86,15 +86,16 @@ extension Operations {
                       _ offset: off_t, _ file: UnsafeMutablePointer<fuse_file_info>?) {
         replying(request, "write", node: node) { fs, request in
             let data = UnsafeRawBufferPointer(start: buffer, count: size)
+            var written = size
             switch fs.resolve(node) {
             case let .control(id):
                 try fs.control.write(id, data: data, caller: request.caller.user)
             case let .backing(node):
                 let handle = file!.pointee.fh
-                try fs.tree.write(node, through: Handle.fd(handle), offset: Handle.isAppend(handle) ? nil : Int(offset), data: data,
-                                  caller: request.caller.user)
+                written = try fs.tree.write(node, through: Handle.fd(handle), offset: Handle.isAppend(handle) ? nil : Int(offset),
+                                            data: data, caller: request.setIDCaller)
             }
-            fuse_reply_write(request.raw, size)
+            fuse_reply_write(request.raw, written)
         }
     }
 
@@ -119,7 +120,8 @@ extension Operations {
                           _ file: UnsafeMutablePointer<fuse_file_info>?) {
         replying(request, "fallocate") { fs, request in
             let node = try fs.backing(node, orFail: ENODEV)
-            try fs.tree.allocate(node, through: Handle.fd(file!.pointee.fh), mode: mode, offset: Int(offset), length: Int(length))
+            try fs.tree.allocate(node, through: Handle.fd(file!.pointee.fh), mode: mode, offset: Int(offset), length: Int(length),
+                                  caller: request.setIDCaller)
             request.replyOK()
         }
     }
@@ -152,6 +154,7 @@ extension Operations {
     static func listEntries(_ request: fuse_req_t?, _ node: fuse_ino_t, _ size: Int, _ offset: off_t,
                             _ file: UnsafeMutablePointer<fuse_file_info>?, plus: Bool) {
         replying(request, plus ? "readdirplus" : "readdir") { fs, request in
+            guard offset >= 0 else { throw SystemError("readdir", path: "", errno: EINVAL) }
             let listing = DirectoryListing.of(file!)
             let directory: BackingNode?
             let entries: [DirectoryListing.Entry]

@@ -113,6 +113,23 @@ struct Request {
         return (context.uid, context.gid)
     }
 
+    /// The caller for the set-ID rules (`Caller`): in the request's group, or in one of their
+    /// supplementary groups, looked up (libfuse reads /proc) only when a rule asks.
+    var setIDCaller: Caller {
+        let (user, group) = caller
+        let raw = raw
+        return Caller(user: user) { wanted in
+            guard wanted != group else { return true }
+            var groups = [gid_t](repeating: 0, count: 64)
+            var count = Int(fuse_req_getgroups(raw, Int32(groups.count), &groups))
+            if count > groups.count {
+                groups = [gid_t](repeating: 0, count: count)
+                count = Int(fuse_req_getgroups(raw, Int32(groups.count), &groups))
+            }
+            return count > 0 && groups.prefix(min(count, groups.count)).contains(wanted)
+        }
+    }
+
     /// As root with `allow_other`, what another user creates belongs to them in the backing
     /// dir; nil when the caller is the daemon's own user.
     var owner: BackingTree.Owner? {

@@ -79,7 +79,12 @@ enum Operations {
             // chown(path, -1, -1) changes nothing but the ctime; the kernel sends it with no field.
             let fields = FUSE_SET_ATTR_MODE | FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID | FUSE_SET_ATTR_SIZE | FUSE_SET_ATTR_ATIME
                 | FUSE_SET_ATTR_MTIME | FUSE_SET_ATTR_ATIME_NOW | FUSE_SET_ATTR_MTIME_NOW
-            if toSet & fields == 0 { try fs.tree.setOwner(node, user: uid_t.max, group: gid_t.max) }
+            // So does the kernel before a fallocate, to have set-ID bits dropped (HANDLE_KILLPRIV):
+            // both drop them as ext4 would, and the reply tells the kernel the mode at once.
+            if toSet & fields == 0 {
+                try fs.tree.setOwner(node, user: uid_t.max, group: gid_t.max)
+                try fs.tree.dropSetIDBits(of: node, caller: request.setIDCaller)
+            }
             if toSet & FUSE_SET_ATTR_MODE != 0 { try fs.tree.setMode(node, wanted.st_mode) }
             if toSet & (FUSE_SET_ATTR_UID | FUSE_SET_ATTR_GID) != 0 {
                 try fs.tree.setOwner(node, user: toSet & FUSE_SET_ATTR_UID != 0 ? wanted.st_uid : uid_t.max,
@@ -87,7 +92,7 @@ enum Operations {
             }
             if toSet & FUSE_SET_ATTR_SIZE != 0 {
                 let handle = file.flatMap { $0.pointee.fh != 0 ? Handle.fd($0.pointee.fh) : nil }
-                try fs.tree.truncate(node, to: Int(wanted.st_size), through: handle, caller: request.caller.user)
+                try fs.tree.truncate(node, to: Int(wanted.st_size), through: handle, caller: request.setIDCaller)
             }
             if toSet & (FUSE_SET_ATTR_ATIME | FUSE_SET_ATTR_MTIME | FUSE_SET_ATTR_ATIME_NOW | FUSE_SET_ATTR_MTIME_NOW) != 0 {
                 func time(now: Int32, given: Int32, _ value: timespec) -> timespec {

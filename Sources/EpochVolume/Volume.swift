@@ -10,7 +10,7 @@ public enum Volume {
     /// it was found: what it created is removed, so the next `init` can start over.
     public static func create(backing: String, keySource spec: String, epoch: UInt32, blockSize: UInt32,
                               clusterID: ClusterID? = nil, formatVersion: UInt16 = HeaderSlot.formatVersion,
-                              io: any BackingIO = SystemIO()) throws -> VolumeHeader {
+                              rootMode: mode_t? = nil, io: any BackingIO = SystemIO()) throws -> VolumeHeader {
         let source = try KeySourceSpec.parse(spec)
         let madeDirectory = try makeDirectory(backing, io: io)
         let ownerFileExisted = !madeDirectory && (try? io.fstatat(backing + "/" + VolumeOwner.fileName, in: .currentDirectory)) != nil
@@ -26,7 +26,11 @@ public enum Volume {
             let header = try HeaderJournal(store: store, source: source)
                 .create(epoch: epoch, blockSize: blockSize, clusterID: clusterID, formatVersion: formatVersion)
             created.append(DirectoryIV.fileName)
-            try io.withOpened(backing, in: .currentDirectory, flags: O_RDONLY | O_DIRECTORY) { try DirectoryIV.createDurably(in: $0, io: io) }
+            try io.withOpened(backing, in: .currentDirectory, flags: O_RDONLY | O_DIRECTORY) { directory in
+                try DirectoryIV.createDurably(in: directory, io: io)
+                // The mount's root mode, exactly: a chmod, which the umask does not narrow.
+                if let rootMode { try io.fchmod(directory, mode: rootMode & 0o7777) }
+            }
             return header
         } catch let busy as VolumeBusy {
             throw busy // someone else's volume: nothing of it was ours to remove
@@ -69,10 +73,11 @@ public enum Volume {
         try HeaderJournal.newestValidSlot(in: store).slot.keySource
     }
 
-    /// Makes `path` a new directory; false when it exists already.
+    /// Makes `path` (the mount's root) a new directory as mkdir(1) would, 0777 less the umask;
+    /// false when it exists already, and then it keeps its mode (docs/FORMAT.md §1.3).
     private static func makeDirectory(_ path: String, io: any BackingIO) throws -> Bool {
         do {
-            try io.mkdirat(path, in: .currentDirectory, mode: 0o700)
+            try io.mkdirat(path, in: .currentDirectory, mode: 0o777)
             return true
         } catch let error as SystemError where error.errno == EEXIST {
             return false

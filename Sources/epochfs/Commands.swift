@@ -31,10 +31,24 @@ struct Init: ParsableCommand {
         valueName: "ID"))
     var clusterID: String?
 
+    @Option(help: ArgumentHelp(
+        "The mode of the backing directory, which is the mount's root (octal, e.g. 755 or 1777); "
+            + "default: as mkdir makes it, 0777 less the umask, or an existing directory's own.",
+        valueName: "MODE"))
+    var mode: String?
+
     @Flag(help: "Print the result as one JSON object.")
     var json = false
 
+    /// `--mode` as a mode; nil when not given.
+    var rootMode: mode_t? {
+        mode.flatMap { mode_t($0, radix: 8) }
+    }
+
     func validate() throws {
+        if let mode, mode_t(mode, radix: 8).map({ $0 > 0o7777 }) ?? true {
+            throw ValidationError("--mode must be an octal mode from 0 to 7777")
+        }
         guard epoch >= 1 else { throw ValidationError("--epoch must be 1 or more (0 is reserved)") }
         guard blockSize >= 512, blockSize <= 1 << 20, blockSize & (blockSize - 1) == 0 else {
             throw ValidationError("--block-size must be a power of two from 512 to 1048576")
@@ -48,7 +62,7 @@ struct Init: ParsableCommand {
         bootstrapLogging(verbose: false)
         try runReportingErrors {
             let header = try Volume.create(backing: backing, keySource: keySource, epoch: epoch, blockSize: blockSize,
-                                           clusterID: try clusterID.map { try ClusterID($0) })
+                                           clusterID: try clusterID.map { try ClusterID($0) }, rootMode: rootMode)
             try printHeader(header, json: json)
         }
     }

@@ -197,7 +197,9 @@ final class LockstepRun {
             try FileManager.default.createDirectory(atPath: root + "/d0", withIntermediateDirectories: true)
             try FileManager.default.createDirectory(atPath: root + "/d1", withIntermediateDirectories: true)
         }
-        chmod(plain, 0o700)
+        var root = stat()
+        stat(volume.mountpoint, &root)
+        chmod(plain, root.st_mode & 0o7777) // as the mount's root, the backing dir init made
         let seed = ProcessInfo.processInfo.environment["EPOCHFS_MODEL_SEED"].flatMap { UInt64($0) } ?? UInt64.random(in: 0...UInt64.max)
         let run = LockstepRun(plain: plain, mount: volume.mountpoint, blockSize: 4096, seed: seed)
         for number in 0..<20_000 {

@@ -239,7 +239,9 @@ let posixSteps: [Step] = [
         defer { volume.destroy() }
         let plain = volume.root + "/plain"
         try FileManager.default.createDirectory(atPath: plain, withIntermediateDirectories: true)
-        chmod(plain, 0o700) // as the backing root of a new volume
+        var root = stat()
+        stat(volume.mountpoint, &root)
+        chmod(plain, root.st_mode & 0o7777) // as the mount's root, the backing dir init made
         for step in posixSteps {
             let expected = step.run(plain)
             let actual = step.run(volume.mountpoint)

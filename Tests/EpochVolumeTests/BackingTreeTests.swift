@@ -136,8 +136,8 @@ import Testing
             let farAway = 64 << 20
             switch operation {
             case "write": try write("tail", to: file, at: farAway)
-            case "fallocate": try tree.allocate(file, through: handle, mode: 0, offset: farAway, length: 4096)
-            default: try tree.allocate(file, through: handle, mode: epochfs_FALLOC_FL_KEEP_SIZE, offset: farAway, length: 4096)
+            case "fallocate": try tree.allocate(file, through: handle, mode: 0, offset: farAway, length: 4096, caller: 0)
+            default: try tree.allocate(file, through: handle, mode: epochfs_FALLOC_FL_KEEP_SIZE, offset: farAway, length: 4096, caller: 0)
             }
             let allocated = Int(try SystemIO().fstat(handle).st_blocks) * 512
             #expect(allocated < 64 * 1024, "\(operation): \(allocated) bytes allocated")

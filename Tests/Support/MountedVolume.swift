@@ -18,7 +18,7 @@ public final class MountedVolume: @unchecked Sendable {
     /// Key files for epochs 1...`epochs`; the volume starts at epoch 1. It lives in its own
     /// temporary directory, or in `directory/name` (several volumes side by side), or under
     /// `disk` (a backing disk that fills up).
-    public init(in directory: TemporaryDirectory? = nil, name: String = "volume", on disk: SmallDisk? = nil, epochs: Int = 3,
+    public init(in directory: TemporaryDirectory? = nil, name: String = "volume", on disk: (any BackingDisk)? = nil, epochs: Int = 3,
                 blockSize: Int = 4096, mountOptions: [String] = []) throws {
         try requireTools([("/bin/fusermount3", "fuse3")])
         guard access("/dev/fuse", R_OK | W_OK) == 0 else { throw TestFailure("/dev/fuse is missing; run mount-helpers/prepare-host.sh") }

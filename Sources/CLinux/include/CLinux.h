@@ -6,6 +6,7 @@
 extern const int epochfs_O_PATH;
 extern const int epochfs_O_NOATIME;
 extern const int epochfs_O_DIRECT;
+extern const int epochfs_O_TMPFILE;
 extern const int epochfs_AT_EMPTY_PATH;
 extern const long epochfs_UTIME_NOW;
 extern const long epochfs_UTIME_OMIT;
@@ -14,6 +15,9 @@ extern const unsigned int epochfs_RENAME_EXCHANGE;
 extern const int epochfs_FALLOC_FL_KEEP_SIZE;
 extern const int epochfs_FALLOC_FL_PUNCH_HOLE;
 extern const int epochfs_FALLOC_FL_ZERO_RANGE;
+extern const unsigned int epochfs_RENAME_WHITEOUT;
+extern const int epochfs_SEEK_DATA;
+extern const int epochfs_SEEK_HOLE;
 
 int epochfs_renameat2(int olddirfd, const char *oldpath, int newdirfd, const char *newpath, unsigned int flags);
 int epochfs_syncfs(int fd);
@@ -28,6 +32,12 @@ int epochfs_start_writeback(int fd, long long offset, long long length);
 int epochfs_page_cache_pages(int fd, unsigned long long offset, unsigned long long length,
                              unsigned long long *cached, unsigned long long *dirty);
 int epochfs_fallocate(int fd, int mode, long offset, long length);
+// copy_file_range(2) with explicit offsets; returns the bytes copied, or -1 with errno set.
+long epochfs_copy_file_range(int fd_in, long long offset_in, int fd_out, long long offset_out, unsigned long length);
+// getdents64(2): the entries of the directory open at fd from its current offset.
+long epochfs_getdents(int fd, void *buffer, unsigned long size);
+// readahead(2).
+long epochfs_readahead(int fd, long long offset, unsigned long count);
 
 // Extended attributes (sys/xattr.h is not in Swift's Glibc module).
 long epochfs_getxattr(const char *path, const char *name, void *value, unsigned long size);

@@ -36,6 +36,9 @@ public final class BackingTree: Sendable {
 
     /// Longest `user.` xattr value taken.
     public static let maxXattrValue = 65_536
+    /// XATTR_NAME_MAX: the longest backing attribute name, so the longest plaintext name is
+    /// 165 bytes (docs/FORMAT.md §5.5); longer ones cannot be stored, nor exist.
+    static let maxBackingXattrName = 255
 
     /// A side file (directory IV, long-name or link file, `epochfs.links`) written since the
     /// last fsync of anything, held open with the directory it is in, both to be fsync'd.
@@ -66,6 +69,8 @@ public final class BackingTree: Sendable {
     /// renaming it over the old one (docs/FORMAT.md §1); left behind only by a crash in
     /// between, and then replaced.
     static let resealName = "epochfs.reseal"
+    /// The backing file system's largest file, for `maxFileSize` (RequestLimits.swift).
+    let backingSizeLimit = BackingSizeLimit()
 
     private var io: any BackingIO { volume.io }
 
@@ -265,7 +270,7 @@ public final class BackingTree: Sendable {
         discardSideFile(of: backing, in: directory)
     }
 
-    /// rename(2) with its flags (RENAME_NOREPLACE, RENAME_EXCHANGE).
+    /// rename(2) with its flags (RENAME_NOREPLACE, RENAME_EXCHANGE, RENAME_WHITEOUT).
     public func rename(_ name: [UInt8], in from: BackingNode, to newName: [UInt8], in to: BackingNode, flags: UInt32) throws {
         try namespace.withReadLock { try renameEntry(name, in: from, to: newName, in: to, flags: flags) }
     }
@@ -288,9 +293,10 @@ public final class BackingTree: Sendable {
             }
             throw error
         }
-        // An exchange keeps both names in place; a move leaves the old name unused.
+        // An exchange keeps both names in place; a move leaves the old name unused, unless a
+        // whiteout (RENAME_WHITEOUT, as overlayfs asks) now takes it: a long one keeps its side file.
         if moving {
-            discardSideFile(of: old, in: from)
+            if flags & epochfs_RENAME_WHITEOUT == 0 { discardSideFile(of: old, in: from) }
             removeLinkFile(replacedLinkFile)
         }
     }
@@ -373,7 +379,7 @@ public final class BackingTree: Sendable {
     // MARK: File content
 
     /// Opens the regular file (or other non-directory) `node` with `flags`; O_TRUNC empties it.
-    public func open(_ node: BackingNode, flags: Int32, caller: uid_t) throws -> FileDescriptor {
+    public func open(_ node: BackingNode, flags: Int32, caller: Caller) throws -> FileDescriptor {
         let fd = try reopen(node, flags: Self.backingFlags(flags))
         guard let content = node.content else { return fd }
         do {
@@ -395,20 +401,27 @@ public final class BackingTree: Sendable {
     /// Reads up to `count` plaintext bytes at `offset` through `handle`, handed to `deliver`.
     public func read<R>(_ node: BackingNode, through handle: FileDescriptor, offset: Int, count: Int,
                         _ deliver: (UnsafeRawBufferPointer) throws -> R) throws -> R {
-        try content(node).read(fd: handle, offset: offset, count: count, deliver)
+        guard offset >= 0, count >= 0 else { throw SystemError("read", path: "", errno: EINVAL) }
+        return try content(node).read(fd: handle, offset: offset, count: count, deliver)
     }
 
-    /// Writes `data` at `offset` (at the end when nil: O_APPEND), as `caller`.
+    /// Writes `data` at `offset` (at the end when nil: O_APPEND), as `caller`. Returns how
+    /// many bytes it wrote: as on ext4, a write reaching past the largest file is cut short
+    /// there, and one starting at or past it fails with EFBIG.
+    @discardableResult
     public func write(_ node: BackingNode, through handle: FileDescriptor, offset: Int?, data: UnsafeRawBufferPointer,
-                      caller: uid_t) throws {
+                      caller: Caller) throws -> Int {
         let content = try content(node)
+        let count = try writableCount(at: offset ?? content.size(fd: handle), data.count)
         try dropSetIDBits(handle, caller: caller)
-        try content.write(fd: handle, offset: offset, data: data)
+        try content.write(fd: handle, offset: offset, data: UnsafeRawBufferPointer(rebasing: data[0..<count]))
+        return count
     }
 
     /// Sets the plaintext size, through `handle` or, for a truncate by path, a descriptor of its own.
-    public func truncate(_ node: BackingNode, to size: Int, through handle: FileDescriptor?, caller: uid_t) throws {
+    public func truncate(_ node: BackingNode, to size: Int, through handle: FileDescriptor?, caller: Caller) throws {
         guard let content = node.content else { throw SystemError("truncate", path: "", errno: EINVAL) }
+        try checkRange(offset: size, length: 0, "truncate")
         let fd = try handle ?? reopen(node, flags: O_RDWR | O_CLOEXEC)
         defer { if handle == nil { io.close(fd) } }
         try dropSetIDBits(fd, caller: caller)
@@ -416,8 +429,13 @@ public final class BackingTree: Sendable {
     }
 
     /// fallocate(2) on the plaintext (FileContent.allocate).
-    public func allocate(_ node: BackingNode, through handle: FileDescriptor, mode: Int32, offset: Int, length: Int) throws {
-        try content(node).allocate(fd: handle, mode: mode, offset: offset, length: length)
+    public func allocate(_ node: BackingNode, through handle: FileDescriptor, mode: Int32, offset: Int, length: Int,
+                         caller: Caller) throws {
+        // Every mode, as the kernel checks it for ext4 before the file system sees the call.
+        try checkRange(offset: offset, length: length, "fallocate")
+        let content = try content(node)
+        try dropSetIDBits(handle, caller: caller)
+        try content.allocate(fd: handle, mode: mode, offset: offset, length: length)
     }
 
     /// fsync(2) or fdatasync(2) of a handle of `node` (a file or directory), after the side
@@ -494,15 +512,23 @@ public final class BackingTree: Sendable {
     /// not stored (EOPNOTSUPP); symlinks take none (EPERM).
     public func setXattr(_ node: BackingNode, name: String, value: [UInt8], flags: Int32) throws {
         guard let backing = try volume.xattrs.backingName(name) else { throw SystemError("setxattr", path: "", errno: EOPNOTSUPP) }
+        // ERANGE, as the kernel answers for a name past XATTR_NAME_MAX.
+        guard backing.utf8.count <= Self.maxBackingXattrName else { throw SystemError("setxattr", path: "", errno: ERANGE) }
         guard !node.isSymlink else { throw SystemError("setxattr", path: "", errno: EPERM) }
         try volume.sealing { epoch in try xattrChanges.withLock { _ in
             let sealed = try volume.xattrs.sealValue(value, name: name, epoch: epoch)
-            try sealed.withUnsafeBytes { try io.setxattr(node.fd, name: backing, value: $0, flags: flags) }
+            do {
+                try sealed.withUnsafeBytes { try io.setxattr(node.fd, name: backing, value: $0, flags: flags) }
+            } catch let error as SystemError where error.errno == E2BIG {
+                // A value the kernel took whose sealed form is past XATTR_SIZE_MAX: no room
+                // for it, as ext4 answers for a value its block cannot hold (docs/FORMAT.md §5.5).
+                throw SystemError("setxattr", path: "", errno: ENOSPC)
+            }
         } }
     }
 
     public func getXattr(_ node: BackingNode, name: String) throws -> [UInt8] {
-        guard let backing = try volume.xattrs.backingName(name), !node.isSymlink else {
+        guard let backing = try volume.xattrs.backingName(name), backing.utf8.count <= Self.maxBackingXattrName, !node.isSymlink else {
             throw SystemError("getxattr", path: "", errno: ENODATA)
         }
         var sealed = [UInt8](repeating: 0, count: Self.maxXattrValue + 64)
@@ -521,7 +547,7 @@ public final class BackingTree: Sendable {
     }
 
     public func removeXattr(_ node: BackingNode, name: String) throws {
-        guard let backing = try volume.xattrs.backingName(name), !node.isSymlink else {
+        guard let backing = try volume.xattrs.backingName(name), backing.utf8.count <= Self.maxBackingXattrName, !node.isSymlink else {
             throw SystemError("removexattr", path: "", errno: ENODATA)
         }
         try xattrChanges.withLock { _ in try io.removexattr(node.fd, name: backing) }
@@ -741,7 +767,7 @@ public final class BackingTree: Sendable {
             throw error
         }
         // A chown is a metadata write on the backing fs, so only when someone else asked.
-        if let owner { try? io.fchownat(backing.name, in: directory.fd, owner: owner.user, group: owner.group) }
+        if let owner { try? giveNewEntry(backing.name, in: directory, to: owner) }
         return try locateLocked(backingName: backing.name, in: directory)
     }
 
@@ -786,18 +812,6 @@ public final class BackingTree: Sendable {
 
     private func removeLinkFile(_ path: String?) {
         if let path { try? io.unlinkat(path, in: root.fd, removeDirectory: false) }
-    }
-
-    /// What ext4 does on a write or truncate by a caller without CAP_FSETID: set-user-ID goes,
-    /// and set-group-ID too when the group may execute. The backing fs would not do it, since
-    /// the daemon writes as root. Callers other than root count as lacking CAP_FSETID.
-    private func dropSetIDBits(_ fd: FileDescriptor, caller: uid_t) throws {
-        guard caller != 0 else { return }
-        let mode = try io.fstat(fd).st_mode & 0o7777
-        var kept = mode & ~S_ISUID
-        if kept & S_IXGRP != 0 { kept &= ~S_ISGID }
-        guard kept != mode else { return }
-        try io.fchmod(fd, mode: kept)
     }
 
     /// The root's name IV: made at init; created here only for a backing dir with no entries yet.
