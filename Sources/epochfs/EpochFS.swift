@@ -1,4 +1,5 @@
 import ArgumentParser
+import EpochReconcile
 import EpochVolume
 import Foundation
 import Logging
@@ -15,7 +16,7 @@ struct EpochFS: ParsableCommand {
             epoch still in use or active); 64 usage error (including a malformed key source spec).
             """,
         subcommands: [Init.self, Info.self, Rekey.self, Reencrypt.self, Retire.self, Mount.self, Status.self, Fsck.self, ExportTree.self, Header.self,
-                      WAL.self])
+                      WAL.self, Reconcile.self])
 }
 
 /// Options every command that opens an existing volume takes.
