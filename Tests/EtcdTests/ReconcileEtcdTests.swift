@@ -135,8 +135,9 @@ import Testing
                           "command:f() { { [ \"$1\" != 2 ] || [ ! -e \(missingKey) ]; } && cat \(keys)/$1.key; }; f",
                           "file:\(keys)/%d.key"]
         let backings = (0..<3).map { directory.path + "/member\($0)" }
-        for (backing, keySource) in zip(backings, keySources) {
-            _ = try Volume.create(backing: backing, keySource: keySource, epoch: 1, blockSize: 4096,
+        // Every volume remembers the key files; member 1's reconciler is given the command.
+        for backing in backings {
+            _ = try Volume.create(backing: backing, keySource: keySources[0], epoch: 1, blockSize: 4096,
                                   clusterID: try ClusterID("reconcile-test-cluster"))
         }
         // Each reconciler asks its own etcd member first.
