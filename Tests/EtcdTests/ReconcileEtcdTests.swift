@@ -107,45 +107,52 @@ import Testing
         #expect(try volumes.map { try headerState($0.backing).sequence } == [2, 2, 2], "each rekey committed once")
     }
 
-    /// A raft cluster of three members, each on its own volume (same key files and cluster id),
-    /// each with its own reconciler on its own member of a three-member etcd cluster. The
-    /// second member's key for epoch 2 is not there yet: it fails, retries and is reported
-    /// while the others move to 2. Meanwhile the leader wraps under the cluster epoch (1), which
-    /// the lagging follower opens; under its own active epoch (2) the follower could not. Once
-    /// the key arrives the follower catches up, the cluster epoch becomes 2, and every member
-    /// opens everything the leader wrapped.
+    /// A raft cluster of three members, each on its own mounted volume (same key files and
+    /// cluster id) that also holds its etcd member's data dir: the three-member etcd cluster is
+    /// the epoch source and runs on the volumes the reconcilers rekey live. Each member has
+    /// its own reconciler on its own etcd member. The second member's key for epoch 2 is not
+    /// there yet (its mount and its reconciler get a key command that lacks it): it fails,
+    /// retries and is reported while the others move to 2. Meanwhile the leader wraps under
+    /// the cluster epoch (1), which the lagging follower opens; under its own active epoch (2)
+    /// the follower could not. Once the key arrives the follower catches up, the cluster epoch
+    /// becomes 2, and every member opens everything the leader wrapped.
     @Test func theLeaderWrapsUnderTheEpochEveryMemberHoldsWhileMembersAreRekeyedAtDifferentMoments() throws {
         try requireTools(etcdTools)
         let directory = TemporaryDirectory()
+        let keys = directory.path + "/keys"
+        let shared = try (1...2).map { _ in Array(toHex(try SecureRandom.bytes(32)).utf8) }
+        try FileManager.default.createDirectory(atPath: keys, withIntermediateDirectories: true)
+        for (index, key) in shared.enumerated() { directory.write(key, to: "keys/\(index + 1).key") }
+        let missingKey = directory.file("epoch-2-key-missing")
+        FileManager.default.createFile(atPath: missingKey, contents: nil)
+        let lackingKeySource = "command:f() { { [ \"$1\" != 2 ] || [ ! -e \(missingKey) ]; } && cat \(keys)/$1.key; }; f"
+        let members = try (0..<3).map { number in
+            try MountedVolume(in: directory, name: "member\(number)", keys: shared, clusterID: "reconcile-test-cluster",
+                              mountKeySource: number == 1 ? lackingKeySource : nil)
+        }
+        let backings = members.map(\.backing)
         let endpoints = (1...3).map { EtcdMember.Endpoint(name: "e\($0)") }
-        let etcd = endpoints.map {
-            EtcdMember($0, cluster: endpoints, dataDirectory: directory.path + "/\($0.name)", logDirectory: directory)
+        let etcd = zip(endpoints, members).map { endpoint, volume in
+            EtcdMember(endpoint, cluster: endpoints, dataDirectory: volume.mountpoint + "/etcd", logDirectory: directory)
+        }
+        var daemons: [ReconcilerDaemon] = []
+        defer {
+            daemons.forEach { $0.process.stop() }
+            etcd.forEach { $0.stop() }
+            members.forEach { $0.destroy() }
         }
         for member in etcd { try member.start() }
         for member in etcd { try member.waitHealthy() }
         let client = etcd[0].client
         try client.put(Self.epochKey, "1")
 
-        let keys = directory.path + "/keys"
-        try FileManager.default.createDirectory(atPath: keys, withIntermediateDirectories: true)
-        for epoch in 1...2 { directory.write(Array(toHex(try SecureRandom.bytes(32)).utf8), to: "keys/\(epoch).key") }
-        let missingKey = directory.file("epoch-2-key-missing")
-        FileManager.default.createFile(atPath: missingKey, contents: nil)
-        let keySources = ["file:\(keys)/%d.key",
-                          "command:f() { { [ \"$1\" != 2 ] || [ ! -e \(missingKey) ]; } && cat \(keys)/$1.key; }; f",
-                          "file:\(keys)/%d.key"]
-        let backings = (0..<3).map { directory.path + "/member\($0)" }
-        // Every volume remembers the key files; member 1's reconciler is given the command.
-        for backing in backings {
-            _ = try Volume.create(backing: backing, keySource: keySources[0], epoch: 1, blockSize: 4096,
-                                  clusterID: try ClusterID("reconcile-test-cluster"))
-        }
         // Each reconciler asks its own etcd member first.
-        let daemons = try (0..<3).map { number in
+        daemons = try (0..<3).map { number in
             let order = (0..<3).map { endpoints[(number + $0) % 3].clientURL }.joined(separator: ",")
             return try ReconcilerDaemon(["--source", "etcd:\(order)/\(Self.epochKey)", "--member", "m\(number)", "--interval", "3600",
-                                         "--retry-base", "0.1", "--retry-cap", "0.5", "--lease-ttl", "3", "--state", "",
-                                         "--key-source", keySources[number], backings[number]], in: directory, name: "m\(number)")
+                                         "--retry-base", "0.1", "--retry-cap", "0.5", "--lease-ttl", "3", "--state", ""]
+                                            + (number == 1 ? ["--key-source", lackingKeySource] : []) + [backings[number]],
+                                        in: directory, name: "m\(number)")
         }
         let source = "etcd:\(endpoints[2].clientURL)/\(Self.epochKey)"
         try daemons[0].waitUntil("every member published at epoch 1") {
@@ -161,7 +168,8 @@ import Testing
         let lagging = try Self.status(source)
         #expect(lagging.target == 2 && lagging.clusterEpoch == 1)
         #expect(lagging.members[1].volumes[0].lastError?.contains("exited with status 1") == true,
-                "\(lagging.members[1].volumes[0].lastError ?? "")")
+                "the mount's reason: \(lagging.members[1].volumes[0].lastError ?? "")")
+        #expect(lagging.members.map { $0.volumes[0].mountpoint } == members.map(\.mountpoint), "rekeyed live")
         #expect(try headerState(backings[0]).epoch == 2 && headerState(backings[2]).epoch == 2)
 
         // The leader (member 0, at epoch 2) wraps under the cluster epoch.
