@@ -100,6 +100,24 @@ import Testing
         #expect(result.stderr.contains("above the committed epoch 2"), "logged as an error")
     }
 
+    /// A volume whose header does not open with its epoch's key (the key file replaced) is
+    /// reported with the reason, not skipped, and is not written; the others proceed.
+    @Test func aHeaderThatDoesNotOpenIsReportedAndTheOthersProceed() throws {
+        let host = try Host()
+        try host.volumes[0].addKey(epoch: 1)
+        try host.commit(2)
+        let result = try host.reconcileOnce()
+        #expect(result.status == 1, "\(result.output)")
+        let report = try host.lastReport().volumes
+        #expect(report.map(\.state) == [.failed, .rekeyed, .rekeyed])
+        #expect(report[0].lastError?.contains("the key for epoch 1 does not open the newest header slot") == true,
+                "\(report[0].lastError ?? "")")
+        #expect(result.stderr.contains("does not open the newest header slot"), "logged")
+        #expect(try host.backings.dropFirst().map { try headerState($0).epoch } == [2, 2])
+        let status = try runBounded([productPath("epochfs"), "reconcile", "status", "--state", host.statePath])
+        #expect(status.stdout.contains("cluster epoch    unknown"), "\(status.output)")
+    }
+
     /// Volumes from conf files (as the systemd template reads them); one whose key command
     /// fails is reported with the reason and retried with backoff while the other proceeds,
     /// and converges once its key source works, with no change of the source.
@@ -124,7 +142,7 @@ import Testing
         try Data("SOURCE=file:/nowhere\n".utf8).write(to: URL(fileURLWithPath: conf + "/not-a-volume.conf"))
         #expect(try ReconciledVolume.configured(in: conf).map(\.name) == ["first", "second"])
 
-        FileManager.default.createFile(atPath: broken, contents: nil)
+        #expect(FileManager.default.createFile(atPath: broken, contents: nil))
         try host.commit(2)
         let once = try runBounded([productPath("epochfs"), "reconcile", "--once", "--source", "file:\(host.epochFile)",
                                    "--config-directory", conf, "--state", host.statePath])

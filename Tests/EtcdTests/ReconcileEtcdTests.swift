@@ -124,7 +124,7 @@ import Testing
         try FileManager.default.createDirectory(atPath: keys, withIntermediateDirectories: true)
         for (index, key) in shared.enumerated() { directory.write(key, to: "keys/\(index + 1).key") }
         let missingKey = directory.file("epoch-2-key-missing")
-        FileManager.default.createFile(atPath: missingKey, contents: nil)
+        #expect(FileManager.default.createFile(atPath: missingKey, contents: nil))
         let lackingKeySource = "command:f() { { [ \"$1\" != 2 ] || [ ! -e \(missingKey) ]; } && cat \(keys)/$1.key; }; f"
         let members = try (0..<3).map { number in
             try MountedVolume(in: directory, name: "member\(number)", keys: shared, clusterID: "reconcile-test-cluster",
