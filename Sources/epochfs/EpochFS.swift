@@ -66,6 +66,7 @@ func printError(_ message: String) {
 /// Exit codes (documented in the command's discussion and README). A live control command
 /// maps its errno the same way: ESTALE and EBUSY refused, EIO key failure, EINVAL usage.
 func exitCode(for error: any Error) -> Int32 {
+    if case EpochSourceError.badSpec = error { return 64 }
     guard let control = error as? ControlCommandFailed else { return Volume.exitCode(for: error) }
     switch control.failure.errno {
     case ESTALE, EBUSY: return 3

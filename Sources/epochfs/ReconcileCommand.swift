@@ -14,7 +14,7 @@ struct Reconcile: ParsableCommand {
 struct ReconcileRun: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "run",
-        abstract: "Pass over the volumes at start, at every change of the source and on a timer (the default subcommand).",
+        abstract: "Pass over the volumes at start, at every change of the source and on a timer.",
         discussion: """
             The volumes are the BACKING directories given, or else every /etc/epochfs/*.conf with \
             BACKING= (and KEYSOURCE=), the files the epochfs@ systemd template reads. SOURCE is \

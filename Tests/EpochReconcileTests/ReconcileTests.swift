@@ -194,6 +194,8 @@ import Testing
         #expect(endpoints == ["http://10.0.0.1:2379", "http://127.0.0.2:2379"] && key == "/e")
         #expect(throws: EpochSourceError.self) { try EtcdEndpoints.parse("127.0.0.1:2379") }
         #expect(throws: EpochSourceError.self) { try EpochSourceSpec.parse("http://x", poll: 1) }
+        let usage = try runBounded([productPath("epochfs"), "reconcile", "--once", "--source", "bogus:x", "/nonexistent"])
+        #expect(usage.status == 64 && usage.stderr.contains("expected file:PATH"), "\(usage.output)")
         var backoff = Backoff(base: 1, cap: 5)
         #expect((0..<5).map { _ in backoff.next() } == [1, 2, 4, 5, 5])
         backoff.reset()
