@@ -22,7 +22,6 @@ import Synchronization
 public enum EtcdEndpoints {
     public static func parse(_ text: String) throws -> (endpoints: [String], key: String) {
         var rest = Substring(text)
-        var scheme = ""
         var cursor = rest.startIndex
         var separator: String.Index?
         while cursor < rest.endIndex {
@@ -39,11 +38,9 @@ public enum EtcdEndpoints {
         let key = String(rest[rest.index(after: separator)...])
         rest = rest[..<separator]
         let endpoints = try rest.split(separator: ",").map { endpoint -> String in
-            scheme = endpoint.contains("://") ? "" : "http://"
-            guard !endpoint.isEmpty, endpoint.hasPrefix("http://") || !endpoint.contains("://") else {
-                throw EpochSourceError.badSpec("etcd:" + text)
-            }
-            return scheme + endpoint
+            if endpoint.hasPrefix("http://") { return String(endpoint) }
+            guard !endpoint.contains("://") else { throw EpochSourceError.badSpec("etcd:" + text) }
+            return "http://" + endpoint
         }
         guard !endpoints.isEmpty else { throw EpochSourceError.badSpec("etcd:" + text) }
         return (endpoints, key)
