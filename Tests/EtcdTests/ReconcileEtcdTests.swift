@@ -120,7 +120,7 @@ import Testing
         try requireTools(etcdTools)
         let directory = TemporaryDirectory()
         let keys = directory.path + "/keys"
-        let shared = try (1...2).map { _ in Array(toHex(try SecureRandom.bytes(32)).utf8) }
+        let shared = try (1...3).map { _ in Array(toHex(try SecureRandom.bytes(32)).utf8) }
         try FileManager.default.createDirectory(atPath: keys, withIntermediateDirectories: true)
         for (index, key) in shared.enumerated() { directory.write(key, to: "keys/\(index + 1).key") }
         let missingKey = directory.file("epoch-2-key-missing")
@@ -154,7 +154,7 @@ import Testing
                                             + (number == 1 ? ["--key-source", lackingKeySource] : []) + [backings[number]],
                                         in: directory, name: "m\(number)")
         }
-        let source = "etcd:\(endpoints[2].clientURL)/\(Self.epochKey)"
+        let source = "etcd:\(endpoints[0].clientURL)/\(Self.epochKey)"
         try daemons[0].waitUntil("every member published at epoch 1") {
             let report = try? Self.status(source)
             return report?.members.count == 3 && report?.clusterEpoch == 1
@@ -198,6 +198,13 @@ import Testing
         for backing in backings {
             #expect(try readWAL(wal, with: keyring(backing)) == .success(plain), "\(backing) opens every entry")
         }
+
+        // The etcd member that m2's reconciler asks first stops: it watches and reads through
+        // the others, and the next epoch still reaches every member.
+        #expect(etcd[2].stop() == 128 + SIGTERM)
+        try client.put(Self.epochKey, "3")
+        try daemons[2].waitUntil("every member at epoch 3") { try backings.map { try headerState($0).epoch } == [3, 3, 3] }
+        try daemons[2].waitUntil("the cluster epoch 3") { try Self.status(source).clusterEpoch == 3 }
 
         // A member that dies drops out once its lease expires.
         daemons[2].process.kill9()
