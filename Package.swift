@@ -11,6 +11,9 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/apple/swift-system", from: "1.8.1"),
+        // etcd's v3 JSON gateway for `epochfs reconcile` (Sources/EpochReconcile/EtcdClient.swift says why).
+        .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
     ],
     targets: [
         // C libraries, found through pkg-config (Debian: libssl-dev, libfuse3-dev).
@@ -38,10 +41,17 @@ let package = Package(
             "CFuse3", "CLinux", "EpochVolume",
             .product(name: "Logging", package: "swift-log"),
         ]),
+        // `epochfs reconcile`: volumes follow a committed epoch from a file, a command or etcd.
+        .target(name: "EpochReconcile", dependencies: [
+            "EpochVolume",
+            .product(name: "AsyncHTTPClient", package: "async-http-client"),
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "Logging", package: "swift-log"),
+        ]),
         // The text escaping of `epochfs wal dump`, sixteen bytes at a time with SSE2.
         .target(name: "CEscape"),
         .executableTarget(name: "epochfs", dependencies: [
-            "CEscape", "EpochVolume", "EpochWAL", "EpochFUSE",
+            "CEscape", "EpochVolume", "EpochWAL", "EpochFUSE", "EpochReconcile",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),
@@ -59,7 +69,8 @@ let package = Package(
         .testTarget(name: "CLITests", dependencies: ["epochfs", "Support"]),
         .testTarget(name: "CFuse3Tests", dependencies: ["CFuse3"]),
         .testTarget(name: "EpochFUSETests", dependencies: ["epochfs", "CLinux", "EpochVolume", "Support"]),
-        .testTarget(name: "EtcdTests", dependencies: ["epochfs", "EpochVolume", "EpochWAL", "Support"]),
+        .testTarget(name: "EtcdTests", dependencies: ["epochfs", "EpochVolume", "EpochWAL", "EpochReconcile", "Support"]),
+        .testTarget(name: "EpochReconcileTests", dependencies: ["epochfs", "EpochReconcile", "EpochVolume", "Support"]),
     ],
     swiftLanguageModes: [.v6]
 )

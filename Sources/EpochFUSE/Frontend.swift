@@ -76,7 +76,10 @@ final class Frontend: Sendable {
             case let .block(index, reason):
                 metadata["block"] = "\(index)"
                 metadata["reason"] = "\(reason)"
-            case .badFileHeader:
+            case let .zeroedBlock(index), let .slotCopy(index):
+                metadata["block"] = "\(index)"
+                metadata["reason"] = "\(error)"
+            case .badFileHeader, .record, .missingRecord, .olderRecord, .cut:
                 metadata["reason"] = "\(error)"
             }
             logIntegrity("integrity failure", metadata)

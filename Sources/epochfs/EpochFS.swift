@@ -1,5 +1,6 @@
 import ArgumentParser
 import EpochFormat
+import EpochReconcile
 import EpochVolume
 import Foundation
 import Logging
@@ -23,7 +24,7 @@ struct EpochFS: ParsableCommand {
             """,
         version: "epochfs \(version) (writes volume format \(HeaderSlot.formatVersion), docs/FORMAT.md)",
         subcommands: [Init.self, Info.self, Rekey.self, Reencrypt.self, Retire.self, Mount.self, Status.self, Fsck.self, ExportTree.self, Header.self,
-                      WAL.self])
+                      WAL.self, Reconcile.self])
 
     /// No command: the usage on stderr and a usage error, so that a script that lost its
     /// arguments does not pass.
@@ -91,6 +92,7 @@ func printError(_ message: String) {
 /// Exit codes (documented in the command's discussion and README). A live control command
 /// maps its errno the same way: ESTALE and EBUSY refused, EIO key failure, EINVAL usage.
 func exitCode(for error: any Error) -> Int32 {
+    if case EpochSourceError.badSpec = error { return 64 }
     guard let control = error as? ControlCommandFailed else { return Volume.exitCode(for: error) }
     switch control.failure.errno {
     case ESTALE, EBUSY, ENOENT: return 3

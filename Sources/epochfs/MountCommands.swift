@@ -1,5 +1,6 @@
 import ArgumentParser
 import EpochFUSE
+import EpochReconcile
 import EpochVolume
 import Foundation
 
@@ -34,9 +35,9 @@ struct Mount: ParsableCommand {
             // unmounts by path, and the source in /proc/self/mountinfo names the backing dir
             // from anywhere.
             var volume = volume
-            volume.backing = try absolutePath(volume.backing)
+            volume.backing = try MountControl.absolutePath(volume.backing)
             bootstrapLogging(verbose: volume.verbose, syslog: !foreground)
-            try MountSession.run(backing: volume.backing, mountpoint: try absolutePath(mountpoint),
+            try MountSession.run(backing: volume.backing, mountpoint: try MountControl.absolutePath(mountpoint),
                                  journal: try volume.openJournal(), options: settings)
         }
     }
@@ -55,10 +56,10 @@ struct Status: ParsableCommand {
     func run() throws {
         try runReportingErrors {
             if json {
-                print(String(decoding: try statusJSON(mountpoint: mountpoint), as: UTF8.self), terminator: "")
+                print(String(decoding: try MountControl.statusJSON(mountpoint: mountpoint), as: UTF8.self), terminator: "")
                 return
             }
-            let status = try mountStatus(mountpoint: mountpoint)
+            let status = try MountControl.status(mountpoint: mountpoint)
             let cutover = status.raftCutover == .max ? "none (inert)" : String(status.raftCutover)
             print("""
                 volume        \(status.volumeID)
@@ -82,48 +83,7 @@ private func failedCalls(_ status: VolumeStatus) -> String {
     return counted.isEmpty ? "none" : counted.map { "\($0.key) \($0.value)" }.joined(separator: ", ")
 }
 
-/// `MOUNTPOINT/.epochfs/status`, the JSON as the mount reports it.
-private func statusJSON(mountpoint: String) throws -> Data {
-    let path = mountpoint + "/.epochfs/status"
-    guard let data = FileManager.default.contents(atPath: path) else {
-        throw CLIError("\(path): not readable; is \(mountpoint) an epochfs mount?")
-    }
-    return data
-}
-
-/// A mount's status: what every command that asks a mount reads.
-func mountStatus(mountpoint: String) throws -> VolumeStatus {
-    try JSONDecoder().decode(VolumeStatus.self, from: try statusJSON(mountpoint: mountpoint))
-}
-
-/// Sends one command to a mount's control file; its errno is the answer.
-func sendControlCommand(_ command: String, mountpoint: String) throws {
-    let path = mountpoint + "/.epochfs/control"
-    let fd = open(path, O_WRONLY | O_CLOEXEC)
-    guard fd >= 0 else { throw SystemError("open", path: path) }
-    defer { close(fd) }
-    let bytes = Array(command.utf8)
-    guard write(fd, bytes, bytes.count) == bytes.count else {
-        let failure = SystemError(command, path: path)
-        throw ControlCommandFailed(failure: failure, detail: try? mountStatus(mountpoint: mountpoint).lastError)
-    }
-}
-
-/// A control command the mount refused: the errno and, from status, why.
-struct ControlCommandFailed: Error, CustomStringConvertible {
-    let failure: SystemError
-    let detail: String?
-
-    var description: String { detail.map { "\(failure) (\($0))" } ?? failure.description }
-}
-
 struct CLIError: Error, CustomStringConvertible {
     let description: String
     init(_ description: String) { self.description = description }
-}
-
-func absolutePath(_ path: String) throws -> String {
-    guard let resolved = realpath(path, nil) else { throw SystemError("resolve", path: path) }
-    defer { free(resolved) }
-    return String(cString: resolved)
 }

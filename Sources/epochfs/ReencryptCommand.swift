@@ -1,4 +1,5 @@
 import ArgumentParser
+import EpochReconcile
 import EpochVolume
 import Foundation
 
@@ -79,15 +80,15 @@ struct Reencrypt: ParsableCommand {
     /// Starts (or stops) the mount's re-encryption and follows it until it ends.
     private func live(_ mount: String) throws {
         if stop {
-            try sendControlCommand("reencrypt stop", mountpoint: mount)
-            print(describe(try mountStatus(mountpoint: mount).reencryption))
+            try MountControl.send("reencrypt stop", mountpoint: mount)
+            print(describe(try MountControl.status(mountpoint: mount).reencryption))
             return
         }
-        try sendControlCommand("reencrypt start" + (rate.map { " \($0)" } ?? ""), mountpoint: mount)
+        try MountControl.send("reencrypt start" + (rate.map { " \($0)" } ?? ""), mountpoint: mount)
         detachOnInterrupt()
         let line = ProgressLine(plainLines: true)
         while true {
-            let status = try mountStatus(mountpoint: mount).reencryption
+            let status = try MountControl.status(mountpoint: mount).reencryption
             guard let status, status.running else {
                 line.clear()
                 print(describe(status))

@@ -1,6 +1,7 @@
 import ArgumentParser
 import EpochCrypto
 import EpochFormat
+import EpochReconcile
 import EpochVolume
 import EpochWAL
 import Foundation
@@ -143,7 +144,7 @@ struct RaftKeyOptions: ParsableArguments {
 
     private func keysAndCutover() throws -> (UInt64?, EnvelopeKeyLookup?) {
         if let mount {
-            let status = try mountStatus(mountpoint: mount)
+            let status = try MountControl.status(mountpoint: mount)
             let header = try Volume.journal(backing: try backingDirectory(ofMount: mount)).open()
             guard header.volumeID.description == status.volumeID else {
                 throw CLIError("\(mount) serves volume \(status.volumeID), but its backing directory holds \(header.volumeID)")

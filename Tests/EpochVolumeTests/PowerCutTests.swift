@@ -303,7 +303,7 @@ import Testing
         try truncate(30_001)
         try overwrite(29_000, 2000)
         // A hole over blocks 2 and 3 and parts of 1 and 4.
-        try run.tree.allocate(file, through: handle, mode: epochfs_FALLOC_FL_PUNCH_HOLE | epochfs_FALLOC_FL_KEEP_SIZE, offset: 6000, length: 12_000)
+        try run.tree.allocate(file, through: handle, mode: epochfs_FALLOC_FL_PUNCH_HOLE | epochfs_FALLOC_FL_KEEP_SIZE, offset: 6000, length: 12_000, caller: 0)
         content.replaceSubrange(6000..<18_000, with: [UInt8](repeating: 0, count: 12_000))
         run.changed(["db": content])
         try run.tree.sync(handle, of: file, dataOnly: false)

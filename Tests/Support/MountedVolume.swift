@@ -14,12 +14,17 @@ public final class MountedVolume: @unchecked Sendable {
     /// the daemon keeps no file of that disk open for writing.
     private let logPath: String
     private var process: ChildProcess?
+    /// The key source the mount is given (`--key-source`), or nil for the remembered one.
+    private let mountKeySource: String?
 
     /// Key files for epochs 1...`epochs`; the volume starts at epoch 1. It lives in its own
     /// temporary directory, or in `directory/name` (several volumes side by side), or under
     /// `disk` (a backing disk that fills up).
+    /// `keys` gives the key of each epoch (1, 2, ...) instead of random ones, `clusterID`
+    /// makes the volume a raft cluster member, `mountKeySource` is given to the mount.
     public init(in directory: TemporaryDirectory? = nil, name: String = "volume", on disk: (any BackingDisk)? = nil, epochs: Int = 3,
-                blockSize: Int = 4096, mountOptions: [String] = []) throws {
+                blockSize: Int = 4096, mountOptions: [String] = [], keys givenKeys: [[UInt8]]? = nil, clusterID: String? = nil,
+                mountKeySource: String? = nil) throws {
         try requireTools([("/bin/fusermount3", "fuse3")])
         guard access("/dev/fuse", R_OK | W_OK) == 0 else { throw TestFailure("/dev/fuse is missing; run mount-helpers/prepare-host.sh") }
         root = disk.map { $0.path + "/" + name } ?? directory.map { $0.path + "/" + name }
@@ -27,8 +32,14 @@ public final class MountedVolume: @unchecked Sendable {
         logPath = disk == nil ? root + "/mount.log" : NSTemporaryDirectory() + "epochfs-mount-" + UUID().uuidString + ".log"
         try FileManager.default.createDirectory(atPath: root + "/keys", withIntermediateDirectories: true)
         try FileManager.default.createDirectory(atPath: root + "/mnt", withIntermediateDirectories: true)
-        for epoch in 1...epochs { try addKey(epoch: epoch) }
-        let created = try run(binary, ["init", backing, "--key-source", "file:\(keys)/%d.key", "--block-size", String(blockSize)])
+        self.mountKeySource = mountKeySource
+        if let givenKeys {
+            for (index, key) in givenKeys.enumerated() { try Data(key).write(to: URL(fileURLWithPath: "\(keys)/\(index + 1).key")) }
+        } else {
+            for epoch in 1...epochs { try addKey(epoch: epoch) }
+        }
+        let created = try run(binary, ["init", backing, "--key-source", "file:\(keys)/%d.key", "--block-size", String(blockSize)]
+            + (clusterID.map { ["--cluster-id", $0] } ?? []))
         guard created.status == 0 else { throw TestFailure("init failed: \(created.stderr)") }
         try mount(options: mountOptions)
     }
@@ -48,7 +59,8 @@ public final class MountedVolume: @unchecked Sendable {
     }
 
     public func mount(options: [String] = []) throws {
-        let process = try ChildProcess([binary, "mount", backing, mountpoint, "-f"] + options.flatMap { ["-o", $0] },
+        let process = try ChildProcess([binary, "mount", backing, mountpoint, "-f"] + options.flatMap { ["-o", $0] }
+                                           + (mountKeySource.map { ["--key-source", $0] } ?? []),
                                        stdoutPath: "/dev/null", stderrPath: logPath)
         self.process = process
         let deadline = Date().addingTimeInterval(15)

@@ -4,14 +4,15 @@ import Glibc
 
 /// Runs `/bin/sh -c SCRIPT sh ARGS...` in its own process group with stdin from /dev/null,
 /// stdout captured into `SecretBytes` (at most `limit` bytes) and stderr inherited. The whole
-/// group is killed when `timeout` seconds pass.
-enum Subprocess {
-    enum Outcome {
+/// group is killed when `timeout` seconds pass. Key commands and the reconciler's epoch
+/// command both run through it.
+public enum Subprocess {
+    public enum Outcome {
         case exited(status: Int32, stdout: SecretBytes)
         case timedOut
     }
 
-    static func runShell(_ script: String, arguments: [String], timeout: Double, limit: Int) throws -> Outcome {
+    public static func runShell(_ script: String, arguments: [String], timeout: Double, limit: Int) throws -> Outcome {
         var pipeFDs: [Int32] = [-1, -1]
         guard pipe(&pipeFDs) == 0 else { throw SystemError("pipe", path: script) }
         // Neither end may leak into the child beyond the stdout dup2 below.
@@ -68,7 +69,7 @@ enum Subprocess {
         return .exited(status: exitStatus, stdout: stdout)
     }
 
-    static func monotonicSeconds() -> Double {
+    public static func monotonicSeconds() -> Double {
         var now = timespec()
         clock_gettime(CLOCK_MONOTONIC, &now)
         return Double(now.tv_sec) + Double(now.tv_nsec) / 1e9
