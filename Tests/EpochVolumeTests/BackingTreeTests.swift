@@ -29,7 +29,8 @@ import Testing
         try bytes(text).withUnsafeBytes { try tree.write(node, through: handle, offset: offset, data: $0, caller: 0) }
     }
 
-    func read(_ node: BackingNode) throws -> String {
+    func read(_ node: BackingNode, in tree: BackingTree? = nil) throws -> String {
+        let tree = tree ?? self.tree
         let handle = try tree.open(node, flags: O_RDONLY, caller: 0)
         defer { tree.close(handle) }
         return try tree.read(node, through: handle, offset: 0, count: 1 << 20) { String(decoding: $0, as: UTF8.self) }
@@ -174,6 +175,28 @@ import Testing
         #expect(try read(file) == "first")
         try bytes(" third").withUnsafeBytes { try tree.write(file, through: handle, offset: nil, data: $0, caller: 0) }
         #expect(try read(file) == "first third")
+    }
+
+    /// The record written after a sync fails (docs/FORMAT.md §6.2): the sync reports it, the
+    /// data that sync made durable reads back (the older record on disk claims no more than it
+    /// did), a volume opened afresh raises no integrity error, and the next sync commits.
+    @Test func aFailedRecordWriteAfterASyncLosesNothingAndRaisesNoAlarm() throws {
+        let (handle, file, _) = try tree.create(bytes("log"), in: tree.root, flags: O_RDWR | O_CREAT, mode: 0o600, owner: nil)
+        defer { tree.close(handle) }
+        try bytes("first").withUnsafeBytes { try tree.write(file, through: handle, offset: 0, data: $0, caller: 0) }
+        try tree.sync(handle, of: file, dataOnly: true)
+        try bytes(" second").withUnsafeBytes { try tree.write(file, through: handle, offset: nil, data: $0, caller: 0) }
+        io.clearRecording()
+        io.inject(.fail(EIO), into: .pwrite)
+        #expect(throws: SystemError.self) { try tree.sync(handle, of: file, dataOnly: true) }
+        #expect(io.calls(.pwrite).first.map { $0.offset == 8704 && $0.length == 512 } == true, "the failed write was the record's")
+        io.removeFaults()
+        let reopened = try BackingTree(volume: try LiveVolume(backing: directory.path + "/backing",
+                                                              keySourceOverride: "file:\(volume.keys.directory.path)/%d.key"))
+        #expect(try read(try reopened.lookup(bytes("log"), in: reopened.root).0, in: reopened) == "first second")
+        try bytes(" third").withUnsafeBytes { try tree.write(file, through: handle, offset: nil, data: $0, caller: 0) }
+        try tree.sync(handle, of: file, dataOnly: true)
+        #expect(try read(file) == "first second third")
     }
 
     /// The backing name of `node` in the backing root (or `sub`'s).
