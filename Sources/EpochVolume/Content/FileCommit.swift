@@ -95,9 +95,11 @@ extension FileContent {
     /// The record that the sync about to begin will make true; nil when it would say nothing new.
     /// The access lock must be held (shared is enough).
     func prepareCommit(_ fd: FileDescriptor) throws -> PreparedCommit? {
-        guard layout.hasRecord, try io.size(fd) >= layout.dataOffset else { return nil }
+        guard layout.hasRecord else { return nil }
+        let backingSize = try io.size(fd)
+        guard backingSize >= layout.dataOffset else { return nil }
         _ = try loadFileID(fd)
-        let size = try self.size(fd: fd)
+        let size = layout.plaintextSize(backingSize: backingSize)
         try requireCommittedSize(size)
         let blocks = (size + layout.blockSize - 1) / layout.blockSize
         if !cache.withLock({ $0.commits.scanned }) {
