@@ -107,13 +107,9 @@ import Testing
                 }
                 if let spared, spared.contains(where: { $0 == nil }) {
                     tornBlockLost += 1
-                    if ProcessInfo.processInfo.environment["EPOCHFS_DUMP_CALLS"] != nil { print("torn loss: cut after \(state.crashPoint), \(state.label): \(problem)") }
                 } else {
                     failures.append("cut after call \(state.crashPoint), \(state.label): \(problem)")
                 }
-            }
-            if !failures.isEmpty || tornBlockLost > 0, ProcessInfo.processInfo.environment["EPOCHFS_DUMP_CALLS"] != nil {
-                for (index, call) in io.calls.enumerated() where ![.pread, .fstat].contains(call.kind) { print("call \(index): \(call)") }
             }
             return (states.count, failures, tornBlockLost)
         }
