@@ -418,6 +418,24 @@ def record():
           "2622a213aefaf442256dff44751ce4451309a770f0b328f9beb3704ef6356f79")
 
 
+def directory_record():
+    print("# §10.16 directory record (§5.6)")
+    directory_key = hkdf_sha256(NAME_KEY, VOLUME_ID, b"epochfs/v4/directory", 32)
+    assert directory_key == HKDF(algorithm=hashes.SHA256(), length=32, salt=VOLUME_ID, info=b"epochfs/v4/directory").derive(NAME_KEY)
+    check("directory_key", directory_key, "745202a70ffa5fe4977258bb443b8edef5d1af84d17b2427771efe26fec38a90")
+    iv = bytes(range(0xf0, 0x100))
+    entries = sorted([(sha256(b"name-one")[:16], 8, FILE_ID), (sha256(b"name-two")[:16], 4, bytes(range(0xe0, 0xf0)))])
+    fields = struct.pack(">HHIQ", 4, 0, len(entries), 5) + b"".join(d + bytes([t]) + i for d, t, i in entries)
+    tag = gcm_seal(directory_key, KEYRING_NONCE, iv + fields, b"")
+    assert tag == AESGCM(directory_key).encrypt(KEYRING_NONCE, b"", iv + fields)
+    check("directory record fields", fields,
+          "00040000000000020000000000000005cf97a9ff4da3c751d3d473a5c99ae6da"
+          "0800112233445566778899aabbccddeefff1cc0c8644fd0a33598ca1f9138808"
+          "dd04e0e1e2e3e4e5e6e7e8e9eaebecedeeef")
+    check("directory record tag", tag, "efe2539e56e3edd2c7948b885767b60d")
+    check("sha256 of the IV file", sha256(iv + fields + KEYRING_NONCE + tag), "7a64ecd67d37fc985a6f3604cb98c0d901af887e4ec1701572809c2e7ca93cf9")
+
+
 def wal():
     print("# §11.4, §11.5 etcd WAL")
     check("crc32c('123456789')", f"{crc32c_update(0, b'123456789'):08x}", "e3069283")
@@ -447,6 +465,7 @@ if __name__ == "__main__":
     cluster()
     content()
     record()
+    directory_record()
     wal()
     if FAILURES:
         print(f"{FAILURES} mismatch(es)")

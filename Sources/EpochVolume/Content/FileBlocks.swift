@@ -22,6 +22,18 @@ extension FileContent {
         return fileID
     }
 
+    /// The file id a directory record binds this file by (docs/FORMAT.md §5.6), nil while it
+    /// has no record. With `durableOnly` (for a commit), only an id a sync of the file made
+    /// durable: a record of sequence 2 or more is written only after one returned.
+    func boundFileID(fd: FileDescriptor, durableOnly: Bool) throws -> FileID? {
+        try access.withReadLock {
+            guard layout.hasRecord, try io.size(fd) >= layout.dataOffset else { return nil }
+            let fileID = try loadFileID(fd)
+            guard durableOnly else { return fileID }
+            return (cache.withLock { $0.commits.record?.sequence } ?? 0) >= 2 ? fileID : nil
+        }
+    }
+
     func loadFileID(_ fd: FileDescriptor) throws -> FileID {
         if let known = cache.withLock({ $0.fileID }) { return known }
         return try readFileID(fd)
