@@ -30,8 +30,9 @@ public struct DirectoryIV: Sendable {
     public func read(in directory: FileDescriptor, requireRecord: Bool = true) throws -> [UInt8] {
         try io.withOpened(Self.fileName, in: directory, flags: O_RDONLY | O_NOFOLLOW) { fd in
             let length = Int(try io.fstat(fd).st_size)
-            let expected = hasRecords && requireRecord ? Self.size + DirectoryRecord.minSize...Int.max : Self.size...(hasRecords ? Int.max : Self.size)
-            guard expected.contains(length) else {
+            // Format 3 takes a record after the IV too (an upgrade to format 4 under way), and ignores it.
+            let withRecord = length >= Self.size + DirectoryRecord.minSize
+            guard withRecord || length == Self.size && !(hasRecords && requireRecord) else {
                 throw SystemError("read", path: Self.fileName, errno: EIO)
             }
             let iv = try io.preadFully(fd, count: Self.size, at: 0)

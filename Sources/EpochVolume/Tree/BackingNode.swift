@@ -45,7 +45,8 @@ public final class BackingNode: Sendable {
 
     func directoryIV() throws -> [UInt8] {
         if let iv = cachedIV.withLock({ $0 }) { return iv }
-        let iv = try ivs.read(in: fd)
+        // With its record, in the same read: a directory's first lookup reads one file, as before.
+        let iv = try directory?.record(in: fd, ivs: ivs).iv ?? ivs.read(in: fd)
         cachedIV.withLock { $0 = iv }
         return iv
     }

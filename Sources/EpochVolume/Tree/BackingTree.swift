@@ -259,12 +259,15 @@ public final class BackingTree: Sendable {
             }
             // An IV lost in a power cut (missing or empty) does not keep an empty directory.
             let iv = try? ivs.read(in: removed)
-            try removeOwnFiles(in: removed)
-            do {
-                try removing([(backing.name, directory)]) { try io.unlinkat(backing.name, in: directory.fd, removeDirectory: true) }
-            } catch {
-                if let iv, let restored = try? ivs.write(iv, in: removed) { io.close(restored) }
-                throw error
+            // Let go before the IV goes: the parent's record binds the directory by it.
+            try removing([(backing.name, directory)]) {
+                try removeOwnFiles(in: removed)
+                do {
+                    try io.unlinkat(backing.name, in: directory.fd, removeDirectory: true)
+                } catch {
+                    if let iv, let restored = try? ivs.write(iv, in: removed) { io.close(restored) }
+                    throw error
+                }
             }
         }
         discardSideFile(of: backing, in: directory)
@@ -281,20 +284,22 @@ public final class BackingTree: Sendable {
         try writeLongNameSideFile(of: new, in: to)
         let moving = flags & epochfs_RENAME_EXCHANGE == 0 && !(from === to && old == new)
         let replacedLinkFile = moving ? longSymlinkSideFile(ifLastLinkOf: new.name, in: to) : nil
-        // A directory renamed over an empty one: the target's IV is all it holds, and it goes
-        // first, as in rmdir (and comes back if the rename fails).
-        let displaced = moving && flags & epochfs_RENAME_NOREPLACE == 0 ? try removeIVOfEmptyTarget(new.name, in: to, movedFrom: (old.name, from)) : nil
-        defer { if let displaced { io.close(displaced.directory) } }
-        do {
-            // The old name leaves (or becomes a whiteout, or the other entry) and the new one
-            // names another object: both are let go first.
-            let changed = old == new && from === to ? [] : [(old.name, from), (new.name, to)]
-            try removing(changed) { try io.renameat(old.name, in: from.fd, to: new.name, in: to.fd, flags: flags) }
-        } catch {
-            if let displaced, let iv = displaced.iv, let restored = try? ivs.write(iv, in: displaced.directory) {
-                io.close(restored)
+        // The old name leaves (or becomes a whiteout, or the other entry) and the new one names
+        // another object: both are let go first, before anything of theirs changes.
+        let changed = old == new && from === to ? [] : [(old.name, from), (new.name, to)]
+        try removing(changed) {
+            // A directory renamed over an empty one: the target's IV is all it holds, and it goes
+            // first, as in rmdir (and comes back if the rename fails).
+            let displaced = moving && flags & epochfs_RENAME_NOREPLACE == 0 ? try removeIVOfEmptyTarget(new.name, in: to, movedFrom: (old.name, from)) : nil
+            defer { if let displaced { io.close(displaced.directory) } }
+            do {
+                try io.renameat(old.name, in: from.fd, to: new.name, in: to.fd, flags: flags)
+            } catch {
+                if let displaced, let iv = displaced.iv, let restored = try? ivs.write(iv, in: displaced.directory) {
+                    io.close(restored)
+                }
+                throw error
             }
-            throw error
         }
         // An exchange keeps both names in place; a move leaves the old name unused, unless a
         // whiteout (RENAME_WHITEOUT, as overlayfs asks) now takes it: a long one keeps its side file.
