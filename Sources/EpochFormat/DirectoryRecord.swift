@@ -13,13 +13,13 @@ public struct DirectoryRecord: Equatable, Sendable {
     static let trailerSize = AESGCMKey.nonceSize + AESGCMKey.tagSize
     /// The smallest record: no entry.
     public static let minSize = fieldsSize + trailerSize
-    /// More entries than any backing directory holds in practice (33 bytes each, 132 MB):
+    /// More entries than any backing directory holds in practice (41 bytes each, 164 MB):
     /// a count past this is malformed, and no larger file is read.
     public static let maxEntries = 4_000_000
     public static let maxSize = minSize + maxEntries * Entry.size
 
     public struct Entry: Equatable, Sendable {
-        static let size = 33
+        static let size = 41
         /// The first 16 bytes of SHA-256 of the entry's backing name (ASCII).
         public let nameDigest: [UInt8]
         /// The entry's `d_type` (DT_REG, DT_DIR, DT_LNK, ...).
@@ -27,11 +27,16 @@ public struct DirectoryRecord: Equatable, Sendable {
         /// A regular file's file id, a directory's IV, a symlink's target id; 16 zero bytes
         /// where nothing is bound (other types, a file with no durable record yet).
         public let objectID: [UInt8]
+        /// For a regular file, a file record sequence that was durable at the commit: the file's
+        /// record must have at least this one (an older copy of the file put back has less).
+        /// 0 binds none.
+        public let sequence: UInt64
 
-        public init(nameDigest: [UInt8], type: UInt8, objectID: [UInt8]) {
+        public init(nameDigest: [UInt8], type: UInt8, objectID: [UInt8], sequence: UInt64 = 0) {
             self.nameDigest = nameDigest
             self.type = type
             self.objectID = objectID
+            self.sequence = sequence
         }
 
         public var bindsObject: Bool { objectID.contains { $0 != 0 } }
@@ -83,6 +88,7 @@ public struct DirectoryRecord: Equatable, Sendable {
             writer.append(contentsOf: entry.nameDigest)
             writer.append(entry.type)
             writer.append(contentsOf: entry.objectID)
+            writer.append(entry.sequence)
         }
         let nonce = try nonce ?? SecureRandom.bytes(AESGCMKey.nonceSize)
         let tag = try key.seal(nonce: nonce, aad: iv + writer.bytes, plaintext: [])
@@ -111,8 +117,9 @@ public struct DirectoryRecord: Equatable, Sendable {
             entries.reserveCapacity(count)
             for _ in 0..<count {
                 let digest = Array(try reader.read(16)), type = try reader.readUInt8(), id = Array(try reader.read(16))
+                let sequence = try reader.readUInt64()
                 if let last = entries.last, !last.nameDigest.lexicographicallyPrecedes(digest) { throw DirectoryRecordError.malformed }
-                entries.append(Entry(nameDigest: digest, type: type, objectID: id))
+                entries.append(Entry(nameDigest: digest, type: type, objectID: id, sequence: sequence))
             }
             return DirectoryRecord(sequence: sequence, entries: entries)
         } catch let error as DirectoryRecordError {

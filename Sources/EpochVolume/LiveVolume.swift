@@ -80,6 +80,11 @@ public final class LiveVolume: Sendable {
         }
     }
 
+    /// The content of `identity` if some node holds it now; nil, creating nothing, otherwise.
+    func liveContent(of identity: BackingNode.Identity) -> FileContent? {
+        contents.withLock { $0[identity]?.content }
+    }
+
     /// What is known of the directory `identity`, shared by every node that reaches it.
     func directory(of identity: BackingNode.Identity) -> DirectoryCommits {
         directories.withLock { table in

@@ -133,6 +133,29 @@ import Testing
         #expect(isDirectoryError { _ = try tree.lookup(bytes("a"), in: d) })
     }
 
+    /// An older copy of a whole file (record, slots and blocks together) put back under its
+    /// name: its record's sequence is below the one d's last commit found durable. The file is
+    /// held open through the commit, as a mount holds a log it appends to.
+    @Test func anOlderCopyOfAWholeFileIsAnError() throws {
+        let (handle, node, _) = try tree.create(bytes("w"), in: d, flags: O_RDWR | O_CREAT, mode: 0o600, owner: nil)
+        func append(_ count: Int) throws {
+            let at = Int(try tree.attributes(of: node).st_size)
+            try [UInt8](repeating: 7, count: count).withUnsafeBytes { try tree.write(node, through: handle, offset: at, data: $0, caller: 0) }
+            try tree.sync(handle, of: node, dataOnly: true)
+        }
+        try append(100)
+        let path = try backingPath("w")
+        let older = try Data(contentsOf: URL(fileURLWithPath: path))
+        try append(100)
+        try append(100)
+        try commit(d)
+        tree.close(handle)
+        try older.write(to: URL(fileURLWithPath: path))
+        let (opened, dir) = try reopened()
+        #expect(isDirectoryError { _ = try opened.lookup(bytes("w"), in: dir) })
+        #expect(try opened.lookup(bytes("a"), in: dir).1.st_size == 5000, "the other names read as before")
+    }
+
     /// What the volume did itself, and names never committed, raise nothing: removals and
     /// renames through the tree let go first, a file emptied and written again keeps its id,
     /// and an entry made after the last commit may vanish as a power cut would take it.

@@ -22,15 +22,23 @@ extension FileContent {
         return fileID
     }
 
-    /// The file id a directory record binds this file by (docs/FORMAT.md §5.6), nil while it
-    /// has no record. With `durableOnly` (for a commit), only an id a sync of the file made
-    /// durable: a record of sequence 2 or more is written only after one returned.
-    func boundFileID(fd: FileDescriptor, durableOnly: Bool) throws -> FileID? {
+    /// The file id and record sequence a directory record checks this file by (docs/FORMAT.md
+    /// §5.6), nil while it has no record.
+    func recordIdentity(fd: FileDescriptor) throws -> (fileID: FileID, sequence: UInt64)? {
         try access.withReadLock {
             guard layout.hasRecord, try io.size(fd) >= layout.dataOffset else { return nil }
             let fileID = try loadFileID(fd)
-            guard durableOnly else { return fileID }
-            return (cache.withLock { $0.commits.record?.sequence } ?? 0) >= 2 ? fileID : nil
+            return (fileID, cache.withLock { $0.commits.record?.sequence } ?? 0)
+        }
+    }
+
+    /// What a directory's commit may bind this file by, from its record as this process knows
+    /// it (`known` false: not read yet): record s is written only after a sync returned, and that
+    /// sync made record s − 1 durable; so with s ≥ 2 the file id and sequence s − 1 are durable.
+    var durableRecordBound: (fileID: FileID, sequence: UInt64)? {
+        cache.withLock { cache in
+            guard let id = cache.fileID, let sequence = cache.commits.record?.sequence, sequence >= 2 else { return nil }
+            return (id, sequence - 1)
         }
     }
 

@@ -134,11 +134,16 @@ public enum DirectoryError: Error, CustomStringConvertible {
     case missingEntry
     /// A committed entry names another object (another type or id) than the commit found.
     case otherObject(expectedType: UInt8, foundType: UInt8)
+    /// A committed file is there with an older record than the commit found durable: an older
+    /// copy of the whole file put back.
+    case olderFile(found: UInt64, committed: UInt64)
 
     public var description: String {
         switch self {
         case let .record(error): "\(error)"
         case .missingEntry: "an entry the directory's last commit holds is missing from the backing directory"
+        case let .olderFile(found, committed):
+            "a file's record has sequence \(found), older than the \(committed) its directory's last commit found durable"
         case let .otherObject(expected, found):
             expected == found
                 ? "an entry names another object than the directory's last commit found"

@@ -81,11 +81,7 @@ extension BackingTree {
             throw error
         }
         guard let committed = record.entry(digest), !commits.wasVerified(digest, as: found.node.identity) else { return found }
-        let type = Self.directoryEntryType(found.info.st_mode)
-        guard type == committed.type else { throw DirectoryError.otherObject(expectedType: committed.type, foundType: type) }
-        if committed.bindsObject, (try? objectID(of: found.node, forCommit: false)) != committed.objectID {
-            throw DirectoryError.otherObject(expectedType: committed.type, foundType: type)
-        }
+        if let problem = mismatch(committed, found.node, found.info) { throw problem }
         commits.noteVerified(digest, as: found.node.identity)
         return found
     }
@@ -122,12 +118,7 @@ extension BackingTree {
                 return "an entry the record holds (name digest \(committed.nameDigest.hexString)) is missing"
             }
             guard let found = try? backingNode(name, in: directory.fd) else { return "\(name) cannot be opened" }
-            let type = Self.directoryEntryType(found.info.st_mode)
-            if type != committed.type { return "\(name) is of type \(type) where the record holds type \(committed.type)" }
-            if committed.bindsObject, (try? objectID(of: found.node, forCommit: false)) != committed.objectID {
-                return "\(name) names another object than the record binds"
-            }
-            return nil
+            return mismatch(committed, found.node, found.info).map { "\(name): \($0)" }
         }
     }
 
@@ -157,21 +148,41 @@ extension BackingTree {
             let digest = DirectoryRecord.nameDigest(raw.name)
             var type = raw.type
             if Int32(type) == DT_UNKNOWN, let info = try? io.fstatat(raw.name, in: node.fd) { type = Self.directoryEntryType(info.st_mode) }
-            if let kept = old.entry(digest), kept.type == type, kept.bindsObject { return kept }
-            let id = (try? backingNode(raw.name, in: node.fd)).flatMap { try? objectID(of: $0.node, forCommit: true) }
-            return DirectoryRecord.Entry(nameDigest: digest, type: type, objectID: id ?? DirectoryRecord.unbound)
+            if let kept = old.entry(digest), kept.type == type, kept.bindsObject {
+                // A file some node holds may have committed since: bind its newer sequence.
+                guard Int32(type) == DT_REG, let info = try? io.fstatat(raw.name, in: node.fd),
+                      let bound = volume.liveContent(of: BackingNode.Identity(device: UInt64(info.st_dev), inode: UInt64(info.st_ino)))?
+                          .durableRecordBound,
+                      bound.fileID.bytes == kept.objectID, bound.sequence > kept.sequence else { return kept }
+                return DirectoryRecord.Entry(nameDigest: digest, type: type, objectID: kept.objectID, sequence: bound.sequence)
+            }
+            let bound = (try? backingNode(raw.name, in: node.fd)).flatMap { try? binding(of: $0.node) }
+            return DirectoryRecord.Entry(nameDigest: digest, type: type, objectID: bound?.id ?? DirectoryRecord.unbound, sequence: bound?.sequence ?? 0)
         }
     }
 
-    /// The id a record binds `node` by: a regular file's file id (for a commit, only once a
-    /// sync of the file made it durable), a directory's IV, a symlink's target id.
-    private func objectID(of node: BackingNode, forCommit: Bool) throws -> [UInt8] {
+    /// What a commit binds `node` by: a regular file's file id and a record sequence of it, once
+    /// a sync of the file made them durable; a directory's IV; a symlink's target id.
+    private func binding(of node: BackingNode) throws -> (id: [UInt8], sequence: UInt64)? {
+        guard node.fileType == S_IFREG else { return try objectID(of: node).map { ($0, 0) } }
+        guard let content = node.content else { return nil }
+        _ = try recordIdentity(of: node, content)
+        return content.durableRecordBound.map { ($0.fileID.bytes, $0.sequence) }
+    }
+
+    private func recordIdentity(of node: BackingNode, _ content: FileContent) throws -> (fileID: FileID, sequence: UInt64)? {
+        let fd = try reopen(node, flags: O_RDONLY | O_CLOEXEC)
+        defer { io.close(fd) }
+        return try content.recordIdentity(fd: fd)
+    }
+
+    /// The id `node` has now (nil: none, a file without a record) and, for a regular file, its
+    /// record's sequence.
+    private func objectID(of node: BackingNode) throws -> [UInt8]? {
         switch node.fileType {
         case S_IFREG:
-            guard let content = node.content else { return DirectoryRecord.unbound }
-            let fd = try reopen(node, flags: O_RDONLY | O_CLOEXEC)
-            defer { io.close(fd) }
-            return try content.boundFileID(fd: fd, durableOnly: forCommit)?.bytes ?? DirectoryRecord.unbound
+            guard let content = node.content else { return nil }
+            return try recordIdentity(of: node, content)?.fileID.bytes
         case S_IFDIR:
             return try ivs.read(in: node.fd)
         case S_IFLNK:
@@ -179,8 +190,22 @@ extension BackingTree {
             guard sealed.count >= FileID.byteCount else { throw SystemError("readlink", path: "", errno: EIO) }
             return Array(sealed.prefix(FileID.byteCount))
         default:
-            return DirectoryRecord.unbound
+            return nil
         }
+    }
+
+    /// Why the object `node` (backing attributes `info`) is not what `committed` binds; nil
+    /// when it is.
+    private func mismatch(_ committed: DirectoryRecord.Entry, _ node: BackingNode, _ info: stat) -> DirectoryError? {
+        let type = Self.directoryEntryType(info.st_mode)
+        guard type == committed.type else { return .otherObject(expectedType: committed.type, foundType: type) }
+        guard committed.bindsObject else { return nil }
+        if node.fileType == S_IFREG, let content = node.content {
+            let found = try? recordIdentity(of: node, content)
+            guard let found = found ?? nil, found.fileID.bytes == committed.objectID else { return .otherObject(expectedType: type, foundType: type) }
+            return found.sequence < committed.sequence ? .olderFile(found: found.sequence, committed: committed.sequence) : nil
+        }
+        return (try? objectID(of: node)) == committed.objectID ? nil : .otherObject(expectedType: type, foundType: type)
     }
 
     static func directoryEntryType(_ mode: mode_t) -> UInt8 {
