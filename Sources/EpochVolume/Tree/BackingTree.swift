@@ -61,7 +61,7 @@ public final class BackingTree: Sendable {
     /// Held shared by everything that adds, removes, renames or looks up entries, and
     /// exclusively by a reseal that replaces an entry by a rename after reading it (a symlink,
     /// or a regular file copied): nothing may take, remove or reach that name in between.
-    private let namespace = ReadWriteLock()
+    let namespace = ReadWriteLock()
     /// Held by whatever changes an xattr, so that a reseal never writes back a value that was
     /// replaced or removed after it read it.
     private let xattrChanges = Mutex(())
@@ -99,7 +99,7 @@ public final class BackingTree: Sendable {
         try namespace.withReadLock { try locateLocked(backingName: backingName, in: directory) }
     }
 
-    private func locateLocked(backingName: String, in directory: BackingNode) throws -> (BackingNode, stat) {
+    func locateLocked(backingName: String, in directory: BackingNode) throws -> (BackingNode, stat) {
         let (node, info) = try backingNode(backingName, in: directory.fd)
         return (node, try plaintextAttributes(info, of: node))
     }

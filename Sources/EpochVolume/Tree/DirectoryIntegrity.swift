@@ -60,22 +60,25 @@ extension BackingTree {
     /// there, as the object it named (EIO, `DirectoryError`, otherwise).
     func locateChecked(backingName: String, in directory: BackingNode) throws -> (BackingNode, stat) {
         guard let commits = directory.directory else { return try locate(backingName: backingName, in: directory) }
-        do {
-            return try locateChecking(backingName, in: directory, commits)
-        } catch is DirectoryError {
-            // A removal or commit may have run between the record and the entry: look again,
-            // with both held still.
-            return try commits.holdingChanges { try locateChecking(backingName, in: directory, commits) }
+        // The namespace before the directory's changes, as removals take them.
+        return try namespace.withReadLock {
+            do {
+                return try locateChecking(backingName, in: directory, commits)
+            } catch is DirectoryError {
+                // A removal or commit may have run between the record and the entry: look
+                // again, with both held still.
+                return try commits.holdingChanges { try locateChecking(backingName, in: directory, commits) }
+            }
         }
     }
 
     private func locateChecking(_ backingName: String, in directory: BackingNode, _ commits: DirectoryCommits) throws -> (BackingNode, stat) {
         let record = try commits.record(in: directory.fd, ivs: ivs).record
-        guard !record.entries.isEmpty else { return try locate(backingName: backingName, in: directory) }
+        guard !record.entries.isEmpty else { return try locateLocked(backingName: backingName, in: directory) }
         let digest = DirectoryRecord.nameDigest(backingName)
         let found: (node: BackingNode, info: stat)
         do {
-            found = try locate(backingName: backingName, in: directory)
+            found = try locateLocked(backingName: backingName, in: directory)
         } catch let error as SystemError where error.errno == ENOENT {
             if record.entry(digest) != nil { throw DirectoryError.missingEntry }
             throw error
