@@ -152,9 +152,10 @@ extension BackingTree {
             var type = raw.type
             if Int32(type) == DT_UNKNOWN, let info = try? io.fstatat(raw.name, in: node.fd) { type = Self.directoryEntryType(info.st_mode) }
             if let kept = old.entry(digest), kept.type == type, kept.bindsObject {
-                // A file some node holds may have committed since: bind its newer sequence.
-                guard Int32(type) == DT_REG, let info = try? io.fstatat(raw.name, in: node.fd),
-                      let bound = volume.liveContent(of: BackingNode.Identity(device: UInt64(info.st_dev), inode: UInt64(info.st_ino)))?
+                // A file some node holds may have committed since: bind its newer sequence
+                // (found by inode, with no call: a commit of a large directory stays a listing).
+                guard Int32(type) == DT_REG,
+                      let bound = volume.liveContent(of: BackingNode.Identity(device: node.identity.device, inode: raw.inode))?
                           .durableRecordBound,
                       bound.fileID.bytes == kept.objectID, bound.sequence > kept.sequence else { return kept }
                 return DirectoryRecord.Entry(nameDigest: digest, type: type, objectID: kept.objectID, sequence: bound.sequence)
