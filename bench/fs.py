@@ -21,7 +21,7 @@ parser.add_argument("--runs", type=int, default=3)
 parser.add_argument("--size-mb", type=int, default=512)
 parser.add_argument("--random-seconds", type=int, default=10)
 parser.add_argument("--dir", default="/var/tmp/epochfs-bench")
-parser.add_argument("--phases", default="sequential,random,small,wal",
+parser.add_argument("--phases", default="sequential,random,small,wal,names",
                     help="comma-separated subset of sequential, random, small, wal, names")
 args = parser.parse_args()
 
