@@ -61,7 +61,7 @@ public final class BackingTree: Sendable {
     /// Held shared by everything that adds, removes, renames or looks up entries, and
     /// exclusively by a reseal that replaces an entry by a rename after reading it (a symlink,
     /// or a regular file copied): nothing may take, remove or reach that name in between.
-    private let namespace = ReadWriteLock()
+    let namespace = ReadWriteLock()
     /// Held by whatever changes an xattr, so that a reseal never writes back a value that was
     /// replaced or removed after it read it.
     private let xattrChanges = Mutex(())
@@ -112,7 +112,7 @@ public final class BackingTree: Sendable {
 
     /// The node of the object open (O_PATH) at `fd`, which it takes over, and its backing
     /// attributes; `fd` is closed if they cannot be had.
-    private static func node(openedAt fd: FileDescriptor, volume: LiveVolume) throws -> (node: BackingNode, info: stat) {
+    static func node(openedAt fd: FileDescriptor, volume: LiveVolume) throws -> (node: BackingNode, info: stat) {
         do {
             let info = try volume.io.fstat(fd)
             return (BackingNode(fd: fd, info: info, volume: volume), info)
@@ -128,7 +128,7 @@ public final class BackingTree: Sendable {
     }
 
     /// `info`, the backing attributes of `node`, with the plaintext size.
-    private func plaintextAttributes(_ info: stat, of node: BackingNode) throws -> stat {
+    func plaintextAttributes(_ info: stat, of node: BackingNode) throws -> stat {
         var info = info
         switch info.st_mode & S_IFMT {
         case S_IFREG: info.st_size = off_t(volume.contentLayout.plaintextSize(backingSize: Int(info.st_size)))
