@@ -19,9 +19,9 @@ final class Frontend: Sendable {
     /// loop cannot flood the journal; the next line says how many were left out.
     private let integrityLines = Mutex(TokenBucket(capacity: 20, perSecond: 2))
 
-    init(volume: LiveVolume) throws {
+    init(volume: LiveVolume, keepingAccessTimes: Bool) throws {
         self.volume = volume
-        tree = try BackingTree(volume: volume)
+        tree = try BackingTree(volume: volume, keepingAccessTimes: keepingAccessTimes)
         table = InodeTable(root: tree.root, ids: NodeIDs(probing: tree))
         control = ControlFiles(tree: tree)
     }

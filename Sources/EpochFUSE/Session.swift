@@ -28,7 +28,7 @@ public enum MountSession {
         defer { withExtendedLifetime(owner) {} }
         let volume = try LiveVolume(backing: backing, journal: journal)
         try volume.requireCurrentFormat()
-        let frontend = try Frontend(volume: volume)
+        let frontend = try Frontend(volume: volume, keepingAccessTimes: options.fuseOptions.contains("noatime"))
         let logger = Logger(label: "epochfs.mount")
 
         var fuseOptions = ["fsname=epochfs:\(backing)", "subtype=epochfs"] + options.fuseOptions
