@@ -1,9 +1,11 @@
 #define _GNU_SOURCE
 #include <dirent.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <linux/falloc.h>
 #include <stdio.h>
 #include <stdint.h>
+#include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -54,6 +56,26 @@ int epochfs_page_cache_pages(int fd, unsigned long long offset, unsigned long lo
     *cached = stat.nr_cache;
     *dirty = stat.nr_dirty;
     return 0;
+}
+
+int epochfs_name_to_handle(int fd, int *type, unsigned char *bytes, unsigned int capacity) {
+    if (capacity > MAX_HANDLE_SZ) capacity = MAX_HANDLE_SZ;
+    struct { struct file_handle head; unsigned char room[MAX_HANDLE_SZ]; } handle;
+    handle.head.handle_bytes = capacity;
+    int mount_id;
+    if (name_to_handle_at(fd, "", &handle.head, &mount_id, AT_EMPTY_PATH) != 0) return -1;
+    *type = handle.head.handle_type;
+    memcpy(bytes, handle.head.f_handle, handle.head.handle_bytes);
+    return (int)handle.head.handle_bytes;
+}
+
+int epochfs_open_by_handle(int mount_fd, int type, const unsigned char *bytes, unsigned int length, int flags) {
+    if (length > MAX_HANDLE_SZ) { errno = EINVAL; return -1; }
+    struct { struct file_handle head; unsigned char room[MAX_HANDLE_SZ]; } handle;
+    handle.head.handle_bytes = length;
+    handle.head.handle_type = type;
+    memcpy(handle.head.f_handle, bytes, length);
+    return open_by_handle_at(mount_fd, &handle.head, flags);
 }
 
 int epochfs_fallocate(int fd, int mode, long offset, long length) { return fallocate(fd, mode, offset, length); }

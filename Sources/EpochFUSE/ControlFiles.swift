@@ -58,7 +58,10 @@ final class ControlFiles: Sendable {
         case (Self.directoryID, "status"): Self.statusID
         default: nil
         }
-        guard let node else { return nil }
+        return node.map(entry)
+    }
+
+    func entry(_ node: UInt64) -> fuse_entry_param {
         var entry = fuse_entry_param()
         entry.ino = fuse_ino_t(node)
         entry.attr = attributes(node)

@@ -45,7 +45,7 @@ extension Operations {
     static func open(_ request: fuse_req_t?, _ node: fuse_ino_t, _ file: UnsafeMutablePointer<fuse_file_info>?) {
         replying(request, "open") { fs, request in
             let file = file!
-            switch fs.resolve(node) {
+            switch try fs.resolve(node) {
             case let .control(id):
                 try fs.control.open(id, file: file, caller: request.caller.user)
             case let .backing(node):
@@ -64,7 +64,13 @@ extension Operations {
             let directory = try fs.directoryForNewEntry(parent, name)
             let flags = file!.pointee.flags
             let (fd, node, info) = try fs.tree.create(name, in: directory, flags: flags, mode: mode, owner: request.owner)
-            var entry = fs.entry((node, info))
+            var entry: fuse_entry_param
+            do {
+                entry = try fs.entry((node, info))
+            } catch {
+                fs.tree.close(fd)
+                throw error
+            }
             file!.pointee.fh = Handle.make(fd, append: flags & O_APPEND != 0)
             fuse_reply_create(request.raw, &entry, file)
         }
@@ -73,7 +79,7 @@ extension Operations {
     static func read(_ request: fuse_req_t?, _ node: fuse_ino_t, _ size: Int, _ offset: off_t,
                      _ file: UnsafeMutablePointer<fuse_file_info>?) {
         replying(request, "read", node: node) { fs, request in
-            switch fs.resolve(node) {
+            switch try fs.resolve(node) {
             case let .control(id):
                 request.reply(try fs.control.read(id, file: file!, size: size, offset: Int(offset)))
             case let .backing(node):
@@ -87,7 +93,7 @@ extension Operations {
         replying(request, "write", node: node) { fs, request in
             let data = UnsafeRawBufferPointer(start: buffer, count: size)
             var written = size
-            switch fs.resolve(node) {
+            switch try fs.resolve(node) {
             case let .control(id):
                 try fs.control.write(id, data: data, caller: request.caller.user)
             case let .backing(node):
@@ -101,9 +107,10 @@ extension Operations {
 
     static func release(_ request: fuse_req_t?, _ node: fuse_ino_t, _ file: UnsafeMutablePointer<fuse_file_info>?) {
         let fs = frontend(request)
-        switch fs.resolve(node) {
-        case let .control(id): fs.control.release(id, file: file!)
-        case .backing: fs.tree.close(Handle.fd(file!.pointee.fh))
+        if ControlFiles.owns(UInt64(node)) {
+            fs.control.release(UInt64(node), file: file!)
+        } else {
+            fs.tree.close(Handle.fd(file!.pointee.fh))
         }
         fuse_reply_err(request, 0)
     }
@@ -130,7 +137,7 @@ extension Operations {
 
     static func opendir(_ request: fuse_req_t?, _ node: fuse_ino_t, _ file: UnsafeMutablePointer<fuse_file_info>?) {
         replying(request, "opendir") { fs, request in
-            let handle: FileDescriptor? = switch fs.resolve(node) {
+            let handle: FileDescriptor? = switch try fs.resolve(node) {
             case .control: nil
             case let .backing(directory): try fs.tree.openDirectory(directory)
             }
@@ -158,7 +165,7 @@ extension Operations {
             let listing = DirectoryListing.of(file!)
             let directory: BackingNode?
             let entries: [DirectoryListing.Entry]
-            switch fs.resolve(node) {
+            switch try fs.resolve(node) {
             case .control:
                 directory = nil
                 entries = fs.control.listing
@@ -181,11 +188,12 @@ extension Operations {
                 param.attr.st_mode = mode_t(entry.type) << 12
                 if plus, let directory, let backingName = entry.backingName {
                     // An entry that vanished since the listing was taken is simply left out.
-                    guard let found = try? fs.tree.locate(backingName: backingName, in: directory) else {
+                    guard let found = try? fs.tree.locate(backingName: backingName, in: directory),
+                          let entry = try? fs.entry(found) else {
                         index += 1
                         continue
                     }
-                    param = fs.entry(found)
+                    param = entry
                 }
                 let needed = buffer.withUnsafeMutableBufferPointer { out in
                     name.withUnsafeBufferPointer { name in

@@ -19,10 +19,10 @@ final class Frontend: Sendable {
     /// loop cannot flood the journal; the next line says how many were left out.
     private let integrityLines = Mutex(TokenBucket(capacity: 20, perSecond: 2))
 
-    init(volume: LiveVolume) throws {
+    init(volume: LiveVolume, keepingAccessTimes: Bool) throws {
         self.volume = volume
-        tree = try BackingTree(volume: volume)
-        table = InodeTable(root: tree.root)
+        tree = try BackingTree(volume: volume, keepingAccessTimes: keepingAccessTimes)
+        table = InodeTable(root: tree.root, ids: NodeIDs(probing: tree))
         control = ControlFiles(tree: tree)
     }
 
@@ -32,14 +32,39 @@ final class Frontend: Sendable {
         case control(UInt64)
     }
 
-    func resolve(_ nodeID: fuse_ino_t) -> Node {
-        ControlFiles.owns(UInt64(nodeID)) ? .control(UInt64(nodeID)) : .backing(table.node(UInt64(nodeID)))
+    /// ESTALE for a node id the kernel has forgotten: it sends none but in a LOOKUP of "."
+    /// or "..", which `dotEntry` answers.
+    func resolve(_ nodeID: fuse_ino_t) throws -> Node {
+        if ControlFiles.owns(UInt64(nodeID)) { return .control(UInt64(nodeID)) }
+        guard let node = table.node(UInt64(nodeID)) else { throw SystemError("node", path: "", errno: ESTALE) }
+        return .backing(node)
     }
 
     /// The backing node behind `nodeID`; a control node fails the operation with `errno`.
     func backing(_ nodeID: fuse_ino_t, orFail errno: Int32) throws -> BackingNode {
-        guard case let .backing(node) = resolve(nodeID) else { throw SystemError("node", path: "", errno: errno) }
+        guard case let .backing(node) = try resolve(nodeID) else { throw SystemError("node", path: "", errno: errno) }
         return node
+    }
+
+    /// The entry of "." or ".." in `nodeID`, which the kernel asks for (export support) to
+    /// find a node it forgot again from a file handle, or a directory's parent: the node,
+    /// reopened by its backing handle when the kernel forgot it, or its parent directory.
+    func dotEntry(_ name: [UInt8], in nodeID: UInt64) throws -> fuse_entry_param {
+        let wantsParent = name.count == 2
+        if ControlFiles.owns(nodeID) {
+            guard wantsParent else { return control.entry(nodeID) }
+            return try entry((tree.root, try tree.attributes(of: tree.root)))
+        }
+        let found: (BackingNode, stat)
+        if let node = table.node(nodeID) {
+            found = (node, try tree.attributes(of: node))
+        } else {
+            guard table.ids.exportable, let handle = table.ids.handle(of: nodeID) else {
+                throw SystemError("lookup", path: "", errno: ESTALE)
+            }
+            found = try tree.reopen(handle)
+        }
+        return try entry(wantsParent ? try tree.parent(of: found.0) : found)
     }
 
     /// The directory in which a new entry `name` is to be made: never the control directory,
@@ -51,10 +76,10 @@ final class Frontend: Sendable {
     }
 
     /// Registers a node found by the tree with the kernel and makes its entry reply.
-    func entry(_ found: (BackingNode, stat)) -> fuse_entry_param {
-        let node = table.remember(found.0)
+    func entry(_ found: (BackingNode, stat)) throws -> fuse_entry_param {
+        let (_, nodeID) = try table.remember(found.0, in: tree)
         var entry = fuse_entry_param()
-        entry.ino = fuse_ino_t(table.nodeID(of: node))
+        entry.ino = fuse_ino_t(nodeID)
         entry.attr = found.1
         entry.attr_timeout = Self.attributeTimeout
         entry.entry_timeout = Self.attributeTimeout
@@ -71,7 +96,7 @@ final class Frontend: Sendable {
             return error.errno
         case let error as ContentError:
             var metadata: Logger.Metadata = ["operation": "\(operation)"]
-            if let nodeID, case let .backing(node) = resolve(nodeID) { metadata["path"] = "\(tree.plaintextPath(of: node))" }
+            if let nodeID, case let .backing(node) = try? resolve(nodeID) { metadata["path"] = "\(tree.plaintextPath(of: node))" }
             switch error {
             case let .block(index, reason):
                 metadata["block"] = "\(index)"
@@ -91,7 +116,7 @@ final class Frontend: Sendable {
             return EIO
         case let error as DirectoryError:
             var metadata: Logger.Metadata = ["operation": "\(operation)", "reason": "\(error)"]
-            if let nodeID, case let .backing(node) = resolve(nodeID) { metadata["directory"] = "\(tree.plaintextPath(of: node))" }
+            if let nodeID, case let .backing(node) = try? resolve(nodeID) { metadata["directory"] = "\(tree.plaintextPath(of: node))" }
             volume.counters.authenticationFailures.add(1, ordering: .relaxed)
             logIntegrity("directory integrity failure", metadata)
             volume.counters.countFailure(EIO)

@@ -32,9 +32,13 @@ enum Operations {
     /// parallel: the inode table and the backing fs are safe for it. Set-ID bits are ours to
     /// drop on write and truncate (`BackingTree.write`), which spares the kernel a GETATTR
     /// before every chown. (libfuse 3.14 forgets to send the last two: see `InitReply`.)
-    static func negotiate(_ connection: UnsafeMutablePointer<fuse_conn_info>) {
+    /// Export support where node ids outlive the kernel's inodes (`NodeIDs`): the kernel then
+    /// finds a node it forgot by a LOOKUP of "." in its id (`Frontend.dotEntry`).
+    static func negotiate(_ userdata: UnsafeMutableRawPointer?, _ connection: UnsafeMutablePointer<fuse_conn_info>) {
+        let fs = Unmanaged<Frontend>.fromOpaque(userdata!).takeUnretainedValue()
         connection.pointee.want &= ~UInt32(FUSE_CAP_READDIRPLUS_AUTO)
         connection.pointee.want |= UInt32(FUSE_CAP_PARALLEL_DIROPS | FUSE_CAP_HANDLE_KILLPRIV) & connection.pointee.capable
+        if fs.table.ids.exportable { connection.pointee.want |= UInt32(FUSE_CAP_EXPORT_SUPPORT) & connection.pointee.capable }
     }
 
     // MARK: Entries
@@ -42,29 +46,30 @@ enum Operations {
     static func lookup(_ request: fuse_req_t?, _ parent: fuse_ino_t, _ name: UnsafePointer<CChar>?) {
         replying(request, "lookup") { fs, request in
             let name = nameBytes(name)
+            if name == [0x2e] || name == [0x2e, 0x2e] { return request.replyEntry(try fs.dotEntry(name, in: UInt64(parent))) }
             if let virtual = fs.control.lookup(parent: UInt64(parent), name: name) { return request.replyEntry(virtual) }
             let directory = try fs.backing(parent, orFail: ENOENT)
-            request.replyEntry(fs.entry(try fs.tree.lookup(name, in: directory)))
+            request.replyEntry(try fs.entry(try fs.tree.lookup(name, in: directory)))
         }
     }
 
     static func forget(_ request: fuse_req_t?, _ node: fuse_ino_t, _ lookups: UInt64) {
         let fs = frontend(request)
-        if case .backing = fs.resolve(node) { fs.table.forget(UInt64(node), count: lookups) }
+        if !ControlFiles.owns(UInt64(node)) { fs.table.forget(UInt64(node), count: lookups) }
         fuse_reply_none(request)
     }
 
     static func forgetMulti(_ request: fuse_req_t?, _ count: Int, _ forgets: UnsafeMutablePointer<fuse_forget_data>?) {
         let fs = frontend(request)
         for item in UnsafeBufferPointer(start: forgets, count: count) {
-            if case .backing = fs.resolve(fuse_ino_t(item.ino)) { fs.table.forget(UInt64(item.ino), count: item.nlookup) }
+            if !ControlFiles.owns(item.ino) { fs.table.forget(item.ino, count: item.nlookup) }
         }
         fuse_reply_none(request)
     }
 
     static func getattr(_ request: fuse_req_t?, _ node: fuse_ino_t, _ info: UnsafeMutablePointer<fuse_file_info>?) {
         replying(request, "getattr") { fs, request in
-            switch fs.resolve(node) {
+            switch try fs.resolve(node) {
             case let .control(id): request.replyAttributes(fs.control.attributes(id))
             case let .backing(node): request.replyAttributes(try fs.tree.attributes(of: node))
             }
@@ -119,7 +124,7 @@ enum Operations {
         replying(request, "mknod") { fs, request in
             let name = nameBytes(name)
             let directory = try fs.directoryForNewEntry(parent, name)
-            request.replyEntry(fs.entry(try fs.tree.mknod(name, in: directory, mode: mode, device: device, owner: request.owner)))
+            request.replyEntry(try fs.entry(try fs.tree.mknod(name, in: directory, mode: mode, device: device, owner: request.owner)))
         }
     }
 
@@ -127,7 +132,7 @@ enum Operations {
         replying(request, "mkdir") { fs, request in
             let name = nameBytes(name)
             let directory = try fs.directoryForNewEntry(parent, name)
-            request.replyEntry(fs.entry(try fs.tree.mkdir(name, in: directory, mode: mode, owner: request.owner)))
+            request.replyEntry(try fs.entry(try fs.tree.mkdir(name, in: directory, mode: mode, owner: request.owner)))
         }
     }
 
@@ -135,7 +140,7 @@ enum Operations {
         replying(request, "symlink") { fs, request in
             let name = nameBytes(name)
             let directory = try fs.directoryForNewEntry(parent, name)
-            request.replyEntry(fs.entry(try fs.tree.symlink(nameBytes(target), named: name, in: directory, owner: request.owner)))
+            request.replyEntry(try fs.entry(try fs.tree.symlink(nameBytes(target), named: name, in: directory, owner: request.owner)))
         }
     }
 
@@ -143,7 +148,7 @@ enum Operations {
         replying(request, "link") { fs, request in
             let name = nameBytes(newName)
             let directory = try fs.directoryForNewEntry(newParent, name)
-            request.replyEntry(fs.entry(try fs.tree.link(try fs.backing(node, orFail: EPERM), as: name, in: directory)))
+            request.replyEntry(try fs.entry(try fs.tree.link(try fs.backing(node, orFail: EPERM), as: name, in: directory)))
         }
     }
 

@@ -28,7 +28,7 @@ public enum MountSession {
         defer { withExtendedLifetime(owner) {} }
         let volume = try LiveVolume(backing: backing, journal: journal)
         try volume.requireCurrentFormat()
-        let frontend = try Frontend(volume: volume)
+        let frontend = try Frontend(volume: volume, keepingAccessTimes: options.fuseOptions.contains("noatime"))
         let logger = Logger(label: "epochfs.mount")
 
         var fuseOptions = ["fsname=epochfs:\(backing)", "subtype=epochfs"] + options.fuseOptions
@@ -83,7 +83,7 @@ public enum MountSession {
 
     private static func makeOperations() -> fuse_lowlevel_ops {
         var ops = fuse_lowlevel_ops()
-        ops.`init` = { _, connection in Operations.negotiate(connection!) }
+        ops.`init` = { userdata, connection in Operations.negotiate(userdata, connection!) }
         // No flush: writes reach the backing file before they are answered, so a close has
         // nothing to flush. Left unset, it is answered ENOSYS once and the kernel stops sending it.
         ops.lookup = { Operations.lookup($0, $1, $2) }

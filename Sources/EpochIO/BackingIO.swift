@@ -59,6 +59,23 @@ public protocol BackingIO: Sendable {
     func syncfs(_ fd: FileDescriptor) throws
     /// flock(2) with LOCK_EX, LOCK_SH or LOCK_UN.
     func flock(_ fd: FileDescriptor, operation: Int32) throws
+    /// name_to_handle_at(2) of the object open (O_PATH too) at `fd`.
+    func nameToHandle(_ fd: FileDescriptor) throws -> BackingFileHandle
+    /// open_by_handle_at(2) of `handle` on the file system `mount` is on; ESTALE once the
+    /// object is gone. Needs CAP_DAC_READ_SEARCH.
+    func openByHandle(_ handle: BackingFileHandle, mount: FileDescriptor, flags: Int32) throws -> FileDescriptor
+}
+
+/// What the backing file system names an object by for as long as it exists, across
+/// remounts (`name_to_handle_at(2)`): on ext4 its inode number and generation.
+public struct BackingFileHandle: Sendable, Hashable {
+    public let type: Int32
+    public let bytes: [UInt8]
+
+    public init(type: Int32, bytes: [UInt8]) {
+        self.type = type
+        self.bytes = bytes
+    }
 }
 
 public struct DirectoryEntry: Sendable, Equatable {

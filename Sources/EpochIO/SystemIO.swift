@@ -166,6 +166,19 @@ public struct SystemIO: BackingIO {
         try call("flock", "") { epochfs_flock(fd.rawValue, operation) }
     }
 
+    public func nameToHandle(_ fd: FileDescriptor) throws -> BackingFileHandle {
+        var type: Int32 = 0
+        var bytes = [UInt8](repeating: 0, count: 128)
+        let count = try call("name_to_handle_at", "") { epochfs_name_to_handle(fd.rawValue, &type, &bytes, UInt32(bytes.count)) }
+        return BackingFileHandle(type: type, bytes: Array(bytes.prefix(Int(count))))
+    }
+
+    public func openByHandle(_ handle: BackingFileHandle, mount: FileDescriptor, flags: Int32) throws -> FileDescriptor {
+        FileDescriptor(rawValue: try call("open_by_handle_at", "") {
+            epochfs_open_by_handle(mount.rawValue, handle.type, handle.bytes, UInt32(handle.bytes.count), flags)
+        })
+    }
+
     /// A path that reaches the object open at `fd` through procfs, for calls without an fd form.
     public static func procPath(_ fd: FileDescriptor) -> String { "/proc/self/fd/\(fd.rawValue)" }
 

@@ -123,7 +123,6 @@ func describe(_ status: ReencryptionStatus?) -> String {
     if let items = status.itemsByEpoch, !items.isEmpty {
         text += "; items by epoch: " + items.sorted { (UInt32($0.key) ?? 0) < (UInt32($1.key) ?? 0) }
             .map { "\($0.key): \($0.value)" }.joined(separator: ", ")
-        if state != .done { text += " (of those looked at)" }
     }
     if let error = status.error { text += "; error: \(error)" }
     return text

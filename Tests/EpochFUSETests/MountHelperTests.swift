@@ -37,14 +37,18 @@ import Testing
         #expect(!volume.isMounted)
     }
 
-    @Test func fstabLineThroughMount8() throws {
+    /// Installs the helper as /sbin/mount.fuse.epochfs unless one is there; returns whether
+    /// it did (and the caller removes it).
+    func installHelper() -> Bool {
         let installed = "/sbin/mount.fuse.epochfs"
-        var ours = false
-        if access(installed, F_OK) != 0 {
-            #expect(symlink(Self.helper, installed) == 0, "cannot install \(installed)")
-            ours = true
-        }
-        defer { if ours { unlink(installed) } }
+        guard access(installed, F_OK) != 0 else { return false }
+        #expect(symlink(Self.helper, installed) == 0, "cannot install \(installed)")
+        return true
+    }
+
+    @Test func fstabLineThroughMount8() throws {
+        let ours = installHelper()
+        defer { if ours { unlink("/sbin/mount.fuse.epochfs") } }
         let volume = try unmountedVolume()
         defer {
             _ = try? run("/bin/fusermount3", ["-u", volume.mountpoint])
@@ -60,6 +64,47 @@ import Testing
         #expect(try run("/bin/umount", [volume.mountpoint]).status == 0)
         waitUntilUnmounted(volume)
         #expect(!volume.isMounted)
+    }
+
+    /// mount(8) passes neither `suid` nor `dev` to a helper (they are its defaults) and libfuse
+    /// makes a mount nosuid,nodev unless told: the helper asks for both as root, so device
+    /// nodes open and set-ID programs run as on ext4 (xfstests generic/184, 633), unless the
+    /// line says `nosuid` or `nodev`.
+    @Test func mount8GivesSuidAndDevUnlessTold() throws {
+        let ours = installHelper()
+        defer { if ours { unlink("/sbin/mount.fuse.epochfs") } }
+        let volume = try unmountedVolume()
+        defer {
+            _ = try? run("/bin/fusermount3", ["-u", volume.mountpoint])
+            volume.destroy()
+        }
+        let fstab = volume.root + "/fstab"
+        func mount(_ options: String) throws -> [String] {
+            try "\(volume.backing) \(volume.mountpoint) fuse.epochfs keysource=file:\(volume.keys)/%d.key\(options) 0 0\n"
+                .write(toFile: fstab, atomically: true, encoding: .utf8)
+            let mounted = try run("/usr/bin/env", ["EPOCHFS_BIN=\(volume.binary)", "/bin/mount", "--fstab", fstab, volume.mountpoint])
+            #expect(mounted.status == 0, "\(mounted.stderr)")
+            let table = try String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8)
+            let line = table.split(separator: "\n").map { $0.split(separator: " ") }.first { $0.count > 5 && $0[4] == volume.mountpoint }
+            return line.map { $0[5].split(separator: ",").map(String.init) } ?? []
+        }
+
+        let flags = try mount("")
+        #expect(!flags.contains("nosuid") && !flags.contains("nodev"), "\(flags)")
+        #expect(mknod(volume.path("null"), S_IFCHR | 0o666, dev_t(1 << 8 | 3) /* /dev/null */) == 0)
+        let device = open(volume.path("null"), O_WRONLY)
+        #expect(device >= 0, "errno \(errno)")
+        #expect(write(device, "fred", 4) == 4)
+        close(device)
+        #expect(try run("/bin/umount", [volume.mountpoint]).status == 0)
+        waitUntilUnmounted(volume)
+
+        let told = try mount(",nosuid,nodev")
+        #expect(told.contains("nosuid") && told.contains("nodev"), "\(told)")
+        #expect(open(volume.path("null"), O_WRONLY) == -1)
+        #expect(errno == EACCES)
+        #expect(try run("/bin/umount", [volume.mountpoint]).status == 0)
+        waitUntilUnmounted(volume)
     }
 
     /// As root the mount raises its readahead to 1 MiB (after the kernel's INIT reset it).

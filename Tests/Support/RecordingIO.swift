@@ -10,7 +10,7 @@ public final class RecordingIO: BackingIO {
     public enum Kind: String, Sendable, CaseIterable {
         case open, close, pread, pwrite, fsync, fdatasync, fallocate, ftruncate, fstat, fstatat, renameat, unlinkat
         case mkdirat, mknodat, symlinkat, readlinkat, linkat, readdir, getxattr, setxattr, listxattr, removexattr
-        case syncFileRange, fadvise, cachestat, fchmod, fchownat, utimensat, fstatvfs, syncfs, flock
+        case syncFileRange, fadvise, cachestat, fchmod, fchownat, utimensat, fstatvfs, syncfs, flock, nameToHandle, openByHandle
     }
 
     public enum Fault: Sendable, Equatable {
@@ -278,6 +278,18 @@ public final class RecordingIO: BackingIO {
 
     public func flock(_ fd: FileDescriptor, operation: Int32) throws {
         try perform(.flock, Call(kind: .flock, path: path(fd), length: Int(operation))) { try real.flock(fd, operation: operation); return 0 }
+    }
+
+    public func nameToHandle(_ fd: FileDescriptor) throws -> BackingFileHandle {
+        var handle = BackingFileHandle(type: 0, bytes: [])
+        try perform(.nameToHandle, Call(kind: .nameToHandle, path: path(fd))) { handle = try real.nameToHandle(fd); return handle.bytes.count }
+        return handle
+    }
+
+    public func openByHandle(_ handle: BackingFileHandle, mount: FileDescriptor, flags: Int32) throws -> FileDescriptor {
+        FileDescriptor(rawValue: Int32(try perform(.openByHandle, Call(kind: .openByHandle, path: path(mount), length: Int(flags))) {
+            Int(try real.openByHandle(handle, mount: mount, flags: flags).rawValue)
+        }))
     }
 
     // MARK: Internals

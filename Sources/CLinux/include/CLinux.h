@@ -39,6 +39,13 @@ long epochfs_getdents(int fd, void *buffer, unsigned long size);
 // readahead(2).
 long epochfs_readahead(int fd, long long offset, unsigned long count);
 
+// File handles (struct file_handle needs _GNU_SOURCE). name_to_handle_at(2) of the object
+// open at fd (an O_PATH descriptor too): writes its handle type and up to `capacity` bytes
+// (MAX_HANDLE_SZ, 128, holds any) and returns their number, or -1 with errno set.
+int epochfs_name_to_handle(int fd, int *type, unsigned char *bytes, unsigned int capacity);
+// open_by_handle_at(2) of the handle (type, bytes) on the file system of mount_fd.
+int epochfs_open_by_handle(int mount_fd, int type, const unsigned char *bytes, unsigned int length, int flags);
+
 // Extended attributes (sys/xattr.h is not in Swift's Glibc module).
 long epochfs_getxattr(const char *path, const char *name, void *value, unsigned long size);
 int epochfs_setxattr(const char *path, const char *name, const void *value, unsigned long size, int flags);

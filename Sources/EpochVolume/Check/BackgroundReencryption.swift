@@ -19,11 +19,10 @@ public struct ReencryptionStatus: Codable, Equatable, Sendable {
     public let blocksTotal: Int?
     public let megabytesPerSecond: Double?
     public let etaSeconds: Double?
-    /// Items (blocks, symlink targets, xattr values) the current or last pass looked at, by
-    /// the epoch they name now.
+    /// Items (blocks, symlink targets, xattr values) of the whole volume by the epoch they name:
+    /// counted when the current or last pass began and moved as it reseals (`EpochCensus`).
     public let itemsByEpoch: [String: Int]?
-    /// The epochs the volume's items name, after a whole pass (state `done`) only: a stopped or
-    /// running pass has not looked at everything.
+    /// The epochs those items name, so also while a pass runs and after it stopped.
     public let epochsReferenced: [UInt32]?
     /// Why the last walk stopped, if it failed.
     public let error: String?
@@ -121,8 +120,8 @@ public final class BackgroundReencryption: Sendable {
         return ReencryptionStatus(running: isRunning, state: current, rate: Double(bitPattern: rate.load(ordering: .relaxed)),
                                   targetEpoch: progress.target, blocksDone: progress.blocksDone, blocksTotal: progress.blocksTotal,
                                   megabytesPerSecond: progress.megabytesPerSecond, etaSeconds: progress.secondsLeft,
-                                  itemsByEpoch: Dictionary(uniqueKeysWithValues: progress.keyIDs.map { (String($0.key), $0.value) }),
-                                  epochsReferenced: current == .done ? progress.keyIDs.keys.sorted() : nil, error: error)
+                                  itemsByEpoch: progress.census.map { census in Dictionary(uniqueKeysWithValues: census.map { (String($0.key), $0.value) }) },
+                                  epochsReferenced: progress.census?.keys.sorted(), error: error)
     }
 
     private func join() {
@@ -151,7 +150,7 @@ public final class BackgroundReencryption: Sendable {
         defer { running.store(false, ordering: .releasing) }
         var stopped = false
         do {
-            try Reencryption.run(tree, chunk: Self.chunk, copyLimit: Self.copyLimit) { progress in
+            try Reencryption.run(tree, chunk: Self.chunk, copyLimit: Self.copyLimit, census: true) { progress in
                 self.state.withLock { $0.progress = progress }
                 self.waitUntilDue(progress)
                 stopped = self.stopRequested.load(ordering: .relaxed)

@@ -9,9 +9,9 @@ import Glibc
 extension FileContent {
     /// Visits every block of the file open at `fd`, in order: the key id its current copy (in
     /// place, or in a shadow slot) names and whether it opens, exactly as a read through the
-    /// mount would. Throws what stops the whole file from being read (a bad file header, an
-    /// I/O error).
-    public func visitStoredBlocks(fd: FileDescriptor, _ visit: (StoredBlock) throws -> Void) throws {
+    /// mount would (without `opening`, only the key id: the block is not read). Throws what
+    /// stops the whole file from being read (a bad file header, an I/O error).
+    public func visitStoredBlocks(fd: FileDescriptor, opening: Bool = true, _ visit: (StoredBlock) throws -> Void) throws {
         let size = try self.size(fd: fd)
         let blockSize = layout.blockSize
         try access.withReadLock { try loadSlots(fd) }
@@ -20,7 +20,7 @@ extension FileContent {
             let keyID = try storedKeyID(of: index, fd: fd)
             var error: EnvelopeError?
             do {
-                _ = try read(fd: fd, offset: index * blockSize, count: length) { $0.count }
+                if opening { _ = try read(fd: fd, offset: index * blockSize, count: length) { $0.count } }
             } catch let ContentError.block(_, envelopeError) {
                 error = envelopeError
             }

@@ -16,6 +16,9 @@ public struct ReencryptionProgress: Sendable {
     /// Items left naming each epoch by this pass so far (blocks, symlink targets, xattr values);
     /// after a whole pass, the epochs the volume still references.
     public var keyIDs: [UInt32: Int] = [:]
+    /// With a census (`run(census: true)`): the items of the whole volume by the epoch they
+    /// name, counted at the pass's start and moved as it reseals (`EpochCensus`).
+    public var census: [UInt32: Int]?
     /// Seconds since the walk started, and plaintext bytes of the blocks looked at meanwhile.
     public var seconds = 0.0
     public var bytesDone = 0
@@ -53,6 +56,7 @@ public struct Reencryption {
     private let clock = ContinuousClock()
     private let started: ContinuousClock.Instant
     private var progress = ReencryptionProgress()
+    private var census: EpochCensus?
     private var resealedFiles: Set<BackingNode.Identity> = []
     /// Link files the symlinks walked use (FORMAT.md §5.4).
     private var linkFilesInUse: Set<String> = []
@@ -63,10 +67,12 @@ public struct Reencryption {
     /// of up to `copyLimit` plaintext bytes by copy-on-write where they may be. `report` gets the
     /// progress after each chunk, each file copied and each item; it returns false to stop the
     /// walk there (a later walk resumes it). Offline (`offline`), a complete pass also removes
-    /// the link files an earlier, killed walk left unused. Returns the progress as the last pass
-    /// left it.
+    /// the link files an earlier, killed walk left unused. With `census`, each pass first counts
+    /// the whole volume's items by epoch (`ReencryptionProgress.census`). Returns the progress as
+    /// the last pass left it.
     @discardableResult
     public static func run(_ tree: BackingTree, chunk: Int = offlineChunk, copyLimit: Int = .max, offline: Bool = false,
+                           census: Bool = false,
                            report: @escaping (ReencryptionProgress) -> Bool = { _ in true }) throws -> ReencryptionProgress {
         var walk = Reencryption(tree: tree, chunk: chunk, copyLimit: copyLimit, report: report)
         while true {
@@ -78,7 +84,11 @@ public struct Reencryption {
             var seen: Set<BackingNode.Identity> = []
             walk.progress.blocksTotal = try VolumeScan.storedFiles(in: tree.root.fd, layout: tree.volume.contentLayout, io: tree.volume.io,
                                                                    seen: &seen).blocks
-            guard try walk.reseal(directory: tree.root) else { return walk.progress }
+            walk.census = try census ? EpochCensus(tree) : nil
+            walk.progress.census = walk.census?.total
+            guard try walk.reseal(directory: tree.root, path: ".") else { return walk.progress }
+            walk.census?.replaceAll(by: walk.progress.keyIDs)
+            walk.progress.census = walk.census?.total
             if offline { _ = try tree.removeLinkFiles(except: walk.linkFilesInUse) }
             guard tree.volume.keys.activeEpoch != walk.progress.target else { return walk.progress }
         }
@@ -95,11 +105,13 @@ public struct Reencryption {
     private mutating func proceed() -> Bool {
         let elapsed = clock.now - started
         progress.seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
+        progress.census = census?.total
         return report(progress)
     }
 
-    /// The attributes of `directory` and everything under it; false when told to stop.
-    private mutating func reseal(directory: BackingNode) throws -> Bool {
+    /// The attributes of `directory`, stored at `path` (from the root), and everything under
+    /// it; false when told to stop.
+    private mutating func reseal(directory: BackingNode, path: String) throws -> Bool {
         let entries: [DirectoryEntry]
         do {
             let handle = try tree.openDirectory(directory)
@@ -108,8 +120,9 @@ public struct Reencryption {
         } catch let error as SystemError where error.errno == ENOENT {
             return true // removed meanwhile (on a mount)
         }
-        try resealXattrs(directory)
+        try resealXattrs(directory, path: path)
         for entry in entries where !NameCodec.isInternal(entry.name) {
+            let entryPath = VolumeScan.join(path, entry.name)
             let node: BackingNode
             do {
                 node = try tree.backingNode(entry.name, in: directory.fd).node
@@ -118,22 +131,24 @@ public struct Reencryption {
             }
             switch node.fileType {
             case S_IFDIR:
-                guard try reseal(directory: node) else { return false }
+                guard try reseal(directory: node, path: entryPath) else { return false }
             case S_IFREG:
                 // Hard links share one object: resealed once.
                 guard resealedFiles.insert(node.identity).inserted else { continue }
-                try resealXattrs(node)
+                try resealXattrs(node, path: entryPath)
                 if let copied = try tree.resealByCopy(node, named: entry.name, in: directory, maxSize: copyLimit) {
+                    census?.replaceBlocks(of: entryPath, by: copied.keyIDs)
                     add(copied, bytes: Int(try tree.attributes(of: node).st_size))
                     guard proceed() else { return false }
                 } else {
-                    guard try resealBlocks(node) else { return false }
+                    guard try resealBlocks(node, path: entryPath) else { return false }
                 }
             case S_IFLNK:
                 let (resealed, keyID, linkFile) = try tree.resealSymlink(entry.name, in: directory)
                 if let linkFile { linkFilesInUse.insert(linkFile) }
                 if resealed { progress.symlinksResealed += 1 }
                 if let keyID { progress.keyIDs[keyID, default: 0] += 1 }
+                census?.replaceSymlink(at: entryPath, by: keyID)
                 guard proceed() else { return false }
             default:
                 continue // fifos, sockets and devices hold nothing sealed
@@ -142,14 +157,16 @@ public struct Reencryption {
         return true
     }
 
-    private mutating func resealXattrs(_ node: BackingNode) throws {
+    private mutating func resealXattrs(_ node: BackingNode, path: String) throws {
         let (resealed, keyIDs) = try tree.resealXattrs(node)
         progress.xattrsResealed += resealed
         progress.keyIDs.merge(keyIDs, uniquingKeysWith: +)
+        census?.replaceXattrs(of: path, by: keyIDs)
     }
 
-    /// The blocks of the regular file `node`, a chunk at a time; false when told to stop.
-    private mutating func resealBlocks(_ node: BackingNode) throws -> Bool {
+    /// The blocks of the regular file `node`, stored at `path`, a chunk at a time; false when
+    /// told to stop.
+    private mutating func resealBlocks(_ node: BackingNode, path: String) throws -> Bool {
         try tree.withResealHandle(node) { handle, content in
             let blockSize = tree.volume.contentLayout.blockSize
             var first = 0
@@ -157,8 +174,9 @@ public struct Reencryption {
                 let size = try content.size(fd: handle)
                 guard first * blockSize < size else { return true }
                 let blocks = first..<(first + chunk)
-                add(try content.resealOlderBlocks(fd: handle, in: blocks),
-                    bytes: min(size, blocks.upperBound * blockSize) - blocks.lowerBound * blockSize)
+                let count = try content.resealOlderBlocks(fd: handle, in: blocks)
+                census?.replaceBlocks(of: path, in: blocks, by: count.keyIDs)
+                add(count, bytes: min(size, blocks.upperBound * blockSize) - blocks.lowerBound * blockSize)
                 first = blocks.upperBound
                 guard proceed() else { return false }
             }

@@ -122,6 +122,8 @@ public struct VolumeScan {
     public static let lostDirectory = "epochfs.lost"
 
     private let tree: BackingTree
+    /// Whether items are opened (checked) or only their key ids read.
+    private let opening: Bool
     private let visit: (ScanItem) -> Void
     private let report: (ScanProgress) -> Void
     private var summary = ScanSummary()
@@ -133,10 +135,12 @@ public struct VolumeScan {
     private var volume: LiveVolume { tree.volume }
 
     /// Scans `tree`'s volume: both header slots, then the tree from its root, then the link
-    /// files. `visit` gets every item, `report` the progress now and then.
-    public static func run(_ tree: BackingTree, visit: @escaping (ScanItem) -> Void = { _ in },
+    /// files. `visit` gets every item, `report` the progress now and then. Without `opening`,
+    /// blocks, symlink targets and xattr values are not opened: only the key ids they name are
+    /// read (a census, much cheaper than a check).
+    public static func run(_ tree: BackingTree, opening: Bool = true, visit: @escaping (ScanItem) -> Void = { _ in },
                            report: @escaping (ScanProgress) -> Void = { _ in }) throws -> ScanSummary {
-        var scan = VolumeScan(tree: tree, visit: visit, report: report)
+        var scan = VolumeScan(tree: tree, opening: opening, visit: visit, report: report)
         var seen: Set<BackingNode.Identity> = []
         scan.progress.bytesTotal = try storedFiles(in: tree.root.fd, layout: tree.volume.contentLayout, io: tree.volume.io, seen: &seen).bytes
         scan.scanHeaderSlots()
@@ -147,8 +151,9 @@ public struct VolumeScan {
         return scan.summary
     }
 
-    private init(tree: BackingTree, visit: @escaping (ScanItem) -> Void, report: @escaping (ScanProgress) -> Void) {
+    private init(tree: BackingTree, opening: Bool, visit: @escaping (ScanItem) -> Void, report: @escaping (ScanProgress) -> Void) {
         self.tree = tree
+        self.opening = opening
         self.visit = visit
         self.report = report
     }
@@ -277,7 +282,7 @@ public struct VolumeScan {
         defer { tree.close(handle) }
         let storedSize = (try? io.size(handle)) ?? 0
         do {
-            try node.content!.visitStoredBlocks(fd: handle) { block in
+            try node.content!.visitStoredBlocks(fd: handle, opening: opening) { block in
                 emit(.block(block.index), path: path, backingPath: backingPath, keyID: block.keyID, problem: block.error.map(Self.problem))
                 progress.bytesDone += block.length + Envelope.overhead
                 if block.index % 256 == 255 { report(progress) }
@@ -296,7 +301,7 @@ public struct VolumeScan {
             let (sealed, linkFile) = try tree.sealedTarget(node)
             if let linkFile { referencedLinkFiles.insert(linkFile) }
             keyID = SymlinkCodec.keyID(ofSealed: sealed)
-            _ = try volume.symlinks.decrypt(sealed: sealed)
+            if opening { _ = try volume.symlinks.decrypt(sealed: sealed) }
         } catch let error as EnvelopeError {
             problem = Self.problem(error)
         } catch {
@@ -324,7 +329,7 @@ public struct VolumeScan {
                 let length = try sealed.withUnsafeMutableBytes { try io.getxattr(node.fd, name: backingName, into: $0) }
                 sealed.removeLast(sealed.count - length)
                 keyID = try? sealed.withUnsafeBytes { try Envelope.keyID(of: $0) }
-                _ = try volume.xattrs.openValue(sealed, name: name!)
+                if opening { _ = try volume.xattrs.openValue(sealed, name: name!) }
             } catch let error as EnvelopeError {
                 problem = Self.problem(error)
             } catch {

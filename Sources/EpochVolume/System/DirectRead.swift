@@ -17,8 +17,11 @@ enum DirectRead {
     /// backing file system (or the file's mode) allows no direct read.
     static func with<R>(io: any BackingIO, fd: FileDescriptor, offset: Int, count: Int,
                         _ body: (UnsafeRawBufferPointer) throws -> R) throws -> R? {
+        // With O_NOATIME if `fd` has it (a noatime mount's reads): a flag of our own descriptor.
         guard let pages = io.cachestat(fd, offset: offset, length: count), pages.cached == 0,
-              let direct = try? io.open(SystemIO.procPath(fd), in: .currentDirectory, flags: O_RDONLY | epochfs_O_DIRECT | O_CLOEXEC, mode: 0) else {
+              let direct = try? io.open(SystemIO.procPath(fd), in: .currentDirectory,
+                                        flags: O_RDONLY | epochfs_O_DIRECT | O_CLOEXEC | (fcntl(fd.rawValue, F_GETFL) & epochfs_O_NOATIME),
+                                        mode: 0) else {
             return nil
         }
         defer { io.close(direct) }

@@ -71,14 +71,19 @@ public final class BackingTree: Sendable {
     static let resealName = "epochfs.reseal"
     /// The backing file system's largest file, for `maxFileSize` (RequestLimits.swift).
     let backingSizeLimit = BackingSizeLimit()
+    /// A `noatime` mount's: backing files and directories are read with O_NOATIME. The kernel
+    /// leaves a FUSE file's atime to the daemon, so the backing reads would set it otherwise.
+    let keepsAccessTimes: Bool
 
     var io: any BackingIO { volume.io }
     var ivs: DirectoryIV { volume.directoryIVs }
 
     /// The tree of `volume`. A root without an IV gets one while it holds no entry, unless
     /// `writing` is false (fsck without --repair writes nothing; it reports the IV instead).
-    public init(volume: LiveVolume, writing: Bool = true) throws {
+    /// `keepingAccessTimes`: for a `noatime` mount.
+    public init(volume: LiveVolume, writing: Bool = true, keepingAccessTimes: Bool = false) throws {
         self.volume = volume
+        keepsAccessTimes = keepingAccessTimes
         let io = volume.io
         let fd = try io.open(volume.backing, in: .currentDirectory, flags: epochfs_O_PATH | O_DIRECTORY | O_CLOEXEC, mode: 0)
         root = try Self.node(openedAt: fd, volume: volume).node
@@ -114,7 +119,7 @@ public final class BackingTree: Sendable {
 
     /// The node of the object open (O_PATH) at `fd`, which it takes over, and its backing
     /// attributes; `fd` is closed if they cannot be had.
-    private static func node(openedAt fd: FileDescriptor, volume: LiveVolume) throws -> (node: BackingNode, info: stat) {
+    static func node(openedAt fd: FileDescriptor, volume: LiveVolume) throws -> (node: BackingNode, info: stat) {
         do {
             let info = try volume.io.fstat(fd)
             return (BackingNode(fd: fd, info: info, volume: volume), info)
@@ -130,7 +135,7 @@ public final class BackingTree: Sendable {
     }
 
     /// `info`, the backing attributes of `node`, with the plaintext size.
-    private func plaintextAttributes(_ info: stat, of node: BackingNode) throws -> stat {
+    func plaintextAttributes(_ info: stat, of node: BackingNode) throws -> stat {
         var info = info
         switch info.st_mode & S_IFMT {
         case S_IFREG: info.st_size = off_t(volume.contentLayout.plaintextSize(backingSize: Int(info.st_size)))
@@ -362,7 +367,7 @@ public final class BackingTree: Sendable {
 
     /// A descriptor to list `directory` through (`listing(of:through:)`) and to fsync.
     public func openDirectory(_ directory: BackingNode) throws -> FileDescriptor {
-        try io.open(".", in: directory.fd, flags: O_RDONLY | O_DIRECTORY | O_CLOEXEC, mode: 0)
+        try openForReading(".", in: directory.fd, flags: O_RDONLY | O_DIRECTORY | O_CLOEXEC)
     }
 
     /// The plaintext names in `directory`, read through `handle`; epochfs's own files hidden.
@@ -751,7 +756,18 @@ public final class BackingTree: Sendable {
 
     /// A readable or writable descriptor of the object `node` holds by O_PATH.
     func reopen(_ node: BackingNode, flags: Int32) throws -> FileDescriptor {
-        try io.open(SystemIO.procPath(node.fd), in: .currentDirectory, flags: flags, mode: 0)
+        try openForReading(SystemIO.procPath(node.fd), in: .currentDirectory, flags: flags)
+    }
+
+    /// `io.open` with O_NOATIME where `keepsAccessTimes`, unless the daemon may not use it on
+    /// this file (EPERM: it is not the owner and lacks CAP_FOWNER).
+    private func openForReading(_ name: String, in directory: FileDescriptor, flags: Int32) throws -> FileDescriptor {
+        guard keepsAccessTimes, flags & epochfs_O_NOATIME == 0 else { return try io.open(name, in: directory, flags: flags, mode: 0) }
+        do {
+            return try io.open(name, in: directory, flags: flags | epochfs_O_NOATIME, mode: 0)
+        } catch let error as SystemError where error.errno == EPERM {
+            return try io.open(name, in: directory, flags: flags, mode: 0)
+        }
     }
 
     private func content(_ node: BackingNode) throws -> FileContent {
