@@ -24,6 +24,8 @@ let package = Package(
 
         // Linux calls and constants Swift's Glibc module leaves out (they need _GNU_SOURCE).
         .target(name: "CLinux"),
+        // FUSE over io_uring's rings, through liburing (Debian: liburing-dev).
+        .target(name: "CURing", linkerSettings: [.linkedLibrary("uring")]),
 
         // Layers, lowest first. Nothing below the FUSE frontend imports CFuse3.
         // Every call on the backing directory (and the WAL files) goes through EpochIO.
@@ -38,7 +40,7 @@ let package = Package(
         .target(name: "CCRC32C"),
         .target(name: "EpochWAL", dependencies: ["CCRC32C", "EpochCrypto", "EpochFormat", "EpochIO"]),
         .target(name: "EpochFUSE", dependencies: [
-            "CFuse3", "CLinux", "EpochVolume",
+            "CFuse3", "CLinux", "CURing", "EpochVolume",
             .product(name: "Logging", package: "swift-log"),
         ]),
         // `epochfs reconcile`: volumes follow a committed epoch from a file, a command or etcd.

@@ -97,3 +97,7 @@ long epochfs_copy_file_range(int fd_in, long long offset_in, int fd_out, long lo
 long epochfs_readahead(int fd, long long offset, unsigned long count) { return readahead(fd, offset, count); }
 
 long epochfs_getdents(int fd, void *buffer, unsigned long size) { return getdents64(fd, buffer, size); }
+
+static __thread void *thread_context;
+void *epochfs_thread_context(void) { return thread_context; }
+void epochfs_set_thread_context(void *context) { thread_context = context; }

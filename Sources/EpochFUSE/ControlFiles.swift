@@ -26,6 +26,8 @@ final class ControlFiles: Sendable {
     private let tree: BackingTree
     /// The re-encryption `reencrypt start` runs while the mount serves.
     let reencryption: BackgroundReencryption
+    /// Which transport serves the mount's requests, reported in status.
+    let transport = TransportStatus()
     private var volume: LiveVolume { tree.volume }
     private let ownerUID: uid_t
     private let ownerGID: gid_t
@@ -177,7 +179,21 @@ final class ControlFiles: Sendable {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
         let status = volume.status(lastError: state.withLock { $0.lastError }, reencryption: reencryption.status)
-        return String(decoding: try encoder.encode(status), as: UTF8.self)
+        return String(decoding: try encoder.encode(MountStatus(volume: status, transport: transport.report)), as: UTF8.self)
+    }
+}
+
+/// The volume's status and, beside its keys, the mount's FUSE transport.
+private struct MountStatus: Encodable {
+    let volume: VolumeStatus
+    let transport: TransportStatus.Report
+
+    enum CodingKeys: String, CodingKey { case transport }
+
+    func encode(to encoder: any Encoder) throws {
+        try volume.encode(to: encoder)
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encode(transport, forKey: .transport)
     }
 }
 

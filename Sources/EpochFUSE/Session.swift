@@ -13,6 +13,8 @@ public enum MountSession {
         /// `-o` options for libfuse and the kernel (e.g. `allow_other`, `ro`).
         public var fuseOptions: [String] = []
         public var maxThreads: UInt32 = 16
+        /// FUSE over io_uring where the kernel offers it (`-o io_uring=off` turns it off).
+        public var ioUring = true
 
         public init() {}
     }
@@ -60,8 +62,8 @@ public enum MountSession {
         guard fuse_session_mount(session, mountpoint) == 0 else { throw SystemError("mount", path: mountpoint, errno: EIO) }
         defer { fuse_session_unmount(session) }
         var io = fuse_custom_io()
-        io.read = { fd, buffer, length, _ in InitReply.read(fd, buffer, length) }
-        io.writev = { fd, vectors, count, _ in InitReply.writev(fd, vectors, count) }
+        io.read = { fd, buffer, length, _ in DeviceIO.read(fd, buffer, length) }
+        io.writev = { fd, vectors, count, _ in DeviceIO.writev(fd, vectors, count) }
         // The same descriptor, now read and written through the hooks.
         guard fuse_session_custom_io(session, &io, fuse_session_fd(session)) == 0 else {
             throw SystemError("fuse_session_custom_io", path: mountpoint, errno: EINVAL)
@@ -70,11 +72,21 @@ public enum MountSession {
         logger.info("mounted", metadata: ["backing": "\(backing)", "mountpoint": "\(mountpoint)", "epoch": "\(volume.header.epoch)"])
         fuse_daemonize(options.foreground ? 1 : 0)
         owner.record(.mount(pid: getpid(), mountpoint: mountpoint))
+        // After daemonizing: the queues' threads would not survive its fork.
+        if options.ioUring {
+            DeviceIO.ring.withLock { $0 = RingTransport.start(session: session, status: frontend.control.transport, logger: logger) }
+        } else {
+            logger.notice("FUSE transport: /dev/fuse (io_uring=off)")
+        }
 
         let config = fuse_loop_cfg_create()
         defer { fuse_loop_cfg_destroy(config) }
         fuse_loop_cfg_set_max_threads(config, options.maxThreads)
         let status = epochfs_session_loop_mt(session, config)
+        DeviceIO.ring.withLock { ring in
+            ring?.stop()
+            ring = nil
+        }
         frontend.control.reencryption.stop() // resumed by the next `reencrypt start`
         // Nothing is buffered in this process; make what the backing fs holds durable too.
         try? frontend.tree.syncAll()
@@ -117,44 +129,5 @@ public enum MountSession {
         ops.listxattr = { Operations.listxattr($0, $1, $2) }
         ops.removexattr = { Operations.removexattr($0, $1, $2) }
         return ops
-    }
-}
-
-/// libfuse 3.14 accepts FUSE_CAP_PARALLEL_DIROPS and FUSE_CAP_HANDLE_KILLPRIV in `want`
-/// (`Operations.negotiate`) but leaves both out of its INIT reply; later versions send them.
-/// The session's reads and writes on /dev/fuse pass through here: the INIT request's id and
-/// the flags the kernel offers are noted, and the reply to it gets the two flags where offered.
-enum InitReply {
-    private static let request = Atomic<UInt64>(0)
-    private static let offered = Atomic<UInt32>(0)
-    private static let added = UInt32(FUSE_PARALLEL_DIROPS | FUSE_HANDLE_KILLPRIV)
-
-    static func read(_ fd: Int32, _ buffer: UnsafeMutableRawPointer?, _ length: Int) -> Int {
-        let count = Glibc.read(fd, buffer, length)
-        let flagsOffset = MemoryLayout<fuse_in_header>.size + MemoryLayout<fuse_init_in>.offset(of: \.flags)!
-        if let buffer, count >= flagsOffset + 4 {
-            let header = buffer.loadUnaligned(as: fuse_in_header.self)
-            if header.opcode == FUSE_INIT.rawValue {
-                offered.store(buffer.loadUnaligned(fromByteOffset: flagsOffset, as: UInt32.self), ordering: .relaxed)
-                request.store(header.unique, ordering: .releasing)
-            }
-        }
-        return count
-    }
-
-    static func writev(_ fd: Int32, _ vectors: UnsafeMutablePointer<iovec>?, _ count: Int32) -> Int {
-        let awaited = request.load(ordering: .acquiring)
-        let flagsOffset = MemoryLayout<fuse_init_out>.offset(of: \.flags)!
-        if awaited != 0, let vectors, count >= 2, vectors[0].iov_len >= MemoryLayout<fuse_out_header>.size,
-           vectors[1].iov_len >= flagsOffset + 4 {
-            let header = vectors[0].iov_base.loadUnaligned(as: fuse_out_header.self)
-            if header.unique == awaited, header.error == 0 {
-                let flags = vectors[1].iov_base + flagsOffset
-                let patched = flags.loadUnaligned(as: UInt32.self) | (added & offered.load(ordering: .relaxed))
-                flags.storeBytes(of: patched, as: UInt32.self)
-                request.store(0, ordering: .relaxed)
-            }
-        }
-        return Glibc.writev(fd, vectors, count)
     }
 }

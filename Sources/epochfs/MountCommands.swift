@@ -10,7 +10,9 @@ struct Mount: ParsableCommand {
         discussion: """
             Runs as a daemon unless -f is given. Unmount with `fusermount3 -u MOUNTPOINT` (or \
             SIGINT/SIGTERM to the foreground process). -o options go to libfuse and the kernel \
-            (allow_other, which also turns on default_permissions; ro; ...). Rekey it live with \
+            (allow_other, which also turns on default_permissions; ro; ...), except io_uring=off, \
+            which keeps the requests on /dev/fuse where the kernel offers FUSE over io_uring. \
+            Rekey it live with \
             `epochfs rekey --mount MOUNTPOINT EPOCH`.
             """)
 
@@ -29,7 +31,15 @@ struct Mount: ParsableCommand {
         try runReportingErrors {
             var settings = MountSession.Options()
             settings.foreground = foreground
-            settings.fuseOptions = options.flatMap { $0.split(separator: ",").map(String.init) }
+            let words = options.flatMap { $0.split(separator: ",").map(String.init) }
+            settings.fuseOptions = words.filter { !$0.hasPrefix("io_uring=") }
+            for word in words where word.hasPrefix("io_uring=") {
+                switch word.dropFirst("io_uring=".count) {
+                case "on": settings.ioUring = true
+                case "off": settings.ioUring = false
+                default: throw ValidationError("-o \(word): io_uring takes on or off")
+                }
+            }
             // Both made absolute before anything keeps them: the daemon's working directory
             // becomes / (so a relative header path would fail every live commit), libfuse
             // unmounts by path, and the source in /proc/self/mountinfo names the backing dir

@@ -1,6 +1,31 @@
 import Foundation
 import Glibc
 
+/// The FUSE transport mounts are to use, from `EPOCHFS_TEST_TRANSPORT` (`scripts/test.sh` runs
+/// the mount suites once on each): `dev_fuse` mounts with `-o io_uring=off`, `io_uring` checks
+/// that the mount's requests go through the rings; unset, the daemon's default.
+public enum FUSETransport: String, Sendable {
+    case devFuse = "dev_fuse"
+    case ioUring = "io_uring"
+
+    public static var requested: FUSETransport? {
+        ProcessInfo.processInfo.environment["EPOCHFS_TEST_TRANSPORT"].flatMap(FUSETransport.init(rawValue:))
+    }
+
+    static let parameter = "/sys/module/fuse/parameters/enable_uring"
+
+    /// Turns the kernel's FUSE over io_uring on (root) if it is off; whether it is now on.
+    public static func enableRing() -> Bool {
+        if isRingEnabled { return true }
+        _ = try? "Y".write(toFile: parameter, atomically: false, encoding: .utf8)
+        return isRingEnabled
+    }
+
+    public static var isRingEnabled: Bool {
+        (try? String(contentsOfFile: parameter, encoding: .utf8))?.hasPrefix("Y") == true
+    }
+}
+
 /// A volume created with the built `epochfs` binary and mounted by a child `epochfs mount -f`
 /// this test owns. It is unmounted and removed when released; `destroy()` does it at a point of
 /// the test's choosing (use `defer`).
@@ -59,6 +84,8 @@ public final class MountedVolume: @unchecked Sendable {
     }
 
     public func mount(options: [String] = []) throws {
+        let transport = FUSETransport.requested
+        let options = transport == .devFuse && !options.contains(where: { $0.hasPrefix("io_uring=") }) ? options + ["io_uring=off"] : options
         let process = try ChildProcess([binary, "mount", backing, mountpoint, "-f"] + options.flatMap { ["-o", $0] }
                                            + (mountKeySource.map { ["--key-source", $0] } ?? []),
                                        stdoutPath: "/dev/null", stderrPath: logPath)
@@ -70,6 +97,12 @@ public final class MountedVolume: @unchecked Sendable {
                 throw TestFailure("mount did not appear: \(mountLog)")
             }
             usleep(20_000)
+        }
+        if transport == .ioUring && !options.contains("io_uring=off") {
+            let kind = (try status()["transport"] as? [String: Any])?["kind"] as? String
+            guard kind == "io_uring" else {
+                throw TestFailure("EPOCHFS_TEST_TRANSPORT=io_uring, but the mount serves \(kind ?? "?"): \(mountLog)")
+            }
         }
     }
 

@@ -53,4 +53,8 @@ long epochfs_listxattr(const char *path, char *list, unsigned long size);
 int epochfs_removexattr(const char *path, const char *name);
 extern const int epochfs_XATTR_REPLACE;
 
+// One pointer per thread (C's __thread, which Swift lacks): what the calling thread is serving.
+void *epochfs_thread_context(void);
+void epochfs_set_thread_context(void *context);
+
 #endif

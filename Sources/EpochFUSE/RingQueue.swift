@@ -1,0 +1,136 @@
+import CFuse3
+import CLinux
+import CURing
+import Glibc
+import Synchronization
+
+/// One FUSE ring queue (the kernel keeps one per possible CPU and hands a request to the queue
+/// of the CPU it was made on) and the thread that owns its io_uring: it registers the entries,
+/// serves each request it is handed on libfuse's handlers and, in one submission, commits the
+/// reply and fetches the next. Only that thread submits to or waits on the ring (the kernel
+/// fills an entry in task work that runs while it waits).
+final class RingQueue: @unchecked Sendable {
+    /// The wait for the stop signal; entries use their index.
+    private static let stopTag = UInt64.max
+
+    let id: UInt16
+    private let transport: RingTransport
+    /// Made, used and ended by the thread alone.
+    private var ring: OpaquePointer! = nil
+    private var entries: [RingEntry] = []
+    private var thread = pthread_t()
+    /// Posted when the ring is made (or failed to be), and when the entries are ready to register.
+    private let created = Semaphore()
+    private let registering = Semaphore()
+    private let setupError = Atomic<Int32>(0)
+
+    init(id: UInt16, transport: RingTransport) {
+        self.id = id
+        self.transport = transport
+    }
+
+    /// Starts the thread and waits until it has its ring; the errno of io_uring_setup on failure.
+    func start() -> Int32 {
+        let context = Unmanaged.passRetained(self).toOpaque()
+        let result = pthread_create(&thread, nil, { context in
+            let queue = Unmanaged<RingQueue>.fromOpaque(context!).takeRetainedValue()
+            queue.run()
+            return nil
+        }, context)
+        guard result == 0 else {
+            Unmanaged<RingQueue>.fromOpaque(context).release()
+            return result
+        }
+        created.wait()
+        let failure = setupError.load(ordering: .acquiring)
+        if failure != 0 { join() }
+        return failure
+    }
+
+    /// Gives the entries (made before the INIT reply, so that a failure can still decline) to
+    /// the thread, which registers them with the kernel.
+    func register(_ entries: [RingEntry]) {
+        self.entries = entries
+        registering.post()
+    }
+
+    /// Waits for the thread to end (after the transport's stop signal).
+    func join() { pthread_join(thread, nil) }
+
+    private func run() {
+        // Signals are for libfuse's loop (its handlers end the session), not this thread.
+        var all = sigset_t()
+        sigfillset(&all)
+        pthread_sigmask(SIG_BLOCK, &all, nil)
+        let queueDepth = UInt32(RingTransport.entriesPerQueue * 2 + 2)
+        var failure: Int32 = 0
+        ring = epochfs_ring_create(queueDepth, &failure)
+        setupError.store(failure, ordering: .releasing)
+        created.post()
+        guard ring != nil else { return }
+        defer { epochfs_ring_destroy(ring) }
+        guard epochfs_ring_queue_poll(ring, transport.stopSignal, Self.stopTag) == 0 else { return }
+        registering.wait()
+        for entry in entries { queue(EPOCHFS_FUSE_IO_URING_CMD_REGISTER, entry, commitID: 0) }
+        serve()
+    }
+
+    /// Waits for completions until the stop signal: a completed entry holds a request.
+    private func serve() {
+        var result: Int32 = 0
+        var tag: UInt64 = 0
+        while true {
+            let submitted = epochfs_ring_submit_and_wait(ring)
+            if submitted < 0 && submitted != -EINTR && submitted != -EAGAIN && submitted != -EBUSY {
+                transport.failed(queue: id, errno: -submitted)
+                return
+            }
+            while epochfs_ring_next_completion(ring, &result, &tag) == 1 {
+                if tag == Self.stopTag { return }
+                let entry = entries[Int(tag)]
+                if result == 0 {
+                    handle(entry)
+                    queue(EPOCHFS_FUSE_IO_URING_CMD_COMMIT_AND_FETCH, entry, commitID: entry.commitID)
+                } else {
+                    // The kernel refused the entry, or ended it with the connection (ENOTCONN).
+                    transport.ended(entry: entry.index, queue: id, errno: -result)
+                }
+            }
+        }
+    }
+
+    /// Hands the request to libfuse's low-level dispatch; its reply comes back through the
+    /// session's writev hook on this thread (`RingTransport.takeReply`) into the entry.
+    private func handle(_ entry: RingEntry) {
+        transport.status.ringRequests.add(1, ordering: .relaxed)
+        guard var request = entry.takeRequest() else {
+            transport.malformed(queue: id)
+            return entry.fail(EIO)
+        }
+        epochfs_set_thread_context(Unmanaged.passUnretained(entry).toOpaque())
+        fuse_session_process_buf(transport.session, &request)
+        epochfs_set_thread_context(nil)
+        // Every request the kernel sends through the ring awaits a reply.
+        if !entry.replied { entry.fail(EIO) }
+    }
+
+    private func queue(_ command: Int, _ entry: RingEntry, commitID: UInt64) {
+        // The queue holds two commands per entry and the stop wait, so it is never full.
+        _ = epochfs_ring_queue_fuse_command(ring, transport.device, UInt32(command), id, commitID, entry.buffers,
+                                             UInt64(entry.index))
+    }
+}
+
+/// A counting semaphore for the hand-offs between the session and a queue's thread.
+final class Semaphore: @unchecked Sendable {
+    private let semaphore = UnsafeMutablePointer<sem_t>.allocate(capacity: 1)
+
+    init() { sem_init(semaphore, 0, 0) }
+    deinit {
+        sem_destroy(semaphore)
+        semaphore.deallocate()
+    }
+
+    func post() { sem_post(semaphore) }
+    func wait() { while sem_wait(semaphore) != 0 && errno == EINTR {} }
+}
