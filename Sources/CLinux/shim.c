@@ -4,6 +4,7 @@
 #include <linux/falloc.h>
 #include <stdio.h>
 #include <stdint.h>
+#include <string.h>
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -75,3 +76,5 @@ long epochfs_copy_file_range(int fd_in, long long offset_in, int fd_out, long lo
 long epochfs_readahead(int fd, long long offset, unsigned long count) { return readahead(fd, offset, count); }
 
 long epochfs_getdents(int fd, void *buffer, unsigned long size) { return getdents64(fd, buffer, size); }
+
+const char *epochfs_errno_name(int errnum) { return strerrorname_np(errnum); }

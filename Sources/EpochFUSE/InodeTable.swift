@@ -3,7 +3,7 @@ import EpochVolume
 import Synchronization
 
 /// Node ids the kernel holds, each with its lookup count. A node id is the address of its
-/// `BackingNode`; one backing object has one node however many names reach it. Ids 2...4 are
+/// `BackingNode`; one backing object has one node however many names reach it. Ids 2...5 are
 /// the control files' (`ControlFiles`), which no allocation can have.
 final class InodeTable: Sendable {
     private struct Entry {
