@@ -14,6 +14,10 @@ let package = Package(
         // etcd's v3 JSON gateway for `epochfs reconcile` (Sources/EpochReconcile/EtcdClient.swift says why).
         .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
+        // The mount's metrics: recorded through swift-metrics, kept and rendered in the
+        // Prometheus text format by swift-prometheus (Sources/EpochVolume/Metrics).
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
     ],
     targets: [
         // C libraries, found through pkg-config (Debian: libssl-dev, libfuse3-dev).
@@ -35,6 +39,8 @@ let package = Package(
         .target(name: "EpochVolume", dependencies: [
             "CLinux", "EpochCrypto", "EpochFormat", "EpochIO",
             .product(name: "Logging", package: "swift-log"),
+            .product(name: "CoreMetrics", package: "swift-metrics"),
+            .product(name: "Prometheus", package: "swift-prometheus"),
         ]),
         // CRC-32C for the WAL reader: SSE4.2 when the CPU has it, a table otherwise.
         .target(name: "CCRC32C"),
@@ -42,6 +48,7 @@ let package = Package(
         .target(name: "EpochFUSE", dependencies: [
             "CFuse3", "CLinux", "CURing", "EpochVolume",
             .product(name: "Logging", package: "swift-log"),
+            .product(name: "CoreMetrics", package: "swift-metrics"),
         ]),
         // `epochfs reconcile`: volumes follow a committed epoch from a file, a command or etcd.
         .target(name: "EpochReconcile", dependencies: [

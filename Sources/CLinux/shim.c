@@ -101,3 +101,4 @@ long epochfs_getdents(int fd, void *buffer, unsigned long size) { return getdent
 static __thread void *thread_context;
 void *epochfs_thread_context(void) { return thread_context; }
 void epochfs_set_thread_context(void *context) { thread_context = context; }
+const char *epochfs_errno_name(int errnum) { return strerrorname_np(errnum); }

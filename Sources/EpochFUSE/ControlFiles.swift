@@ -5,20 +5,22 @@ import Glibc
 import Logging
 import Synchronization
 
-/// `MOUNT/.epochfs/control` and `MOUNT/.epochfs/status` (docs/FORMAT.md §7): virtual files with fixed
+/// `MOUNT/.epochfs/control`, `status` and `metrics` (docs/FORMAT.md §7): virtual files with fixed
 /// node ids below any `BackingNode` address. One command per write to control; the write returns
-/// only once the change is durable in the header. Status is JSON, snapshotted at open.
+/// only once the change is durable in the header. Status is JSON, metrics the Prometheus text
+/// format, each snapshotted at open.
 final class ControlFiles: Sendable {
     static let directoryName = Array(".epochfs".utf8)
     static let directoryID: UInt64 = 2
     static let controlID: UInt64 = 3
     static let statusID: UInt64 = 4
+    static let metricsID: UInt64 = 5
 
-    static func owns(_ node: UInt64) -> Bool { (directoryID...statusID).contains(node) }
+    static func owns(_ node: UInt64) -> Bool { (directoryID...metricsID).contains(node) }
 
     private struct State {
         var lastError: String?
-        /// Open status handles: fh → the JSON snapshot taken at open.
+        /// Open status and metrics handles: fh → the snapshot taken at open.
         var snapshots: [UInt64: [UInt8]] = [:]
         var nextSnapshot: UInt64 = 1
     }
@@ -46,7 +48,8 @@ final class ControlFiles: Sendable {
         [.init(name: Array(".".utf8), inode: Self.directoryID, type: UInt8(DT_DIR)),
          .init(name: Array("..".utf8), inode: UInt64(FUSE_ROOT_ID), type: UInt8(DT_DIR)),
          .init(name: Array("control".utf8), inode: Self.controlID, type: UInt8(DT_REG)),
-         .init(name: Array("status".utf8), inode: Self.statusID, type: UInt8(DT_REG))]
+         .init(name: Array("status".utf8), inode: Self.statusID, type: UInt8(DT_REG)),
+         .init(name: Array("metrics".utf8), inode: Self.metricsID, type: UInt8(DT_REG))]
     }
 
     func isReserved(parent: UInt64, name: [UInt8]) -> Bool {
@@ -58,6 +61,7 @@ final class ControlFiles: Sendable {
         case (UInt64(FUSE_ROOT_ID), ".epochfs"): Self.directoryID
         case (Self.directoryID, "control"): Self.controlID
         case (Self.directoryID, "status"): Self.statusID
+        case (Self.directoryID, "metrics"): Self.metricsID
         default: nil
         }
         return node.map(entry)
@@ -92,7 +96,7 @@ final class ControlFiles: Sendable {
         return info
     }
 
-    /// Opens control (write only) or status (read only, a fresh snapshot).
+    /// Opens control (write only), status or metrics (read only, a fresh snapshot).
     func open(_ node: UInt64, file: UnsafeMutablePointer<fuse_file_info>, caller: uid_t) throws {
         let access = file.pointee.flags & O_ACCMODE
         file.pointee.direct_io = 1
@@ -101,9 +105,10 @@ final class ControlFiles: Sendable {
             guard access == O_WRONLY else { throw SystemError("open", path: "control", errno: EACCES) }
             try authorize(caller)
             file.pointee.fh = 0
-        case Self.statusID:
-            guard access == O_RDONLY else { throw SystemError("open", path: "status", errno: EACCES) }
-            let snapshot = Array((try statusJSON() + "\n").utf8)
+        case Self.statusID, Self.metricsID:
+            guard access == O_RDONLY else { throw SystemError("open", path: node == Self.statusID ? "status" : "metrics", errno: EACCES) }
+            let snapshot = node == Self.statusID ? Array((try statusJSON() + "\n").utf8)
+                : volume.metricsText(reencryption: reencryption.status)
             file.pointee.fh = state.withLock { state in
                 defer { state.nextSnapshot += 1 }
                 state.snapshots[state.nextSnapshot] = snapshot
@@ -115,7 +120,7 @@ final class ControlFiles: Sendable {
     }
 
     func read(_ node: UInt64, file: UnsafeMutablePointer<fuse_file_info>, size: Int, offset: Int) throws -> [UInt8] {
-        guard node == Self.statusID else { throw SystemError("read", path: ".epochfs", errno: node == Self.directoryID ? EISDIR : EBADF) }
+        guard node == Self.statusID || node == Self.metricsID else { throw SystemError("read", path: ".epochfs", errno: node == Self.directoryID ? EISDIR : EBADF) }
         let snapshot = state.withLock { $0.snapshots[file.pointee.fh] } ?? []
         guard offset < snapshot.count else { return [] }
         return Array(snapshot[offset..<min(snapshot.count, offset + size)])

@@ -83,7 +83,12 @@ extension Operations {
             case let .control(id):
                 request.reply(try fs.control.read(id, file: file!, size: size, offset: Int(offset)))
             case let .backing(node):
-                try fs.tree.read(node, through: Handle.fd(file!.pointee.fh), offset: Int(offset), count: size) { request.reply($0) }
+                try fs.metrics.timed(fs.metrics.readDuration) {
+                    try fs.tree.read(node, through: Handle.fd(file!.pointee.fh), offset: Int(offset), count: size) { bytes in
+                        fs.metrics.bytesRead.increment(by: bytes.count)
+                        request.reply(bytes)
+                    }
+                }
             }
         }
     }
@@ -98,8 +103,11 @@ extension Operations {
                 try fs.control.write(id, data: data, caller: request.caller.user)
             case let .backing(node):
                 let handle = file!.pointee.fh
-                written = try fs.tree.write(node, through: Handle.fd(handle), offset: Handle.isAppend(handle) ? nil : Int(offset),
-                                            data: data, caller: request.setIDCaller)
+                written = try fs.metrics.timed(fs.metrics.writeDuration) {
+                    try fs.tree.write(node, through: Handle.fd(handle), offset: Handle.isAppend(handle) ? nil : Int(offset),
+                                      data: data, caller: request.setIDCaller)
+                }
+                fs.metrics.bytesWritten.increment(by: written)
             }
             fuse_reply_write(request.raw, written)
         }
@@ -107,6 +115,7 @@ extension Operations {
 
     static func release(_ request: fuse_req_t?, _ node: fuse_ino_t, _ file: UnsafeMutablePointer<fuse_file_info>?) {
         let fs = frontend(request)
+        fs.metrics.count("release")
         if ControlFiles.owns(UInt64(node)) {
             fs.control.release(UInt64(node), file: file!)
         } else {
@@ -118,7 +127,9 @@ extension Operations {
     static func fsync(_ request: fuse_req_t?, _ node: fuse_ino_t, _ dataOnly: Int32, _ file: UnsafeMutablePointer<fuse_file_info>?) {
         replying(request, "fsync") { fs, request in
             let backing = try fs.backing(node, orFail: EINVAL)
-            try fs.tree.sync(Handle.fd(file!.pointee.fh), of: backing, dataOnly: dataOnly != 0)
+            try fs.metrics.timed(fs.metrics.fsyncDuration) {
+                try fs.tree.sync(Handle.fd(file!.pointee.fh), of: backing, dataOnly: dataOnly != 0)
+            }
             request.replyOK()
         }
     }
@@ -224,6 +235,7 @@ extension Operations {
     }
 
     static func releasedir(_ request: fuse_req_t?, _ node: fuse_ino_t, _ file: UnsafeMutablePointer<fuse_file_info>?) {
+        frontend(request).metrics.count("releasedir")
         Unmanaged<DirectoryListing>.fromOpaque(UnsafeRawPointer(bitPattern: UInt(file!.pointee.fh))!).release()
         fuse_reply_err(request, 0)
     }

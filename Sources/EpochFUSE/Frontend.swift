@@ -14,6 +14,7 @@ final class Frontend: Sendable {
     let table: InodeTable
     let control: ControlFiles
     let readahead = Readahead()
+    let metrics: RequestMetrics
     let logger = Logger(label: "epochfs.mount")
     /// Integrity log lines: a burst of 20, then 2 a second, so that a damaged file read in a
     /// loop cannot flood the journal; the next line says how many were left out.
@@ -24,6 +25,7 @@ final class Frontend: Sendable {
         tree = try BackingTree(volume: volume, keepingAccessTimes: keepingAccessTimes)
         table = InodeTable(root: tree.root, ids: NodeIDs(probing: tree))
         control = ControlFiles(tree: tree)
+        metrics = RequestMetrics(factory: volume.metrics.factory)
     }
 
     /// What a node id the kernel sent stands for, resolved once per request.

@@ -3,7 +3,7 @@ import EpochVolume
 import Synchronization
 
 /// Node ids the kernel holds, each with its lookup count. One backing object has one node
-/// however many names reach it; its node id is made by `NodeIDs`. Ids 2...4 are the control
+/// however many names reach it; its node id is made by `NodeIDs`. Ids 2...5 are the control
 /// files' (`ControlFiles`), which no backing node gets.
 final class InodeTable: Sendable {
     private struct Entry {

@@ -34,7 +34,7 @@ struct NodeIDs: Sendable {
         // Every handle of one backing file system has the root's form; an id a control file
         // or the root has cannot be given (neither happens on ext4, whose root inode is 2).
         guard handle.type == handleFormat.type, handle.bytes.count == handleFormat.length,
-              id > ControlFiles.statusID else {
+              id > ControlFiles.metricsID else {
             throw SystemError("name_to_handle_at", path: "", errno: EOVERFLOW)
         }
         return id
@@ -42,7 +42,7 @@ struct NodeIDs: Sendable {
 
     /// The backing handle a node id stands for, when node ids are handles.
     func handle(of nodeID: UInt64) -> BackingFileHandle? {
-        guard let handleFormat, nodeID > ControlFiles.statusID else { return nil }
+        guard let handleFormat, nodeID > ControlFiles.metricsID else { return nil }
         let bytes = (0..<handleFormat.length).map { UInt8(truncatingIfNeeded: nodeID >> (8 * UInt64($0))) }
         return BackingFileHandle(type: handleFormat.type, bytes: bytes)
     }

@@ -19,10 +19,13 @@ enum Operations {
     static func replying(_ request: fuse_req_t?, _ operation: String, node: fuse_ino_t? = nil,
                          _ body: (Frontend, Request) throws -> Void) {
         let fs = frontend(request)
+        fs.metrics.count(operation)
         do {
             try body(fs, Request(raw: request!))
         } catch {
-            fuse_reply_err(request, fs.errno(for: error, operation, nodeID: node))
+            let errno = fs.errno(for: error, operation, nodeID: node)
+            fs.metrics.countError(errno)
+            fuse_reply_err(request, errno)
         }
     }
 
@@ -55,12 +58,14 @@ enum Operations {
 
     static func forget(_ request: fuse_req_t?, _ node: fuse_ino_t, _ lookups: UInt64) {
         let fs = frontend(request)
+        fs.metrics.count("forget")
         if !ControlFiles.owns(UInt64(node)) { fs.table.forget(UInt64(node), count: lookups) }
         fuse_reply_none(request)
     }
 
     static func forgetMulti(_ request: fuse_req_t?, _ count: Int, _ forgets: UnsafeMutablePointer<fuse_forget_data>?) {
         let fs = frontend(request)
+        fs.metrics.count("forget")
         for item in UnsafeBufferPointer(start: forgets, count: count) {
             if !ControlFiles.owns(item.ino) { fs.table.forget(item.ino, count: item.nlookup) }
         }

@@ -1,12 +1,21 @@
 import EpochVolume
 import Foundation
 
-/// The client side of a mount's `.epochfs/control` and `.epochfs/status` files, which the CLI
+/// The client side of a mount's `.epochfs/control`, `status` and `metrics` files, which the CLI
 /// and the reconciler share.
 public enum MountControl {
     /// `MOUNTPOINT/.epochfs/status`, the JSON as the mount reports it.
     public static func statusJSON(mountpoint: String) throws -> Data {
-        let path = mountpoint + "/.epochfs/status"
+        try read("status", mountpoint: mountpoint)
+    }
+
+    /// `MOUNTPOINT/.epochfs/metrics`, the Prometheus text format as the mount reports it.
+    public static func metricsText(mountpoint: String) throws -> Data {
+        try read("metrics", mountpoint: mountpoint)
+    }
+
+    private static func read(_ name: String, mountpoint: String) throws -> Data {
+        let path = mountpoint + "/.epochfs/" + name
         guard let data = FileManager.default.contents(atPath: path) else {
             throw NotAMount(path: path, mountpoint: mountpoint)
         }

@@ -16,6 +16,8 @@ public final class LiveVolume: Sendable {
     public let journal: HeaderJournal
     public let keys: VolumeKeys
     public let counters = VolumeCounters()
+    /// The mount's metrics (rekeys here; requests in the FUSE frontend, through its factory).
+    public let metrics: VolumeMetrics
     public let symlinks: SymlinkCodec
     public let xattrs: XattrCodec
     /// How regular files are stored in this volume (its format version, docs/FORMAT.md §6).
@@ -48,6 +50,7 @@ public final class LiveVolume: Sendable {
         self.io = io
         self.journal = journal
         keys = try VolumeKeys(header: header)
+        metrics = VolumeMetrics(volumeID: header.volumeID)
         symlinks = SymlinkCodec(keys: keys)
         xattrs = try XattrCodec(keys: keys, nameKey: header.keyring.nameKey)
         contentLayout = ContentLayout(blockSize: keys.blockSize, version: header.slot.formatVersion)
@@ -116,9 +119,11 @@ public final class LiveVolume: Sendable {
     /// The change-key (HeaderJournal.rekey), then the new keyring goes live.
     @discardableResult
     public func rekey(to epoch: UInt32) throws -> RekeyResult {
-        let result = try journal.rekey(to: epoch)
-        adopt(result.header)
-        return result
+        try metrics.timeRekey {
+            let result = try journal.rekey(to: epoch)
+            adopt(result.header)
+            return result
+        }
     }
 
     /// Sets the raft cutover index in one header commit.
@@ -153,6 +158,11 @@ public final class LiveVolume: Sendable {
     /// What the mount's status file shows: the header, the counters, the last control error, re-encryption.
     public func status(lastError: String?, reencryption: ReencryptionStatus) -> VolumeStatus {
         VolumeStatus(header, counters: counters, lastError: lastError, reencryption: reencryption)
+    }
+
+    /// What the mount's metrics file shows, in the Prometheus text format.
+    public func metricsText(reencryption: ReencryptionStatus) -> [UInt8] {
+        metrics.render(counters: counters, epoch: header.epoch, reencryption: reencryption)
     }
 }
 

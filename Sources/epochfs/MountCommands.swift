@@ -55,7 +55,7 @@ struct Mount: ParsableCommand {
 
 struct Status: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Show a mounted volume's status (epoch, keyring, cutover, counters, last error).")
+        abstract: "Show a mounted volume's status (epoch, keyring, cutover, counters, last error) or its metrics.")
 
     @Argument(help: "The mount point.")
     var mountpoint: String
@@ -63,8 +63,20 @@ struct Status: ParsableCommand {
     @Flag(help: "Print the status JSON as the mount reports it.")
     var json = false
 
+    @Flag(help: ArgumentHelp("Print the mount's metrics in the Prometheus text format (for node_exporter's textfile collector).",
+                             discussion: "The same text as MOUNTPOINT/.epochfs/metrics."))
+    var prometheus = false
+
+    func validate() throws {
+        guard !(json && prometheus) else { throw ValidationError("--json and --prometheus exclude each other") }
+    }
+
     func run() throws {
         try runReportingErrors {
+            if prometheus {
+                FileHandle.standardOutput.write(try MountControl.metricsText(mountpoint: mountpoint))
+                return
+            }
             if json {
                 print(String(decoding: try MountControl.statusJSON(mountpoint: mountpoint), as: UTF8.self), terminator: "")
                 return
