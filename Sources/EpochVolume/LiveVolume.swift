@@ -73,10 +73,13 @@ public final class LiveVolume: Sendable {
     /// The header as last committed by this volume.
     public var header: VolumeHeader { current.withLock { $0 } }
 
-    /// The content of the regular file `identity`, shared by every node that reaches it.
+    /// The content of the regular file `identity`, shared by every node that reaches it. One
+    /// that no node holds any more is a file that may be gone: a node's deinit closes its
+    /// descriptor (freeing an unlinked inode, whose number a new file may take at once) before
+    /// the content it held is released. So it is never handed to a new node.
     func content(of identity: BackingNode.Identity) -> FileContent {
         contents.withLock { table in
-            if let known = table[identity]?.content { return known }
+            if let known = table[identity]?.content, known.nodeCount > 0 { return known }
             let content = FileContent(volume: self, identity: identity)
             table[identity] = WeakContent(content: content)
             return content
@@ -85,13 +88,13 @@ public final class LiveVolume: Sendable {
 
     /// The content of `identity` if some node holds it now; nil, creating nothing, otherwise.
     func liveContent(of identity: BackingNode.Identity) -> FileContent? {
-        contents.withLock { $0[identity]?.content }
+        contents.withLock { table in table[identity]?.content.flatMap { $0.nodeCount > 0 ? $0 : nil } }
     }
 
     /// What is known of the directory `identity`, shared by every node that reaches it.
     func directory(of identity: BackingNode.Identity) -> DirectoryCommits {
         directories.withLock { table in
-            if let known = table[identity]?.commits { return known }
+            if let known = table[identity]?.commits, known.nodeCount > 0 { return known } // as `content(of:)`
             let commits = DirectoryCommits(volume: self, identity: identity)
             table[identity] = WeakDirectory(commits: commits)
             return commits

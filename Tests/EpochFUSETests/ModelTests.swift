@@ -211,7 +211,7 @@ final class LockstepRun {
             if !run.failures.isEmpty { break }
         }
         run.closeAll()
-        #expect(run.failures.isEmpty, "seed \(seed): \(run.failures.prefix(5).joined(separator: "\n"))")
+        #expect(run.failures.isEmpty, "seed \(seed): \(run.failures.prefix(5).joined(separator: "\n"))\ndaemon: \(volume.mountLog.suffix(2000))")
         let model = TreeSnapshot(plain)
         volume.unmount()
         try volume.mount()

@@ -208,3 +208,27 @@ import Testing
         #expect(try VolumeScan.run(again).isClean)
     }
 }
+
+/// Format 4 keeps an emptied file's record (docs/FORMAT.md §6, truncate to zero): the file
+/// reads and takes writes as any empty file, synced or not, after a reopen too.
+@Suite struct EmptiedFileTests {
+    @Test(arguments: [false, true]) func aFileTruncatedToZeroTakesWritesAnywhere(syncedFirst: Bool) throws {
+        let volume = try OfflineVolume(epochs: 1...1)
+        let tree = volume.tree
+        let (handle, node, _) = try tree.create(Array("f".utf8), in: tree.root, flags: O_RDWR | O_CREAT, mode: 0o600, owner: nil)
+        defer { tree.close(handle) }
+        let first = [UInt8](repeating: 1, count: 10_000)
+        try first.withUnsafeBytes { try tree.write(node, through: handle, offset: 0, data: $0, caller: 0) }
+        if syncedFirst { try tree.sync(handle, of: node, dataOnly: true) }
+        try tree.truncate(node, to: 0, through: handle, caller: 0)
+        #expect(try tree.attributes(of: node).st_size == 0)
+        let patch = [UInt8](repeating: 2, count: 76)
+        try patch.withUnsafeBytes { try tree.write(node, through: handle, offset: 6600, data: $0, caller: 0) }
+        let expected = [UInt8](repeating: 0, count: 6600) + patch
+        #expect(try tree.read(node, through: handle, offset: 0, count: 10_000) { Array($0) } == expected)
+        try tree.sync(handle, of: node, dataOnly: true)
+        let again = try tree.open(node, flags: O_RDWR, caller: 0)
+        defer { tree.close(again) }
+        #expect(try tree.read(node, through: again, offset: 0, count: 10_000) { Array($0) } == expected)
+    }
+}

@@ -160,7 +160,9 @@ extension FileContent {
             try writeRecord(next, fd: fd)
         }
         if changes || sync { try syncMarking(fd, dataOnly: true) }
-        if changes { cache.withLock { $0.commits.shrinks += 1 } }
+        // Counted even when the record stays: a commit prepared before this (a sync under way
+        // on another handle) names a size or blocks about to go, and must not be written.
+        cache.withLock { $0.commits.shrinks += 1 }
     }
 
     /// The record of a new file (its first block is about to be written), or of a whole copy.

@@ -32,12 +32,14 @@ public final class BackingNode: Sendable {
         content = fileType == S_IFREG ? volume.content(of: identity) : nil
         content?.nodeCreated()
         directory = fileType == S_IFDIR && volume.directoryIVs.hasRecords ? volume.directory(of: identity) : nil
+        directory?.nodeCreated()
         ivs = volume.directoryIVs
         io = volume.io
     }
 
     deinit {
         content?.nodeReleased()
+        directory?.nodeReleased()
         io.close(fd)
     }
 

@@ -16,6 +16,8 @@ final class DirectoryCommits: Sendable {
     private let volume: LiveVolume
     private let identity: BackingNode.Identity
     private let known = Mutex<Known?>(nil)
+    /// BackingNodes of this directory alive now (see `LiveVolume.content(of:)`).
+    private let nodes = Atomic(0)
     /// Held by a commit from its listing to its record, and by every removal of an entry
     /// around its removal: nothing leaves the directory between the listing and the record
     /// that names it, and nothing the record names leaves before the record lets it go.
@@ -27,6 +29,10 @@ final class DirectoryCommits: Sendable {
     }
 
     deinit { volume.forgetDirectory(of: identity) }
+
+    func nodeCreated() { nodes.add(1, ordering: .relaxed) }
+    func nodeReleased() { nodes.subtract(1, ordering: .relaxed) }
+    var nodeCount: Int { nodes.load(ordering: .relaxed) }
 
     /// The record, read from the directory open at `directory` on first use.
     func record(in directory: FileDescriptor, ivs: DirectoryIV) throws -> (iv: [UInt8], record: DirectoryRecord) {
