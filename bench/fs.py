@@ -5,7 +5,8 @@ Per file system and run: sequential write (fio, 1 MiB blocks, SIZE MiB, fsync at
 sequential read of that file after dropping caches, random 4 KiB read and write IOPS (fio,
 psync, one job, caches dropped first), untar / `ls -lR` / `rm -rf` seconds on a tarball of
 /usr/include, and a raft log's 4 KiB appends each followed by fdatasync (fio --fdatasync=1,
-16 MiB). Each figure is the median of RUNS runs. All stay mounted; each phase (sequential,
+16 MiB), and durable names: a database's pattern of a file written, fsync'd, renamed into place
+and its directory fsync'd, then the previous one unlinked (2,000 times). Each figure is the median of RUNS runs. All stay mounted; each phase (sequential,
 random, small files, wal) runs on every file system in turn, in an order that rotates from run
 to run. --baseline adds a second epochfs build to the same run.
 """
@@ -20,8 +21,8 @@ parser.add_argument("--runs", type=int, default=3)
 parser.add_argument("--size-mb", type=int, default=512)
 parser.add_argument("--random-seconds", type=int, default=10)
 parser.add_argument("--dir", default="/var/tmp/epochfs-bench")
-parser.add_argument("--phases", default="sequential,random,small,wal",
-                    help="comma-separated subset of sequential, random, small, wal")
+parser.add_argument("--phases", default="sequential,random,small,wal,names",
+                    help="comma-separated subset of sequential, random, small, wal, names")
 args = parser.parse_args()
 
 work = args.dir
@@ -69,6 +70,30 @@ def wal(fs):
     return {"wal appends/s": appends["iops"], "wal 300 B appends/s": small["iops"]}
 
 
+def durable_names(fs):
+    # What careful programs do to make a name durable (etcd's snapshot and WAL files, a
+    # database's journal): write a temporary file, fsync it, rename it into place, fsync the
+    # directory; the name it replaces goes. On epochfs (format 4) each fsync of the directory
+    # commits its record, and each replaced name is let go in it first (FORMAT.md §5.6).
+    directory = os.path.join(fs.mnt, "names")
+    os.makedirs(directory, exist_ok=True)
+    block, count = os.urandom(4096), 2000
+    dirfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    start = time.time()
+    for i in range(count):
+        temporary = os.path.join(directory, "tmp")
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        os.write(fd, block)
+        os.fsync(fd)
+        os.close(fd)
+        os.rename(temporary, os.path.join(directory, f"file{i % 8}"))
+        os.fsync(dirfd)
+    elapsed = time.time() - start
+    os.close(dirfd)
+    shutil.rmtree(directory)
+    return {"durable names/s": count / elapsed}
+
+
 def small_files(fs):
     figures = {}
     drop_caches()
@@ -82,7 +107,7 @@ def small_files(fs):
 # The machine's speed drifts by tens of percent over minutes. So that a slow stretch does not
 # land on one file system only, all four stay mounted and each phase (tens of seconds) runs on
 # every file system in turn, starting with a different one each run.
-phases = [{"sequential": sequential, "random": random_io, "small": small_files, "wal": wal}[name]
+phases = [{"sequential": sequential, "random": random_io, "small": small_files, "wal": wal, "names": durable_names}[name]
           for name in args.phases.split(",")]
 systems = []
 try:

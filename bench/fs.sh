@@ -2,7 +2,7 @@
 # File system benchmark: epochfs beside gocryptfs, bindfs (-o big_writes) and a plain directory,
 # in one run on this machine, as ratios. Installs gocryptfs, bindfs and fio when missing and
 # builds epochfs in release mode. Prints a table; see bench/fs.py for what is measured.
-# Usage: bench/fs.sh [--runs N] [--size-mb N] [--random-seconds N] [--dir DIR] [--phases sequential,random,small,wal]
+# Usage: bench/fs.sh [--runs N] [--size-mb N] [--random-seconds N] [--dir DIR] [--phases sequential,random,small,wal,names]
 #                    [--baseline OTHER_EPOCHFS_BINARY]
 set -euo pipefail
 cd "$(dirname "$0")/.."

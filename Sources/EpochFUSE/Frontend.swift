@@ -114,6 +114,13 @@ final class Frontend: Sendable {
             volume.counters.authenticationFailures.add(1, ordering: .relaxed)
             logIntegrity("bad name", ["operation": "\(operation)", "reason": "\(error)"])
             return EIO
+        case let error as DirectoryError:
+            var metadata: Logger.Metadata = ["operation": "\(operation)", "reason": "\(error)"]
+            if let nodeID, case let .backing(node) = try? resolve(nodeID) { metadata["directory"] = "\(tree.plaintextPath(of: node))" }
+            volume.counters.authenticationFailures.add(1, ordering: .relaxed)
+            logIntegrity("directory integrity failure", metadata)
+            volume.counters.countFailure(EIO)
+            return EIO
         default:
             logIntegrity("failure", ["operation": "\(operation)", "reason": "\(error)"])
             return EIO

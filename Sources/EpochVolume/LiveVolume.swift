@@ -32,6 +32,15 @@ public final class LiveVolume: Sendable {
         weak var content: FileContent?
     }
 
+    /// The IV files of directories, with their records from format 4 on (docs/FORMAT.md §5.6).
+    public let directoryIVs: DirectoryIV
+    /// What is known of every directory some node holds, by backing object, as `contents`.
+    private let directories = Mutex<[BackingNode.Identity: WeakDirectory]>([:])
+
+    private struct WeakDirectory {
+        weak var commits: DirectoryCommits?
+    }
+
     /// Opens the volume in `backing` through `journal` (failing closed on a wrong key).
     public init(backing: String, journal: HeaderJournal, io: any BackingIO = SystemIO()) throws {
         let header = try journal.open()
@@ -42,6 +51,7 @@ public final class LiveVolume: Sendable {
         symlinks = SymlinkCodec(keys: keys)
         xattrs = try XattrCodec(keys: keys, nameKey: header.keyring.nameKey)
         contentLayout = ContentLayout(blockSize: keys.blockSize, version: header.slot.formatVersion)
+        directoryIVs = DirectoryIV(io: io, recordKey: header.slot.formatVersion >= DirectoryRecord.version ? keys.directoryKey : nil)
         current = Mutex(header)
     }
 
@@ -49,7 +59,7 @@ public final class LiveVolume: Sendable {
     /// promises the current format makes (docs/FORMAT.md §3.1). Offline reads still work.
     public func requireCurrentFormat() throws {
         let version = header.slot.formatVersion
-        guard version >= HeaderSlot.formatVersion else { throw OlderFormatError(version: version) }
+        guard version >= HeaderSlot.oldestMountedFormatVersion else { throw OlderFormatError(version: version) }
     }
 
     /// Opens the volume in `backing` with its remembered key source, or `keySourceOverride`.
@@ -67,6 +77,27 @@ public final class LiveVolume: Sendable {
             let content = FileContent(volume: self, identity: identity)
             table[identity] = WeakContent(content: content)
             return content
+        }
+    }
+
+    /// The content of `identity` if some node holds it now; nil, creating nothing, otherwise.
+    func liveContent(of identity: BackingNode.Identity) -> FileContent? {
+        contents.withLock { $0[identity]?.content }
+    }
+
+    /// What is known of the directory `identity`, shared by every node that reaches it.
+    func directory(of identity: BackingNode.Identity) -> DirectoryCommits {
+        directories.withLock { table in
+            if let known = table[identity]?.commits { return known }
+            let commits = DirectoryCommits(volume: self, identity: identity)
+            table[identity] = WeakDirectory(commits: commits)
+            return commits
+        }
+    }
+
+    func forgetDirectory(of identity: BackingNode.Identity) {
+        directories.withLock { table in
+            if table[identity]?.commits == nil { table.removeValue(forKey: identity) }
         }
     }
 
@@ -132,8 +163,8 @@ public struct OlderFormatError: Error, CustomStringConvertible {
     public var description: String {
         "the volume has format \(version), "
             + (version < 2 ? "whose files a power cut during an append can damage" : "whose files carry no authenticated record of what their last fsync made durable")
-            + "; this epochfs mounts format "
-            + "\(HeaderSlot.formatVersion) only. Copy the files out with `epochfs export BACKING / DIRECTORY` (which reads format "
+            + "; this epochfs mounts formats "
+            + "\(HeaderSlot.oldestMountedFormatVersion) to \(HeaderSlot.formatVersion) only. Copy the files out with `epochfs export BACKING / DIRECTORY` (which reads format "
             + "\(version)) and into a new volume made by `epochfs init`"
     }
 }

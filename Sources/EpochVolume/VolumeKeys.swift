@@ -12,6 +12,8 @@ public final class VolumeKeys: Sendable {
     /// Authenticates every file record (docs/FORMAT.md §6.2); derived from the name key, so it
     /// never changes with the epoch.
     public let recordKey: AESGCMKey
+    /// Authenticates every directory record (docs/FORMAT.md §5.6), also from the name key.
+    public let directoryKey: AESGCMKey
     private let keyring: Mutex<Keyring>
 
     public init(header: VolumeHeader) throws {
@@ -19,6 +21,7 @@ public final class VolumeKeys: Sendable {
         blockSize = Int(header.slot.blockSize)
         names = try NameCodec(nameKey: header.keyring.nameKey)
         recordKey = try FileRecord.key(nameKey: header.keyring.nameKey, volumeID: volumeID)
+        directoryKey = try DirectoryRecord.key(nameKey: header.keyring.nameKey, volumeID: volumeID)
         keyring = Mutex(header.keyring)
     }
 

@@ -23,7 +23,7 @@ struct EpochFS: ParsableCommand {
             key source spec).
             """,
         version: "epochfs \(version) (writes volume format \(HeaderSlot.formatVersion), docs/FORMAT.md)",
-        subcommands: [Init.self, Info.self, Rekey.self, Reencrypt.self, Retire.self, Mount.self, Status.self, Fsck.self, ExportTree.self, Header.self,
+        subcommands: [Init.self, Info.self, Rekey.self, Reencrypt.self, Retire.self, Mount.self, Status.self, Fsck.self, ExportTree.self, Header.self, Upgrade.self,
                       WAL.self, Reconcile.self])
 
     /// No command: the usage on stderr and a usage error, so that a script that lost its

@@ -202,6 +202,97 @@ import Testing
         return nil
     }
 
+    /// Names in committed directories (docs/FORMAT.md §5.6): entries of a directory that an
+    /// fsync of it made durable, swapped, deleted or moved into another directory in the
+    /// backing dir, each read EIO through a fresh mount, never as another file or as missing;
+    /// the names left alone read as written.
+    @Test func noNameChangeInACommittedDirectoryReadsAsOtherData() throws {
+        let scratch = TemporaryDirectory()
+        let volume = try MountedVolume(in: scratch, name: "names")
+        defer { volume.destroy() }
+        let long = Self.longName
+        var contents: [String: [UInt8]] = [:]
+        #expect(mkdir(volume.path("dir"), 0o755) == 0)
+        for (name, size) in [("log", 3000), (long, 5000), ("dir/inner", 700)] {
+            let content = (0..<size).map { _ in UInt8.random(in: 0...255) }
+            let fd = open(volume.path(name), O_RDWR | O_CREAT, 0o644)
+            #expect(content.withUnsafeBytes { pwrite(fd, $0.baseAddress, $0.count, 0) } == size && fsync(fd) == 0)
+            close(fd)
+            contents[name] = content
+        }
+        #expect(symlink("log", volume.path("symlink")) == 0)
+        for directory in ["dir", ""] {
+            let fd = open(volume.path(directory), O_RDONLY | O_DIRECTORY)
+            #expect(fsync(fd) == 0)
+            close(fd)
+        }
+        let names = ["log", long, "symlink", "dir"]
+        volume.unmount()
+        let pristine = scratch.path + "/pristine"
+        #expect(try run("/bin/cp", ["-a", volume.backing, pristine]).status == 0)
+
+        /// The root's backing entry of `name`: the files told apart by size, the one symlink, the one directory.
+        func backingEntry(_ name: String) throws -> String {
+            for entry in try FileManager.default.contentsOfDirectory(atPath: volume.backing) where !entry.hasPrefix("epochfs.") || (entry.hasPrefix("epochfs.long.") && !entry.hasSuffix(".name")) {
+                var info = stat()
+                guard lstat(volume.backing + "/" + entry, &info) == 0 else { continue }
+                let found = switch info.st_mode & S_IFMT {
+                case S_IFLNK: name == "symlink"
+                case S_IFDIR: name == "dir"
+                default: contents[name].map { backingPlaintextSize(Int(info.st_size)) == $0.count } ?? false
+                }
+                if found { return volume.backing + "/" + entry }
+            }
+            throw TestFailure("no backing entry for \(name)")
+        }
+        /// How each name reads now, by the name a mutation changes ("dir" reads through dir/inner).
+        func readNames() throws -> [String: Outcome] {
+            try volume.mount()
+            defer { volume.unmount() }
+            var outcomes: [String: Outcome] = [:]
+            for (name, path) in [("log", "log"), (long, long), ("dir", "dir/inner")] {
+                switch readThrough(volume.path(path)) {
+                case let .success(bytes): outcomes[name] = bytes == contents[path] ? .asWritten : .wrong("\(bytes.count) other bytes")
+                case let .failure(error): outcomes[name] = error.code == .EIO ? .ioError : .wrong("\(error)")
+                }
+            }
+            let target = try? FileManager.default.destinationOfSymbolicLink(atPath: volume.path("symlink"))
+            outcomes["symlink"] = target == "log" ? .asWritten : target == nil ? (errno == EIO ? .ioError : .wrong("errno \(errno)"))
+                : .wrong("target \(target!)")
+            return outcomes
+        }
+
+        var wrong: [String] = [], counts: [String: Int] = [:]
+        for kind in ["swap", "delete", "move"] {
+            for _ in 0..<20 {
+                _ = try run("/bin/rm", ["-rf", volume.backing])
+                #expect(try run("/bin/cp", ["-a", pristine, volume.backing]).status == 0)
+                let name = (kind == "move" ? names.filter { $0 != "dir" } : names).randomElement()!
+                var changed = [name]
+                let entry = try backingEntry(name)
+                switch kind {
+                case "swap":
+                    let other = names.filter { $0 != name }.randomElement()!
+                    let otherEntry = try backingEntry(other)
+                    #expect(rename(entry, entry + ".x") == 0 && rename(otherEntry, entry) == 0 && rename(entry + ".x", otherEntry) == 0)
+                    changed.append(other)
+                case "delete":
+                    _ = try run("/bin/rm", ["-rf", entry])
+                default:
+                    #expect(rename(entry, try backingEntry("dir") + "/" + URL(fileURLWithPath: entry).lastPathComponent) == 0)
+                }
+                let outcomes = try readNames()
+                for (item, outcome) in outcomes {
+                    let expected: Outcome = changed.contains(item) ? .ioError : .asWritten
+                    if outcome != expected { wrong.append("\(kind) of \(changed): \(item) read \(outcome), not \(expected)") }
+                }
+                counts[kind, default: 0] += 1
+            }
+        }
+        print("tamper suite, names: \(counts) mutations, \(wrong.count) not read as EIO")
+        #expect(wrong.isEmpty, "\(wrong.count): \(wrong.prefix(5))")
+    }
+
     /// The case the integrity issue was opened with: a slot copy that fsync acknowledged,
     /// damaged by one flipped byte, must not give way to the older copy in place.
     @Test func aDamagedSlotCopyDoesNotBringBackTheOlderBlock() throws {

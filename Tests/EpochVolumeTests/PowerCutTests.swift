@@ -139,7 +139,7 @@ import Testing
                         guard matches else { return "\(path): block \(start / 4096) is in no version" }
                     }
                 }
-                return nil
+                return try directoryAlarm(tree, tree.root, path: "")
             } catch {
                 return "\(error)"
             }
@@ -182,10 +182,37 @@ import Testing
                         && stored[content.count...].allSatisfy { $0 == 0 }
                     guard stored == content || zeroFilled else { return "\(path): the \(stored.count) bytes read differ from the \(content.count) written" }
                 }
-                return nil
+                return try directoryAlarm(tree, tree.root, path: "")
             } catch {
                 return "\(error)"
             }
+        }
+
+        /// Lists every directory of the state and looks up every entry, which checks each
+        /// against its directory's record: no state a cut leaves may raise a directory
+        /// integrity error (FORMAT.md §5.6). Other errors (a directory whose IV a cut took
+        /// before any sync) are the crash states §5.1 describes, not alarms.
+        private func directoryAlarm(_ tree: BackingTree, _ directory: BackingNode, path: String) throws -> String? {
+            let entries: [BackingTree.ListedEntry]
+            do {
+                let handle = try tree.openDirectory(directory)
+                defer { tree.close(handle) }
+                entries = try tree.listing(of: directory, through: handle)
+            } catch let alarm as DirectoryError {
+                return "\(path)/: \(alarm)"
+            } catch {
+                return nil
+            }
+            for entry in entries {
+                let child = path + "/" + String(decoding: entry.name, as: UTF8.self)
+                do {
+                    let (node, _) = try tree.lookup(entry.name, in: directory)
+                    if node.fileType == S_IFDIR, let alarm = try directoryAlarm(tree, node, path: child) { return alarm }
+                } catch let alarm as DirectoryError {
+                    return "\(child): \(alarm)"
+                } catch {}
+            }
+            return nil
         }
     }
 
@@ -344,7 +371,36 @@ import Testing
         _ = try tree.symlink(Array("../\(long)".utf8), named: Array("link".utf8), in: subsub, owner: nil)
         try syncDirectory("d/\(long)/e")
         try syncDirectory("d/" + long)
-        run.acknowledge(["d/" + String(repeating: "g", count: 230): content])
+        let moved = "d/" + String(repeating: "g", count: 230)
+        run.acknowledge([moved: content])
+
+        // Committed names removed, renamed and replaced (format 4: each let go in its
+        // directory's record first, FORMAT.md §5.6).
+        try tree.rename(Array("link".utf8), in: subsub, to: Array("link2".utf8), in: subsub, flags: 0)
+        try syncDirectory("d/\(long)/e")
+        try tree.unlink(Array("link2".utf8), in: subsub)
+        try tree.rmdir(Array("e".utf8), in: sub)
+        try syncDirectory("d/" + long)
+        let (second, other, _) = try tree.create(Array("h".utf8), in: d, flags: O_RDWR | O_CREAT, mode: 0o600, owner: nil)
+        let replaced = random(3000)
+        try replaced.withUnsafeBytes { try tree.write(other, through: second, offset: 0, data: $0, caller: 0) }
+        try tree.sync(second, of: other, dataOnly: false)
+        tree.close(second)
+        try syncDirectory("d")
+        run.acknowledge([moved: content, "d/h": replaced])
+        try tree.rename(Array(String(repeating: "g", count: 230).utf8), in: d, to: Array("h".utf8), in: d, flags: 0)
+        run.changed(["d/h": content])
+        try syncDirectory("d")
+        run.acknowledge(["d/h": content])
+        // The directory committed before the new file's own fsync: its id is not durable yet,
+        // so the record binds the name by type alone.
+        let (third, late, _) = try tree.create(Array("late".utf8), in: d, flags: O_RDWR | O_CREAT, mode: 0o600, owner: nil)
+        try replaced.withUnsafeBytes { try tree.write(late, through: third, offset: 0, data: $0, caller: 0) }
+        try syncDirectory("d")
+        try syncDirectory("") // makes d's record durable, and not the new file's bytes
+        try tree.sync(third, of: late, dataOnly: false)
+        tree.close(third)
+        run.acknowledge(["d/h": content, "d/late": replaced])
 
         try run.expectNothingLost("directories with fsyncdir", tornBlocksMayLose: false)
     }

@@ -168,7 +168,9 @@ extension FileContent {
             }
             if layout.hasRecord {
                 let blocks = (size + layout.blockSize - 1) / layout.blockSize
-                let record = FileRecord(fileID: fileID, committedSize: size, denseBlocks: min(storedPrefix, blocks))
+                // A sequence past the old one: a directory record may bind the file by it (§5.6).
+                let sequence = (cache.withLock { $0.commits.record?.sequence } ?? 0) + 1
+                let record = FileRecord(fileID: fileID, sequence: sequence, committedSize: size, denseBlocks: min(storedPrefix, blocks))
                 try io.pwriteFully(copy, try record.encoded(key: volume.keys.recordKey), at: layout.headerOffset)
             }
             try io.ftruncate(copy, size: layout.backingSize(plaintextSize: size)) // a trailing hole keeps its size

@@ -19,7 +19,10 @@ import Glibc
 /// - an entry whose name does not decrypt: moved into the plaintext `/lost+found` as
 ///   `#<inode>`, where its content reads again (or into `epochfs.lost/` when that fails);
 /// - a lost directory IV: a fresh one, once no name in the directory depends on it (after the
-///   moves above), never otherwise.
+///   moves above), never otherwise;
+/// - a directory record that does not match its directory (format 4), and the record of every
+///   directory a step above moved an entry out of: re-anchored, trusting what the directory
+///   holds now.
 public final class VolumeRepair {
     /// The plaintext directory at the root that entries with unreadable names move into.
     public static let lostAndFound = "lost+found"
@@ -27,6 +30,8 @@ public final class VolumeRepair {
     private let tree: BackingTree
     private var done: [String] = []
     private var left: [String] = []
+    /// Backing paths of the directories whose records must be written again at the end.
+    private var toReanchor: Set<String> = []
 
     private var io: any BackingIO { tree.volume.io }
     private var root: FileDescriptor { tree.root.fd }
@@ -84,6 +89,24 @@ public final class VolumeRepair {
         let names = problems.filter { $0.kind == .name }.sorted { depth($0.backingPath) > depth($1.backingPath) }
         for item in names { moveToLostAndFound(item) }
         for item in problems where item.kind == .directoryIV { recreateIV(item) }
+        for item in problems where item.kind == .directoryRecord { toReanchor.insert(item.backingPath) }
+        for path in toReanchor.sorted() { reanchor(path) }
+    }
+
+    private func reanchor(_ backingPath: String) {
+        let location = backingPath == "." ? "/" : backingPath
+        attempt(location) {
+            guard tree.ivs.hasRecords, let node = try? tree.backingNode(backingPath, in: root).node, node.fileType == S_IFDIR else { return nil }
+            let count = try tree.reanchor(node)
+            return "\(location): re-anchored the directory record to the \(count) entr\(count == 1 ? "y" : "ies") the directory holds now "
+                + "(trusting them as found)"
+        }
+    }
+
+    /// The backing path of the directory holding `backingPath`.
+    private func parent(of backingPath: String) -> String {
+        guard let slash = backingPath.lastIndex(of: "/") else { return "." }
+        return String(backingPath[..<slash])
     }
 
     // MARK: Steps
@@ -117,6 +140,7 @@ public final class VolumeRepair {
             let linkFile = item.kind == .symlinkTarget
                 ? (try? io.readlinkat(item.backingPath, in: root)).flatMap(SymlinkCodec.sideFileName) : nil
             let kept = try moveToLost(item.backingPath)
+            toReanchor.insert(parent(of: item.backingPath))
             if let linkFile { _ = try? moveToLost(SymlinkCodec.sidePrefix + linkFile) }
             return "\(item.location): \(item.kind.label) unreadable: moved the \(item.kind == .symlinkTarget ? "symlink" : "file") to \(kept)"
         }
@@ -144,6 +168,7 @@ public final class VolumeRepair {
                 moved = try moveToLost(item.backingPath)
             }
             if let sideFile { try? io.unlinkat(sideFile, in: root, removeDirectory: false) }
+            toReanchor.insert(parent(of: item.backingPath))
             return "\(item.location): name unreadable: moved the entry to \(moved)"
         }
     }
@@ -155,7 +180,7 @@ public final class VolumeRepair {
         }
         attempt(item.location) {
             let recreated = try io.withOpened(item.backingPath, in: root, flags: O_RDONLY | O_DIRECTORY | O_NOFOLLOW) {
-                try DirectoryIV.recreateIfUnused(in: $0, io: io)
+                try tree.ivs.recreateIfUnused(in: $0)
             }
             guard recreated else { throw ScanFailure("directory IV lost and names in the directory still depend on it") }
             return "\(item.location): wrote a fresh directory IV (no name in the directory depended on the lost one)"

@@ -10,6 +10,8 @@ public struct ScanItem: Sendable {
     public enum Kind: Sendable, Equatable {
         case headerSlot(Int)
         case directoryIV
+        /// A directory's record (format 4): what its last commit found in it.
+        case directoryRecord
         case name
         /// A regular file's 18-byte header (version, file id).
         case fileHeader
@@ -25,6 +27,7 @@ public struct ScanItem: Sendable {
             switch self {
             case let .headerSlot(index): "header slot \(index == 0 ? "A" : "B")"
             case .directoryIV: "directory IV"
+            case .directoryRecord: "directory record"
             case .name: "name"
             case .fileHeader: "file header"
             case let .block(index): "block \(index)"
@@ -40,6 +43,7 @@ public struct ScanItem: Sendable {
             switch self {
             case .headerSlot: "header slots"
             case .directoryIV: "directory IVs"
+            case .directoryRecord: "directory records"
             case .name: "names"
             case .fileHeader: "file headers"
             case .block: "blocks"
@@ -197,10 +201,18 @@ public struct VolumeScan {
         defer { tree.close(handle) }
         var iv: [UInt8]?
         do {
-            iv = try DirectoryIV.read(in: handle, io: io)
+            iv = try tree.ivs.read(in: handle)
             emit(.directoryIV, path: path, backingPath: backingPath)
         } catch {
             emit(.directoryIV, path: path, backingPath: backingPath, problem: .lostIV("\(error)"))
+        }
+        if iv != nil, tree.ivs.hasRecords {
+            do {
+                let findings = try tree.recordFindings(of: directory)
+                emit(.directoryRecord, path: path, backingPath: backingPath, problem: findings.isEmpty ? nil : .damaged(findings.joined(separator: "; ")))
+            } catch {
+                emit(.directoryRecord, path: path, backingPath: backingPath, problem: .damaged("\(error)"))
+            }
         }
         let names = Set(entries.map(\.name))
         let isRoot = backingPath == "."

@@ -22,6 +22,26 @@ extension FileContent {
         return fileID
     }
 
+    /// The file id and record sequence a directory record checks this file by (docs/FORMAT.md
+    /// §5.6), nil while it has no record.
+    func recordIdentity(fd: FileDescriptor) throws -> (fileID: FileID, sequence: UInt64)? {
+        try access.withReadLock {
+            guard layout.hasRecord, try io.size(fd) >= layout.dataOffset else { return nil }
+            let fileID = try loadFileID(fd)
+            return (fileID, cache.withLock { $0.commits.record?.sequence } ?? 0)
+        }
+    }
+
+    /// What a directory's commit may bind this file by, from its record as this process knows
+    /// it (`known` false: not read yet): record s is written only after a sync returned, and that
+    /// sync made record s − 1 durable; so with s ≥ 2 the file id and sequence s − 1 are durable.
+    var durableRecordBound: (fileID: FileID, sequence: UInt64)? {
+        cache.withLock { cache in
+            guard let id = cache.fileID, let sequence = cache.commits.record?.sequence, sequence >= 2 else { return nil }
+            return (id, sequence - 1)
+        }
+    }
+
     func loadFileID(_ fd: FileDescriptor) throws -> FileID {
         if let known = cache.withLock({ $0.fileID }) { return known }
         return try readFileID(fd)

@@ -283,7 +283,10 @@ public final class FileContent: Sendable {
         let backing = try io.fstat(fd)
         let size = layout.plaintextSize(backingSize: Int(backing.st_size))
         guard newSize != size else { return }
-        guard newSize > 0 else {
+        // Format 4 keeps an emptied file's record, and with it the file id its directory's
+        // record binds it by (docs/FORMAT.md §6).
+        let keepsRecord = layout.version >= DirectoryRecord.version && Int(backing.st_size) >= layout.dataOffset
+        guard newSize > 0 || keepsRecord else {
             try io.ftruncate(fd, size: 0)
             cache.withLock { $0.adopt(nil) } // the next write starts a new file id
             return
@@ -304,7 +307,7 @@ public final class FileContent: Sendable {
                                  makeRoom: true)
             }
             try commitShrink(fd, toSize: newSize, sync: cutsABlock)
-            try io.ftruncate(fd, size: layout.backingSize(plaintextSize: newSize))
+            try io.ftruncate(fd, size: newSize == 0 ? layout.dataOffset : layout.backingSize(plaintextSize: newSize))
             // Copies in slots of the blocks cut off must never come back, but they are the
             // current copies until the cut is durable.
             try dropSlots(from: (newSize + blockSize - 1) / blockSize, fd: fd)

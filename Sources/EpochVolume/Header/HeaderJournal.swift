@@ -149,6 +149,18 @@ public final class HeaderJournal: Sendable {
         }
     }
 
+    /// Sets the volume's format version in one header commit (no write when unchanged): the last
+    /// step of `FormatUpgrade`, once everything the new format needs is on disk.
+    public func setFormatVersion(_ version: UInt16) throws -> VolumeHeader {
+        try withCommitLock {
+            let current = try openCurrent()
+            guard current.header.slot.formatVersion != version else { return current.header }
+            var slot = current.header.slot
+            slot.formatVersion = version
+            return try commit(slot, keyring: current.header.keyring, wrappingKey: current.wrappingKey, replacing: current.header)
+        }
+    }
+
     /// Commits the current header again, unchanged but for the sequence, into the other slot:
     /// what `fsck --repair` does about a torn or damaged slot.
     public func recommit() throws -> VolumeHeader {

@@ -1,26 +1,78 @@
 import EpochCrypto
+import EpochFormat
 import EpochIO
 import Glibc
 
-/// The per-directory IV (docs/FORMAT.md §5.1): 16 random bytes in `epochfs.diriv` inside each
-/// backing directory, the associated data of every name in it.
-public enum DirectoryIV {
+/// The per-directory file `epochfs.diriv` (docs/FORMAT.md §5.1, §5.6): 16 random bytes, the
+/// associated data of every name in the directory, followed from format 4 on by the
+/// directory's record (`DirectoryRecord`).
+public struct DirectoryIV: Sendable {
     public static let fileName = "epochfs.diriv"
+    /// Where a new record is written before a rename puts it in place of the old file.
+    public static let pendingName = "epochfs.diriv.new"
     public static let size = 16
 
-    /// Reads the IV of the directory open at `directory`.
-    public static func read(in directory: FileDescriptor, io: any BackingIO) throws -> [UInt8] {
-        let iv = try io.readFile(fileName, in: directory, limit: size + 1)
-        guard iv.count == size else { throw SystemError("read", path: fileName, errno: EIO) }
-        return iv
+    let io: any BackingIO
+    /// Authenticates directory records; nil on a volume older than format 4, whose IV files
+    /// hold the IV alone.
+    let recordKey: AESGCMKey?
+
+    public init(io: any BackingIO, recordKey: AESGCMKey?) {
+        self.io = io
+        self.recordKey = recordKey
     }
 
-    /// Writes `iv` (a fresh one, or the old one back after a failed rmdir) into a new IV file
-    /// of `directory`, and returns that file still open, for the caller to make durable.
-    public static func write(_ iv: [UInt8], in directory: FileDescriptor, io: any BackingIO) throws -> FileDescriptor {
-        let fd = try io.open(fileName, in: directory, flags: O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode: 0o440)
+    public var hasRecords: Bool { recordKey != nil }
+
+    /// Reads the IV of the directory open at `directory`. On format 4 the file must be longer
+    /// than the IV: a record cut off is as damaged as a short IV (unless `requireRecord` is
+    /// false: a repair that writes a new one).
+    public func read(in directory: FileDescriptor, requireRecord: Bool = true) throws -> [UInt8] {
+        try io.withOpened(Self.fileName, in: directory, flags: O_RDONLY | O_NOFOLLOW) { fd in
+            let length = Int(try io.fstat(fd).st_size)
+            // Format 3 takes a record after the IV too (an upgrade to format 4 under way), and ignores it.
+            let withRecord = length >= Self.size + DirectoryRecord.minSize
+            guard withRecord || length == Self.size && !(hasRecords && requireRecord) else {
+                throw SystemError("read", path: Self.fileName, errno: EIO)
+            }
+            let iv = try io.preadFully(fd, count: Self.size, at: 0)
+            guard iv.count == Self.size else { throw SystemError("read", path: Self.fileName, errno: EIO) }
+            return iv
+        }
+    }
+
+    /// The IV and the record of the directory open at `directory` (format 4); a record that
+    /// does not authenticate is an integrity error.
+    public func readRecord(in directory: FileDescriptor) throws -> (iv: [UInt8], record: DirectoryRecord) {
+        guard let recordKey else { throw SystemError("read", path: Self.fileName, errno: EINVAL) }
+        // Read as long as it is: a limit would be allocated whole.
+        let bytes = try io.withOpened(Self.fileName, in: directory, flags: O_RDONLY | O_NOFOLLOW) { fd in
+            let length = Int(try io.fstat(fd).st_size)
+            guard length <= Self.size + DirectoryRecord.maxSize else { throw SystemError("read", path: Self.fileName, errno: EFBIG) }
+            return try io.preadFully(fd, count: length, at: 0)
+        }
+        guard bytes.count >= Self.size else { throw SystemError("read", path: Self.fileName, errno: EIO) }
+        let iv = Array(bytes.prefix(Self.size))
         do {
-            try io.pwriteFully(fd, iv, at: 0)
+            return (iv, try DirectoryRecord.decode(bytes.dropFirst(Self.size), key: recordKey, iv: iv))
+        } catch {
+            throw DirectoryError.record(error)
+        }
+    }
+
+    /// What a directory's IV file holds: `iv`, and on format 4 `record` after it.
+    func contents(iv: [UInt8], record: DirectoryRecord = DirectoryRecord()) throws -> [UInt8] {
+        guard let recordKey else { return iv }
+        return iv + (try record.encoded(key: recordKey, iv: iv))
+    }
+
+    /// Writes `iv` (a fresh one, or the old one back after a failed rmdir), with an empty
+    /// record, into a new IV file of `directory`, and returns that file still open, for the
+    /// caller to make durable. One write of at most 512 bytes: a power cut keeps all or none.
+    public func write(_ iv: [UInt8], in directory: FileDescriptor) throws -> FileDescriptor {
+        let fd = try io.open(Self.fileName, in: directory, flags: O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode: 0o440)
+        do {
+            try io.pwriteFully(fd, try contents(iv: iv), at: 0)
         } catch {
             io.close(fd)
             throw error
@@ -28,24 +80,74 @@ public enum DirectoryIV {
         return fd
     }
 
-    /// Gives the directory open (for reading) at `directory`, whose IV is missing or not 16
-    /// bytes, a fresh one, durably, provided no name in it depends on the IV: it holds nothing
-    /// but epochfs's own files. Returns false, writing nothing, when it holds entries.
-    public static func recreateIfUnused(in directory: FileDescriptor, io: any BackingIO) throws -> Bool {
+    /// Puts `record` in place of the directory's record (the directory open for reading at
+    /// `directory`): a new file, durable, renamed over the old one, so a power cut leaves one
+    /// or the other whole. The rename is durable with the directory's next sync.
+    func replaceRecord(_ record: DirectoryRecord, iv: [UInt8], in directory: FileDescriptor) throws {
+        do {
+            try io.unlinkat(Self.pendingName, in: directory, removeDirectory: false)
+        } catch let error as SystemError where error.errno == ENOENT {}
+        let fd = try io.open(Self.pendingName, in: directory, flags: O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode: 0o440)
+        var renamed = false
+        defer {
+            io.close(fd)
+            if !renamed { try? io.unlinkat(Self.pendingName, in: directory, removeDirectory: false) }
+        }
+        try io.pwriteFully(fd, try contents(iv: iv, record: record), at: 0)
+        if let old = try? io.fstatat(Self.fileName, in: directory), old.st_uid != getuid() || old.st_gid != getgid() {
+            try? io.fchownat("", in: fd, owner: old.st_uid, group: old.st_gid) // whose the directory's IV file was
+        }
+        try io.fdatasync(fd)
+        try io.renameat(Self.pendingName, in: directory, to: Self.fileName, in: directory, flags: 0)
+        renamed = true
+    }
+
+    /// Gives the directory open (for reading) at `directory`, whose IV is missing or damaged,
+    /// a fresh one, durably, provided no name in it depends on the IV: it holds nothing but
+    /// epochfs's own files. Returns false, writing nothing, when it holds entries.
+    public func recreateIfUnused(in directory: FileDescriptor) throws -> Bool {
         guard try io.readdir(directory).allSatisfy({ NameCodec.isInternal($0.name) }) else { return false }
         do {
-            try io.unlinkat(fileName, in: directory, removeDirectory: false)
+            try io.unlinkat(Self.fileName, in: directory, removeDirectory: false)
         } catch let error as SystemError where error.errno == ENOENT {}
-        try createDurably(in: directory, io: io)
+        try createDurably(in: directory)
         return true
     }
 
     /// Writes a fresh IV into `directory` (open for reading) and makes it durable at once, with
     /// its directory entry: for `init` and a root found without one.
-    public static func createDurably(in directory: FileDescriptor, io: any BackingIO) throws {
-        let fd = try write(try SecureRandom.bytes(size), in: directory, io: io)
+    public func createDurably(in directory: FileDescriptor) throws {
+        let fd = try write(try SecureRandom.bytes(Self.size), in: directory)
         defer { io.close(fd) }
         try io.fsync(fd)
         try io.fsync(directory)
+    }
+
+    /// Whether `name` is one of the files an empty directory may still hold (rmdir removes them).
+    static func isOwnFile(_ name: String) -> Bool { name == fileName || name == pendingName }
+}
+
+/// A directory that does not hold what its last commit found durable (docs/FORMAT.md §5.6).
+public enum DirectoryError: Error, CustomStringConvertible {
+    case record(DirectoryRecordError)
+    /// A committed entry is gone from the directory.
+    case missingEntry
+    /// A committed entry names another object (another type or id) than the commit found.
+    case otherObject(expectedType: UInt8, foundType: UInt8)
+    /// A committed file is there with an older record than the commit found durable: an older
+    /// copy of the whole file put back.
+    case olderFile(found: UInt64, committed: UInt64)
+
+    public var description: String {
+        switch self {
+        case let .record(error): "\(error)"
+        case .missingEntry: "an entry the directory's last commit holds is missing from the backing directory"
+        case let .olderFile(found, committed):
+            "a file's record has sequence \(found), older than the \(committed) its directory's last commit found durable"
+        case let .otherObject(expected, found):
+            expected == found
+                ? "an entry names another object than the directory's last commit found"
+                : "an entry of type \(found) is where the directory's last commit found type \(expected)"
+        }
     }
 }

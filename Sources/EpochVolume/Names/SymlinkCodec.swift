@@ -20,9 +20,11 @@ public struct SymlinkCodec: Sendable {
     public init(keys: VolumeKeys) { self.keys = keys }
 
     /// The backing target for `target` sealed under `epoch`, and for a long one the side file
-    /// (name, bytes) to write under `epochfs.links/` first.
-    public func encrypt(_ target: [UInt8], epoch: UInt32) throws -> (backingTarget: String, sideFile: (name: String, bytes: [UInt8])?) {
-        let sealed = try seal(target, epoch: epoch)
+    /// (name, bytes) to write under `epochfs.links/` first. A reseal keeps the symlink's
+    /// `targetID`, which its directory's record binds it by; a new symlink gets a fresh one.
+    public func encrypt(_ target: [UInt8], epoch: UInt32, targetID: FileID? = nil) throws
+        -> (backingTarget: String, sideFile: (name: String, bytes: [UInt8])?) {
+        let sealed = try seal(target, epoch: epoch, targetID: targetID ?? FileID.random())
         let inline = Base64URL.encode(sealed)
         if inline.utf8.count <= Self.maxBackingTarget { return (inline, nil) }
         let name = Base64URL.encode(SHA256.hash(sealed))
@@ -35,8 +37,7 @@ public struct SymlinkCodec: Sendable {
         return text.hasPrefix(sidePrefix) ? String(text.dropFirst(sidePrefix.count)) : nil
     }
 
-    private func seal(_ target: [UInt8], epoch: UInt32) throws -> [UInt8] {
-        let targetID = try FileID.random()
+    private func seal(_ target: [UInt8], epoch: UInt32, targetID: FileID) throws -> [UInt8] {
         let key = try keys.fileKey(epoch: epoch, fileID: targetID)
         return targetID.bytes + (try StorageEnvelope.seal(target, keyID: epoch, fileKey: key, location: location(targetID)))
     }

@@ -17,6 +17,10 @@ public final class BackingNode: Sendable {
     public let fileType: mode_t
     /// The plaintext view of a regular file; nil for everything else.
     let content: FileContent?
+    /// What is known of a directory's record; nil for everything else, and on volumes older
+    /// than format 4.
+    let directory: DirectoryCommits?
+    private let ivs: DirectoryIV
     private let io: any BackingIO
     /// A directory's name IV, read on first use.
     private let cachedIV = Mutex<[UInt8]?>(nil)
@@ -27,6 +31,8 @@ public final class BackingNode: Sendable {
         fileType = info.st_mode & S_IFMT
         content = fileType == S_IFREG ? volume.content(of: identity) : nil
         content?.nodeCreated()
+        directory = fileType == S_IFDIR && volume.directoryIVs.hasRecords ? volume.directory(of: identity) : nil
+        ivs = volume.directoryIVs
         io = volume.io
     }
 
@@ -39,7 +45,8 @@ public final class BackingNode: Sendable {
 
     func directoryIV() throws -> [UInt8] {
         if let iv = cachedIV.withLock({ $0 }) { return iv }
-        let iv = try DirectoryIV.read(in: fd, io: io)
+        // With its record, in the same read: a directory's first lookup reads one file, as before.
+        let iv = try directory?.record(in: fd, ivs: ivs).iv ?? ivs.read(in: fd)
         cachedIV.withLock { $0 = iv }
         return iv
     }

@@ -75,7 +75,8 @@ public final class BackingTree: Sendable {
     /// leaves a FUSE file's atime to the daemon, so the backing reads would set it otherwise.
     let keepsAccessTimes: Bool
 
-    private var io: any BackingIO { volume.io }
+    var io: any BackingIO { volume.io }
+    var ivs: DirectoryIV { volume.directoryIVs }
 
     /// The tree of `volume`. A root without an IV gets one while it holds no entry, unless
     /// `writing` is false (fsck without --repair writes nothing; it reports the IV instead).
@@ -91,9 +92,10 @@ public final class BackingTree: Sendable {
 
     // MARK: Lookup and attributes
 
-    /// The entry `name` in `directory` and its plaintext attributes.
+    /// The entry `name` in `directory` and its plaintext attributes, checked against the
+    /// directory's record (format 4).
     public func lookup(_ name: [UInt8], in directory: BackingNode) throws -> (BackingNode, stat) {
-        try locate(backingName: try backingName(name, in: directory).name, in: directory)
+        try locateChecked(backingName: try backingName(name, in: directory).name, in: directory)
     }
 
     /// The entry stored as `backingName` (from a listing) in `directory`, and its attributes.
@@ -102,7 +104,7 @@ public final class BackingTree: Sendable {
         try namespace.withReadLock { try locateLocked(backingName: backingName, in: directory) }
     }
 
-    private func locateLocked(backingName: String, in directory: BackingNode) throws -> (BackingNode, stat) {
+    func locateLocked(backingName: String, in directory: BackingNode) throws -> (BackingNode, stat) {
         let (node, info) = try backingNode(backingName, in: directory.fd)
         return (node, try plaintextAttributes(info, of: node))
     }
@@ -194,7 +196,7 @@ public final class BackingTree: Sendable {
             do {
                 let created = try io.open(backingName, in: directory.fd, flags: O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC, mode: 0)
                 do {
-                    io.close(try DirectoryIV.write(try SecureRandom.bytes(DirectoryIV.size), in: created, io: io))
+                    io.close(try ivs.write(try SecureRandom.bytes(DirectoryIV.size), in: created))
                     if let owner { try? io.fchownat(DirectoryIV.fileName, in: created, owner: owner.user, group: owner.group) }
                     awaitSync(try io.open(DirectoryIV.fileName, in: created, flags: O_RDONLY | O_NOFOLLOW | O_CLOEXEC, mode: 0), in: created)
                 } catch {
@@ -244,7 +246,7 @@ public final class BackingTree: Sendable {
     private func unlinkEntry(_ name: [UInt8], in directory: BackingNode) throws {
         let backing = try backingName(name, in: directory)
         let sideFile = longSymlinkSideFile(ifLastLinkOf: backing.name, in: directory)
-        try io.unlinkat(backing.name, in: directory.fd, removeDirectory: false)
+        try removing([(backing.name, directory)]) { try io.unlinkat(backing.name, in: directory.fd, removeDirectory: false) }
         discardSideFile(of: backing, in: directory)
         removeLinkFile(sideFile)
     }
@@ -257,19 +259,20 @@ public final class BackingTree: Sendable {
         let backing = try backingName(name, in: directory)
         try io.withOpened(backing.name, in: directory.fd, flags: O_RDONLY | O_DIRECTORY | O_NOFOLLOW) { removed in
             // Only the IV may be left: then it goes, and the directory with it.
-            guard try io.readdir(removed).allSatisfy({ $0.name == DirectoryIV.fileName }) else {
+            guard try io.readdir(removed).allSatisfy({ DirectoryIV.isOwnFile($0.name) }) else {
                 throw SystemError("rmdir", path: "", errno: ENOTEMPTY)
             }
             // An IV lost in a power cut (missing or empty) does not keep an empty directory.
-            let iv = try? DirectoryIV.read(in: removed, io: io)
-            do {
-                try io.unlinkat(DirectoryIV.fileName, in: removed, removeDirectory: false)
-            } catch let error as SystemError where error.errno == ENOENT {}
-            do {
-                try io.unlinkat(backing.name, in: directory.fd, removeDirectory: true)
-            } catch {
-                if let iv, let restored = try? DirectoryIV.write(iv, in: removed, io: io) { io.close(restored) }
-                throw error
+            let iv = try? ivs.read(in: removed)
+            // Let go before the IV goes: the parent's record binds the directory by it.
+            try removing([(backing.name, directory)]) {
+                try removeOwnFiles(in: removed)
+                do {
+                    try io.unlinkat(backing.name, in: directory.fd, removeDirectory: true)
+                } catch {
+                    if let iv, let restored = try? ivs.write(iv, in: removed) { io.close(restored) }
+                    throw error
+                }
             }
         }
         discardSideFile(of: backing, in: directory)
@@ -286,17 +289,22 @@ public final class BackingTree: Sendable {
         try writeLongNameSideFile(of: new, in: to)
         let moving = flags & epochfs_RENAME_EXCHANGE == 0 && !(from === to && old == new)
         let replacedLinkFile = moving ? longSymlinkSideFile(ifLastLinkOf: new.name, in: to) : nil
-        // A directory renamed over an empty one: the target's IV is all it holds, and it goes
-        // first, as in rmdir (and comes back if the rename fails).
-        let displaced = moving && flags & epochfs_RENAME_NOREPLACE == 0 ? try removeIVOfEmptyTarget(new.name, in: to, movedFrom: (old.name, from)) : nil
-        defer { if let displaced { io.close(displaced.directory) } }
-        do {
-            try io.renameat(old.name, in: from.fd, to: new.name, in: to.fd, flags: flags)
-        } catch {
-            if let displaced, let iv = displaced.iv, let restored = try? DirectoryIV.write(iv, in: displaced.directory, io: io) {
-                io.close(restored)
+        // The old name leaves (or becomes a whiteout, or the other entry) and the new one names
+        // another object: both are let go first, before anything of theirs changes.
+        let changed = old == new && from === to ? [] : [(old.name, from), (new.name, to)]
+        try removing(changed) {
+            // A directory renamed over an empty one: the target's IV is all it holds, and it goes
+            // first, as in rmdir (and comes back if the rename fails).
+            let displaced = moving && flags & epochfs_RENAME_NOREPLACE == 0 ? try removeIVOfEmptyTarget(new.name, in: to, movedFrom: (old.name, from)) : nil
+            defer { if let displaced { io.close(displaced.directory) } }
+            do {
+                try io.renameat(old.name, in: from.fd, to: new.name, in: to.fd, flags: flags)
+            } catch {
+                if let displaced, let iv = displaced.iv, let restored = try? ivs.write(iv, in: displaced.directory) {
+                    io.close(restored)
+                }
+                throw error
             }
-            throw error
         }
         // An exchange keeps both names in place; a move leaves the old name unused, unless a
         // whiteout (RENAME_WHITEOUT, as overlayfs asks) now takes it: a long one keeps its side file.
@@ -317,18 +325,26 @@ public final class BackingTree: Sendable {
               target.st_ino != moved.st_ino || target.st_dev != moved.st_dev else { return nil }
         let opened = try io.open(name, in: directory.fd, flags: O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC, mode: 0)
         do {
-            guard try io.readdir(opened).allSatisfy({ $0.name == DirectoryIV.fileName }) else {
+            guard try io.readdir(opened).allSatisfy({ DirectoryIV.isOwnFile($0.name) }) else {
                 io.close(opened)
                 return nil // not empty: the rename fails with ENOTEMPTY by itself
             }
-            let iv = try? DirectoryIV.read(in: opened, io: io)
-            do {
-                try io.unlinkat(DirectoryIV.fileName, in: opened, removeDirectory: false)
-            } catch let error as SystemError where error.errno == ENOENT {}
+            let iv = try? ivs.read(in: opened)
+            try removeOwnFiles(in: opened)
             return (iv, opened)
         } catch {
             io.close(opened)
             throw error
+        }
+    }
+
+    /// Removes the IV file of an empty directory (open at `directory`), and a record a crash
+    /// left on its way there.
+    private func removeOwnFiles(in directory: FileDescriptor) throws {
+        for name in [DirectoryIV.pendingName, DirectoryIV.fileName] {
+            do {
+                try io.unlinkat(name, in: directory, removeDirectory: false)
+            } catch let error as SystemError where error.errno == ENOENT {}
         }
     }
 
@@ -361,7 +377,7 @@ public final class BackingTree: Sendable {
     /// whose side file is missing or empty (a power cut kept the entry, not the side file's
     /// bytes, before any sync acknowledged them) is not listed; fsck moves it out.
     public func listing(of directory: BackingNode, through handle: FileDescriptor) throws -> [ListedEntry] {
-        let entries = try io.readdir(handle).filter { !NameCodec.isInternal($0.name) }
+        let entries = try checkedEntries(of: directory, through: handle)
         guard !entries.isEmpty else { return [] }
         let iv = try directory.directoryIV()
         return try entries.compactMap { raw in
@@ -446,6 +462,7 @@ public final class BackingTree: Sendable {
     /// fsync(2) or fdatasync(2) of a handle of `node` (a file or directory), after the side
     /// files written since the last one.
     public func sync(_ handle: FileDescriptor, of node: BackingNode, dataOnly: Bool) throws {
+        if node.fileType == S_IFDIR { return try commitDirectory(node, through: handle) }
         try syncSideFiles()
         if let content = node.content {
             try content.sync(fd: handle, dataOnly: dataOnly)
@@ -693,7 +710,7 @@ public final class BackingTree: Sendable {
             let (sealed, oldLinkFile) = try sealedTarget(node)
             guard let keyID = SymlinkCodec.keyID(ofSealed: sealed) else { return (false, nil, oldLinkFile) }
             guard keyID != epoch, let target = try? volume.symlinks.decrypt(sealed: sealed) else { return (false, keyID, oldLinkFile) }
-            let (backingTarget, side) = try volume.symlinks.encrypt(target, epoch: epoch)
+            let (backingTarget, side) = try volume.symlinks.encrypt(target, epoch: epoch, targetID: try FileID(sealed.prefix(FileID.byteCount)))
             if let side {
                 try writeLinkFile(side.name, bytes: side.bytes)
                 try syncSideFiles() // before any name points to it
@@ -738,7 +755,7 @@ public final class BackingTree: Sendable {
     }
 
     /// A readable or writable descriptor of the object `node` holds by O_PATH.
-    private func reopen(_ node: BackingNode, flags: Int32) throws -> FileDescriptor {
+    func reopen(_ node: BackingNode, flags: Int32) throws -> FileDescriptor {
         try openForReading(SystemIO.procPath(node.fd), in: .currentDirectory, flags: flags)
     }
 
@@ -833,9 +850,9 @@ public final class BackingTree: Sendable {
     /// The root's name IV: made at init; created here only for a backing dir with no entries yet.
     private func ensureRootDirectoryIV() throws {
         try io.withOpened(volume.backing, in: .currentDirectory, flags: O_RDONLY | O_DIRECTORY) { directory in
-            guard (try? DirectoryIV.read(in: directory, io: io)) == nil else { return }
+            guard (try? ivs.read(in: directory)) == nil else { return }
             // No name depends on it yet: an IV file left empty by a power cut is replaced.
-            guard try DirectoryIV.recreateIfUnused(in: directory, io: io) else {
+            guard try ivs.recreateIfUnused(in: directory) else {
                 throw SystemError("open", path: volume.backing + "/" + DirectoryIV.fileName, errno: EIO)
             }
         }
