@@ -47,9 +47,10 @@ class FuseFS:
 
 class EpochFS(FuseFS):
     """A new volume, keyed by a key file `WORK/keys/1.key` made on first use."""
-    def __init__(self, work, binary, name="epochfs"):
+    def __init__(self, work, binary, name="epochfs", options=""):
         super().__init__(work, name)
         self.binary = binary
+        self.options = ["-o", options] if options else []
         keys = os.path.join(work, "keys")
         if not os.path.exists(os.path.join(keys, "1.key")):
             os.makedirs(keys, exist_ok=True)
@@ -57,7 +58,7 @@ class EpochFS(FuseFS):
                 f.write(os.urandom(32).hex())
         sh(binary, "init", self.backing, "--key-source", f"file:{keys}/%d.key")
     def mount(self):
-        sh(self.binary, "mount", self.backing, self.mnt)
+        sh(self.binary, "mount", self.backing, self.mnt, *self.options)
         wait_mounted(self.mnt)
 
 

@@ -17,6 +17,9 @@ from benchfs import BindFS, EpochFS, GocryptFS, Plain, drop_caches, fio, sh
 parser = argparse.ArgumentParser()
 parser.add_argument("--epochfs", required=True)
 parser.add_argument("--baseline", help="another epochfs build, measured in the same run (an A/B of two builds)")
+parser.add_argument("--baseline-options", default="",
+                    help="-o options for the baseline's mount (io_uring=off: the same build on /dev/fuse)")
+parser.add_argument("--peers", default="gocryptfs,bindfs,plain", help="comma-separated subset of gocryptfs, bindfs, plain, or none")
 parser.add_argument("--runs", type=int, default=3)
 parser.add_argument("--size-mb", type=int, default=512)
 parser.add_argument("--random-seconds", type=int, default=10)
@@ -111,9 +114,10 @@ phases = [{"sequential": sequential, "random": random_io, "small": small_files, 
           for name in args.phases.split(",")]
 systems = []
 try:
-    systems = [EpochFS(work, args.epochfs), GocryptFS(work), BindFS(work), Plain(work)]
+    peers = {"gocryptfs": GocryptFS, "bindfs": BindFS, "plain": Plain}
+    systems = [EpochFS(work, args.epochfs)] + [peers[name](work) for name in args.peers.split(",") if name in peers]
     if args.baseline:
-        systems.insert(1, EpochFS(work, args.baseline, name="baseline"))
+        systems.insert(1, EpochFS(work, args.baseline, name="baseline", options=args.baseline_options))
     results = {fs.name: {} for fs in systems}
     for fs in systems:
         fs.mount()
@@ -134,7 +138,7 @@ median = {name: {m: statistics.median(values) for m, values in figures.items()} 
 cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
 print(f"Run: {time.strftime('%Y-%m-%d %H:%M')} UTC, {cpu}, {os.cpu_count()} cores; median of {args.runs} runs; "
       f"seq {args.size_mb} MiB, random {args.random_seconds} s on {min(256, args.size_mb)} MiB")
-others = (["baseline"] if args.baseline else []) + ["gocryptfs", "bindfs", "plain"]
+others = [fs.name for fs in systems[1:]]
 print("| metric | epochfs | " + " | ".join(others) + " | " + " | ".join(f"vs {n}" for n in others) + " |")
 print("|---" * (1 + 2 * len(others) + 1) + "|")
 for m in metrics:

@@ -12,7 +12,7 @@ swift build --build-tests
 EPOCHFS_TEST_TRANSPORT=dev_fuse swift test --skip-build
 if grep -q Y /sys/module/fuse/parameters/enable_uring 2>/dev/null; then
   EPOCHFS_TEST_TRANSPORT=io_uring swift test --skip-build \
-    --filter 'PosixTests|ModelTests|WorkloadTests|IntegrityTests|ReencryptTests|FullDiskTests|RequestLimitTests|EtcdOnMountTests'
+    --filter 'InFlightTests|PosixTests|ModelTests|WorkloadTests|IntegrityTests|ReencryptTests|FullDiskTests|RequestLimitTests|EtcdOnMountTests'
 else
   echo "test.sh: no FUSE over io_uring in this kernel: the mount suites ran on /dev/fuse only"
 fi

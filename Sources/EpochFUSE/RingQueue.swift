@@ -54,8 +54,12 @@ final class RingQueue: @unchecked Sendable {
         registering.post()
     }
 
-    /// Waits for the thread to end (after the transport's stop signal).
-    func join() { pthread_join(thread, nil) }
+    /// Waits for the thread to end after the transport's stop signal (which a thread still
+    /// waiting for its entries is woken up to see).
+    func join() {
+        registering.post()
+        pthread_join(thread, nil)
+    }
 
     private func run() {
         // Signals are for libfuse's loop (its handlers end the session), not this thread.

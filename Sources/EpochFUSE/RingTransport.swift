@@ -96,10 +96,7 @@ final class RingTransport: @unchecked Sendable {
     func stop() {
         var one: UInt64 = 1
         _ = write(stopSignal, &one, MemoryLayout<UInt64>.size)
-        for queue in queues {
-            queue.register([]) // a queue that never registered is waiting for its entries
-            queue.join()
-        }
+        for queue in queues { queue.join() }
         queues = []
         close(stopSignal)
     }

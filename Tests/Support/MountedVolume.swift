@@ -117,14 +117,21 @@ public final class MountedVolume: @unchecked Sendable {
     public var mountLog: String { (try? String(contentsOfFile: logPath, encoding: .utf8)) ?? "" }
 
     /// Unmounts with fusermount3 and waits for the daemon to exit (killing only our own pid
-    /// if it does not). Safe to call twice.
-    public func unmount() {
+    /// if it does not); whether it exited by itself. Safe to call twice.
+    @discardableResult public func unmount() -> Bool {
         if isMounted { _ = try? run("/bin/fusermount3", ["-u", "-z", mountpoint]) }
-        guard let process else { return }
+        return awaitDaemonExit()
+    }
+
+    /// Waits up to 10 s for the daemon to exit, then kills it; whether it exited by itself.
+    @discardableResult public func awaitDaemonExit() -> Bool {
+        guard let process else { return true }
         let deadline = Date().addingTimeInterval(10)
         while process.isRunning && Date() < deadline { usleep(20_000) }
-        if process.isRunning { process.kill9() }
+        let exited = !process.isRunning
+        if !exited { process.kill9() }
         self.process = nil
+        return exited
     }
 
     /// Unmounts and removes everything.
