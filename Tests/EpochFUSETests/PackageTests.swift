@@ -58,7 +58,7 @@ import Testing
             #expect(text.contains("ExecStart=/usr/bin/epochfs ") && !text.contains("/usr/local"), "\(unit)")
         }
         let bash = try String(contentsOfFile: root + "/usr/share/bash-completion/completions/epochfs", encoding: .utf8)
-        #expect(["reencrypt", "reconcile", "--prometheus", "--key-source"].allSatisfy(bash.contains), "bash completion lacks a command")
+        #expect(["reencrypt", "reconcile", "--prometheus", "--key-source"].allSatisfy { bash.contains($0) }, "bash completion lacks a command")
         let page = try run("/bin/sh", ["-c", "zcat \(root)/usr/share/man/man1/epochfs.status.1.gz"]).stdout
         #expect(page.contains("prometheus"), "the status page does not describe --prometheus")
 
