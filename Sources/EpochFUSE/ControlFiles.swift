@@ -130,10 +130,11 @@ final class ControlFiles: Sendable {
         _ = state.withLock { $0.snapshots.removeValue(forKey: file.pointee.fh) }
     }
 
-    /// Runs one command. Errors come back as errno: EINVAL bad command, EPERM not the mount
-    /// owner or root, ESTALE epoch below current, EBUSY retire refused (still named, or
-    /// active), ENOENT retire of an epoch not in the keyring, the backing file system's errno when the
-    /// header could not be written (EROFS, EIO, ...), EIO for a key source failure.
+    /// Runs one command. Errors come back as the errno `FailureKind` gives them: EINVAL bad
+    /// command, EPERM not the mount owner or root, ESTALE epoch below current, EBUSY retire
+    /// refused (still named, or active), ENOENT retire of an epoch not in the keyring, the
+    /// backing file system's errno when the header could not be written (EROFS, EIO, ...), EIO
+    /// for a key source failure.
     func write(_ node: UInt64, data: UnsafeRawBufferPointer, caller: uid_t) throws {
         guard node == Self.controlID else { throw SystemError("write", path: ".epochfs", errno: EBADF) }
         let text = String(decoding: data, as: UTF8.self)
@@ -143,7 +144,7 @@ final class ControlFiles: Sendable {
             state.withLock { $0.lastError = nil }
         } catch {
             let command = text.trimmingCharacters(in: .whitespacesAndNewlines)
-            let failure = SystemError("control", path: command, errno: errno(for: error))
+            let failure = SystemError("control", path: command, errno: FailureKind.errno(for: error))
             let message = "\(command): \(error)"
             state.withLock { $0.lastError = message }
             logger.error("control command failed", metadata: ["error": "\(message)"])
@@ -155,29 +156,15 @@ final class ControlFiles: Sendable {
         switch command {
         case let .rekey(epoch): try volume.rekey(to: epoch)
         case let .raftCutover(index): try volume.setRaftCutover(index)
-        case let .reencryptStart(rate): try reencryption.start(rate: rate)
+        case let .reencryptStart(rate): try reencryption.start(rate: rate ?? BackgroundReencryption.defaultRate)
         case .reencryptStop: reencryption.stop()
         case let .retire(epoch, walChecked):
-            // `wal-checked`: the caller (epochfs retire --mount --wal) found no WAL entry naming it.
             try Retirement.retire(epoch: epoch, in: tree, walReferences: walChecked ? { _ in EpochReferences() } : nil)
         }
     }
 
     private func authorize(_ caller: uid_t) throws {
         guard caller == 0 || caller == ownerUID else { throw ControlError.notOwner(caller) }
-    }
-
-    private func errno(for error: any Error) -> Int32 {
-        switch error {
-        case ControlError.notOwner: EPERM
-        case is ControlError: EINVAL
-        case JournalError.epochBelowCurrent: ESTALE
-        case JournalError.reservedEpoch: EINVAL
-        case is RetireError, JournalError.retiringActiveEpoch: EBUSY
-        case JournalError.epochNotInKeyring: ENOENT
-        case let error as SystemError: error.errno // the backing file system's own (EROFS, EIO, ...)
-        default: EIO
-        }
     }
 
     func statusJSON() throws -> String {
@@ -199,56 +186,5 @@ private struct MountStatus: Encodable {
         try volume.encode(to: encoder)
         var container = encoder.container(keyedBy: CodingKeys.self)
         try container.encode(transport, forKey: .transport)
-    }
-}
-
-/// A control file command: one per write.
-enum ControlCommand: Equatable {
-    case rekey(UInt32)
-    case raftCutover(UInt64)
-    case retire(UInt32, walChecked: Bool)
-    /// RATE in MB/s.
-    case reencryptStart(Double)
-    case reencryptStop
-
-    static func parse(_ text: String) throws -> ControlCommand {
-        let words = text.split(whereSeparator: { $0 == " " || $0 == "\n" || $0 == "\t" })
-        switch (words.first, words.count) {
-        case ("rekey", 2):
-            guard let epoch = UInt32(words[1]), epoch > 0 else { throw ControlError.badArgument(String(words[1])) }
-            return .rekey(epoch)
-        case ("retire", 2), ("retire", 3):
-            guard let epoch = UInt32(words[1]), epoch > 0 else { throw ControlError.badArgument(String(words[1])) }
-            guard words.count == 2 || words[2] == "wal-checked" else { throw ControlError.badArgument(String(words[2])) }
-            return .retire(epoch, walChecked: words.count == 3)
-        case ("reencrypt", 2), ("reencrypt", 3):
-            switch (words[1], words.count) {
-            case ("start", 2): return .reencryptStart(BackgroundReencryption.defaultRate)
-            case ("start", 3):
-                guard let rate = Double(words[2]), rate > 0, rate.isFinite else { throw ControlError.badArgument(String(words[2])) }
-                return .reencryptStart(rate)
-            case ("stop", 2): return .reencryptStop
-            default: throw ControlError.badArgument(String(words[1...].joined(separator: " ")))
-            }
-        case ("raft-cutover", 2):
-            guard let index = UInt64(words[1]) else { throw ControlError.badArgument(String(words[1])) }
-            return .raftCutover(index)
-        default:
-            throw ControlError.unknownCommand(text.trimmingCharacters(in: .whitespacesAndNewlines))
-        }
-    }
-}
-
-enum ControlError: Error, CustomStringConvertible {
-    case unknownCommand(String)
-    case badArgument(String)
-    case notOwner(uid_t)
-
-    var description: String {
-        switch self {
-        case let .unknownCommand(text): "unknown command '\(text)' (expected 'rekey EPOCH', 'retire EPOCH [wal-checked]', 'reencrypt start [RATE]', 'reencrypt stop' or 'raft-cutover INDEX')"
-        case let .badArgument(word): "bad argument '\(word)'"
-        case let .notOwner(uid): "caller uid \(uid) is neither the mount owner nor root"
-        }
     }
 }

@@ -28,14 +28,14 @@ public enum MountControl {
     }
 
     /// Sends one command to a mount's control file; its errno is the answer.
-    public static func send(_ command: String, mountpoint: String) throws {
+    public static func send(_ command: ControlCommand, mountpoint: String) throws {
         let path = mountpoint + "/.epochfs/control"
         let fd = open(path, O_WRONLY | O_CLOEXEC)
         guard fd >= 0 else { throw SystemError("open", path: path) }
         defer { close(fd) }
-        let bytes = Array(command.utf8)
+        let bytes = Array(command.description.utf8)
         guard write(fd, bytes, bytes.count) == bytes.count else {
-            let failure = SystemError(command, path: path)
+            let failure = SystemError(command.description, path: path)
             throw ControlCommandFailed(failure: failure, detail: try? status(mountpoint: mountpoint).lastError)
         }
     }

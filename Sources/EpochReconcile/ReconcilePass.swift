@@ -44,7 +44,7 @@ public struct ReconcilePass: Sendable {
             }
             CrashPoint.reach("before-rekey")
             if let mountpoint {
-                try MountControl.send("rekey \(target)", mountpoint: mountpoint)
+                try MountControl.send(.rekey(target), mountpoint: mountpoint)
             } else {
                 // Offline, as `epochfs rekey` does: owning the volume, so that a mount (in any
                 // namespace) that mountinfo did not show is never rekeyed underneath.

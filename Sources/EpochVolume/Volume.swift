@@ -53,21 +53,6 @@ public enum Volume {
         return HeaderJournal(store: store, source: source)
     }
 
-    /// The documented CLI exit code for an error: 64 for a malformed key source spec, 2 for key
-    /// failures, 3 for a refused lower epoch, older header or retire (of an epoch in use, active
-    /// or not in the keyring), 4 for a volume another
-    /// process owns (a mount), 1 for everything else.
-    public static func exitCode(for error: any Error) -> Int32 {
-        switch error {
-        case KeySourceError.badSpec: 64
-        case is KeySourceError, JournalError.wrongKey, JournalError.epochUnrecoverable: 2
-        case JournalError.epochBelowCurrent, JournalError.retiringActiveEpoch, JournalError.epochNotInKeyring, HeaderRestoreError.undoes,
-             is RetireError: 3
-        case is VolumeBusy: 4
-        default: 1
-        }
-    }
-
     /// The key source spec of the newest slot with a valid checksum. Read before any key is
     /// available, so only the checksum vouches for it; the keyring's AAD binds it afterwards.
     private static func rememberedKeySource(_ store: FileHeaderStore) throws -> String {

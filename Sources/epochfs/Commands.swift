@@ -112,7 +112,7 @@ struct Rekey: ParsableCommand {
         let epoch = target.epoch
         if let mount = target.mount {
             try runReportingErrors {
-                try MountControl.send("rekey \(epoch)", mountpoint: mount)
+                try MountControl.send(.rekey(epoch), mountpoint: mount)
                 print("rekeyed \(mount) to epoch \(epoch)")
             }
             return

@@ -89,15 +89,10 @@ func printError(_ message: String) {
     FileHandle.standardError.write(Data((message + "\n").utf8))
 }
 
-/// Exit codes (documented in the command's discussion and README). A live control command
-/// maps its errno the same way: ESTALE and EBUSY refused, EIO key failure, EINVAL usage.
+/// Exit codes (documented in the command's discussion and README), as `FailureKind` gives
+/// them; a live command's from the errno the mount answered with.
 func exitCode(for error: any Error) -> Int32 {
     if case EpochSourceError.badSpec = error { return 64 }
-    guard let control = error as? ControlCommandFailed else { return Volume.exitCode(for: error) }
-    switch control.failure.errno {
-    case ESTALE, EBUSY, ENOENT: return 3
-    case EIO: return 2
-    case EINVAL: return 64
-    default: return 1
-    }
+    if let control = error as? ControlCommandFailed { return FailureKind(controlErrno: control.failure.errno).exitCode }
+    return FailureKind(error).exitCode
 }

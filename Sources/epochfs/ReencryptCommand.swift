@@ -80,11 +80,11 @@ struct Reencrypt: ParsableCommand {
     /// Starts (or stops) the mount's re-encryption and follows it until it ends.
     private func live(_ mount: String) throws {
         if stop {
-            try MountControl.send("reencrypt stop", mountpoint: mount)
+            try MountControl.send(.reencryptStop, mountpoint: mount)
             print(describe(try MountControl.status(mountpoint: mount).reencryption))
             return
         }
-        try MountControl.send("reencrypt start" + (rate.map { " \($0)" } ?? ""), mountpoint: mount)
+        try MountControl.send(.reencryptStart(rate: rate), mountpoint: mount)
         detachOnInterrupt()
         let line = ProgressLine(plainLines: true)
         while true {

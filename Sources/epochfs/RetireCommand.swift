@@ -43,7 +43,7 @@ struct Retire: ParsableCommand {
                     let gate = try RaftKeyOptions.parse(["--mount", mount, "--layout", layout.rawValue]).gate()
                     try references(to: epoch, inWAL: walDirectories, gate: gate).requireNone(retiring: epoch)
                 }
-                try MountControl.send("retire \(epoch)" + (walDirectories.isEmpty ? "" : " wal-checked"), mountpoint: mount)
+                try MountControl.send(.retire(epoch, walChecked: !walDirectories.isEmpty), mountpoint: mount)
                 print("retired epoch \(epoch) of \(mount)")
             }
             return

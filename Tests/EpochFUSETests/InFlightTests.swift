@@ -92,7 +92,8 @@ import Testing
         #expect(group.wait(timeout: .now() + 30) == .success, "a writer hung after the daemon was killed")
         for appender in appenders {
             let failure = appender.state.withLock { $0.failure }
-            #expect(failure == ENOTCONN || failure == ECONNABORTED, "writer \(appender.writer): \(String(cString: strerror(failure)))")
+            // ECANCELED: what the kernel answers a request a ring held when the daemon died.
+            #expect([ENOTCONN, ECONNABORTED, ECANCELED].contains(failure), "writer \(appender.writer): \(String(cString: strerror(failure)))")
         }
         volume.unmount()
         try volume.mount()
