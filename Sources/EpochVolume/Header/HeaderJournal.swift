@@ -119,13 +119,7 @@ public final class HeaderJournal: Sendable {
 
     /// Sets the raft cutover index in one header commit (no write when unchanged).
     public func setRaftCutover(_ index: UInt64) throws -> VolumeHeader {
-        try withCommitLock {
-            let current = try openCurrent()
-            guard current.header.slot.raftCutover != index else { return current.header }
-            var slot = current.header.slot
-            slot.raftCutover = index
-            return try commit(slot, keyring: current.header.keyring, wrappingKey: current.wrappingKey, replacing: current.header)
-        }
+        try setField(\.raftCutover, to: index)
     }
 
     /// Drops the DEKs of `epoch` in one header commit (no write when already retired); its copy
@@ -152,11 +146,16 @@ public final class HeaderJournal: Sendable {
     /// Sets the volume's format version in one header commit (no write when unchanged): the last
     /// step of `FormatUpgrade`, once everything the new format needs is on disk.
     public func setFormatVersion(_ version: UInt16) throws -> VolumeHeader {
+        try setField(\.formatVersion, to: version)
+    }
+
+    /// One clear field of the slot set to `value` in one header commit; none when it has it.
+    private func setField<Value: Equatable>(_ field: WritableKeyPath<HeaderSlot, Value>, to value: Value) throws -> VolumeHeader {
         try withCommitLock {
             let current = try openCurrent()
-            guard current.header.slot.formatVersion != version else { return current.header }
+            guard current.header.slot[keyPath: field] != value else { return current.header }
             var slot = current.header.slot
-            slot.formatVersion = version
+            slot[keyPath: field] = value
             return try commit(slot, keyring: current.header.keyring, wrappingKey: current.wrappingKey, replacing: current.header)
         }
     }
