@@ -180,8 +180,8 @@ extension BackingTree {
         return try content.recordIdentity(fd: fd)
     }
 
-    /// The id `node` has now (nil: none, a file without a record) and, for a regular file, its
-    /// record's sequence.
+    /// The id `node` has now: a file's file id (nil without a record), a directory's IV, a
+    /// symlink's target id; nil for other types.
     private func objectID(of node: BackingNode) throws -> [UInt8]? {
         switch node.fileType {
         case S_IFREG:
