@@ -26,7 +26,7 @@ public enum MountSession {
         umask(0)
         // Held for the daemon's whole life (the descriptor survives the fork of daemonizing):
         // no second mount and no offline command writes the backing dir meanwhile.
-        let owner = try VolumeOwner(claiming: backing, for: .mount(pid: getpid(), mountpoint: mountpoint))
+        let owner = try VolumeOwner(claiming: backing, for: .mounting(pid: getpid(), mountpoint: mountpoint))
         defer { withExtendedLifetime(owner) {} }
         let volume = try LiveVolume(backing: backing, journal: journal)
         try volume.requireCurrentFormat()

@@ -85,6 +85,50 @@ import Testing
         let rekey = try volume.epochfs("rekey", volume.backing, "2")
         #expect(rekey.status == 4 && rekey.stderr.contains("is mounted on \(hidden)"), "\(rekey.output)")
     }
+
+    /// A mount straight after an unmount (xfstests generic/130): `umount` returns before the old
+    /// daemon has seen it, and that daemon holds the volume until it has made its last writes
+    /// durable and exited. The old daemon is stopped while it is unmounted, so the new mount
+    /// meets it for certain: it must wait (its flock blocked, as /proc/locks shows), not refuse,
+    /// and mount once the old daemon ends.
+    @Test func aMountStraightAfterAnUnmountWaitsForTheOldDaemon() throws {
+        let volume = try MountedVolume()
+        defer { volume.destroy() }
+        try Data("written before the unmount\n".utf8).write(to: URL(fileURLWithPath: volume.path("kept")))
+        let old = try #require(volume.daemonPID)
+        #expect(kill(old, SIGSTOP) == 0)
+        var stopped = true
+        defer { if stopped { kill(old, SIGCONT) } }
+        #expect(try run("/bin/fusermount3", ["-u", "-z", volume.mountpoint]).status == 0)
+        #expect(!volume.isMounted)
+
+        let next = try ChildProcess([volume.binary, "mount", volume.backing, volume.mountpoint, "-f"],
+                                    stdoutPath: "/dev/null", stderrPath: volume.root + "/next.log")
+        defer {
+            _ = try? run("/bin/fusermount3", ["-u", "-z", volume.mountpoint])
+            next.stop()
+        }
+        _ = waitUntil(seconds: 30) { !next.isRunning || isWaitingForFlock(next.pid) }
+        #expect(next.isRunning, "the mount gave up instead of waiting: \(next.stderr)")
+        #expect(!isMounted(volume.mountpoint), "mounted while the old daemon still holds the volume")
+
+        #expect(kill(old, SIGCONT) == 0)
+        stopped = false
+        #expect(volume.awaitDaemonExit(), "the old daemon exits once it runs again")
+        #expect(waitUntil(seconds: 30) { isMounted(volume.mountpoint) || !next.isRunning }, "\(next.stderr)")
+        #expect(isMounted(volume.mountpoint), "\(next.stderr)")
+        #expect(try String(contentsOfFile: volume.path("kept"), encoding: .utf8) == "written before the unmount\n")
+    }
+}
+
+/// Whether `pid` waits for a `flock`: /proc/locks lists a blocked request as `N: -> FLOCK ...
+/// PID ...`.
+private func isWaitingForFlock(_ pid: pid_t) -> Bool {
+    let locks = (try? String(contentsOfFile: "/proc/locks", encoding: .utf8)) ?? ""
+    return locks.split(separator: "\n").contains { line in
+        let fields = line.split(separator: " ")
+        return fields.count > 5 && fields[1] == "->" && fields[2] == "FLOCK" && fields[5] == "\(pid)"
+    }
 }
 
 func isMounted(_ mountpoint: String) -> Bool {

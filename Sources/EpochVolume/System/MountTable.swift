@@ -12,10 +12,10 @@ public struct MountInfo: Equatable, Sendable {
 
 /// The mounts this process sees.
 public enum MountTable {
-    /// /proc/self/mountinfo, in mount order: of several mounts on one point, the last is the
-    /// one in view.
-    public static func read() throws -> [MountInfo] {
-        parse(try readToEnd("/proc/self/mountinfo"))
+    /// /proc/self/mountinfo (or another process's), in mount order: of several mounts on one
+    /// point, the last is the one in view.
+    public static func read(of table: String = "/proc/self/mountinfo") throws -> [MountInfo] {
+        parse(try readToEnd(table))
     }
 
     /// Each line is `ID PARENT MAJOR:MINOR ROOT MOUNTPOINT OPTIONS [OPTIONAL...] - TYPE SOURCE

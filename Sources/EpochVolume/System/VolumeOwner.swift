@@ -14,13 +14,16 @@ public final class VolumeOwner: @unchecked Sendable {
 
     /// Who holds a volume, as the owner file says.
     public enum Holder: Equatable, Sendable, CustomStringConvertible {
+        /// A daemon between taking the volume and its mount appearing.
+        case mounting(pid: pid_t, mountpoint: String)
         case mount(pid: pid_t, mountpoint: String)
         case command(pid: pid_t, name: String)
 
-        /// The file's text: the pid on the first line, then `mount MOUNTPOINT` or
-        /// `command NAME`, each line ending in a newline.
+        /// The file's text: the pid on the first line, then `mounting MOUNTPOINT`, `mount
+        /// MOUNTPOINT` or `command NAME`, each line ending in a newline.
         var text: String {
             switch self {
+            case let .mounting(pid, mountpoint): "\(pid)\nmounting \(mountpoint)\n"
             case let .mount(pid, mountpoint): "\(pid)\nmount \(mountpoint)\n"
             case let .command(pid, name): "\(pid)\ncommand \(name)\n"
             }
@@ -29,7 +32,9 @@ public final class VolumeOwner: @unchecked Sendable {
         init?(text: String) {
             guard text.hasSuffix("\n"), let newline = text.firstIndex(of: "\n"), let pid = pid_t(String(text[..<newline])) else { return nil }
             let rest = text[text.index(after: newline)...].dropLast()
-            if rest.hasPrefix("mount ") {
+            if rest.hasPrefix("mounting ") {
+                self = .mounting(pid: pid, mountpoint: String(rest.dropFirst("mounting ".count)))
+            } else if rest.hasPrefix("mount ") {
                 self = .mount(pid: pid, mountpoint: String(rest.dropFirst("mount ".count)))
             } else if rest.hasPrefix("command ") {
                 self = .command(pid: pid, name: String(rest.dropFirst("command ".count)))
@@ -40,6 +45,7 @@ public final class VolumeOwner: @unchecked Sendable {
 
         public var description: String {
             switch self {
+            case let .mounting(pid, mountpoint): "being mounted on \(mountpoint) (epochfs pid \(pid))"
             case let .mount(pid, mountpoint): "mounted on \(mountpoint) (epochfs pid \(pid))"
             case let .command(pid, name): "in use by epochfs \(name) (pid \(pid))"
             }
@@ -69,11 +75,18 @@ public final class VolumeOwner: @unchecked Sendable {
         fd = opened
         guard let opened else { return }
         do {
-            try io.flock(opened, operation: LOCK_EX | LOCK_NB)
-        } catch let error as SystemError where error.errno == EWOULDBLOCK {
-            let holder = Self.holder(of: backing, io: io)
-            io.close(opened)
-            throw VolumeBusy(backing: backing, holder: holder)
+            do {
+                try io.flock(opened, operation: LOCK_EX | LOCK_NB)
+            } catch let error as SystemError where error.errno == EWOULDBLOCK {
+                let holder = Self.holder(of: backing, io: io)
+                guard case let .mount(pid, mountpoint)? = holder, Self.hasUnmounted(pid: pid, mountpoint: mountpoint, holding: opened, io: io) else {
+                    throw VolumeBusy(backing: backing, holder: holder)
+                }
+                // Unmounted, but its daemon is still making its last writes durable (umount
+                // returns before the daemon sees it): a mount straight after an unmount waits
+                // for that daemon to exit instead of being refused.
+                try io.flock(opened, operation: LOCK_EX)
+            }
         } catch {
             io.close(opened)
             throw error
@@ -95,6 +108,20 @@ public final class VolumeOwner: @unchecked Sendable {
         }
     }
 
+    /// Whether the daemon `pid` holds this owner file open while its mount on `mountpoint` is
+    /// gone from its own mount namespace. Both are read from /proc/PID; where they cannot be
+    /// read (another pid namespace), the answer is no and the volume stays refused.
+    private static func hasUnmounted(pid: pid_t, mountpoint: String, holding owner: FileDescriptor, io: any BackingIO) -> Bool {
+        guard let ownerFile = try? io.fstat(owner),
+              let table = try? MountTable.read(of: "/proc/\(pid)/mountinfo"),
+              let descriptors = try? io.readdir(at: "/proc/\(pid)/fd") else { return false }
+        let holdsOwnerFile = descriptors.contains { entry in
+            var file = stat() // through the descriptor's link, to the file it has open
+            return stat("/proc/\(pid)/fd/" + entry.name, &file) == 0 && file.st_dev == ownerFile.st_dev && file.st_ino == ownerFile.st_ino
+        }
+        return holdsOwnerFile && !table.contains { $0.mountPoint == mountpoint }
+    }
+
     /// Who the owner file names, if it names anyone in the expected form.
     public static func holder(of backing: String, io: any BackingIO = SystemIO()) -> Holder? {
         guard let bytes = try? io.readFile(backing + "/" + fileName, in: .currentDirectory, limit: 8192) else { return nil }
@@ -109,7 +136,8 @@ public struct VolumeBusy: Error, CustomStringConvertible {
 
     public var description: String {
         switch holder {
-        case let .mount(_, mountpoint): "\(backing) is \(holder!): unmount it first (fusermount3 -u \(mountpoint))"
+        case let .mount(_, mountpoint), let .mounting(_, mountpoint):
+            "\(backing) is \(holder!): unmount it first (fusermount3 -u \(mountpoint))"
         case let .command(_, name): "\(backing) is \(holder!): wait for that \(name) to finish"
         case nil: "\(backing) is in use by another epochfs process: unmount it, or wait for that command to finish"
         }
