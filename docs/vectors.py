@@ -436,6 +436,22 @@ def directory_record():
     check("sha256 of the IV file", sha256(iv + fields + KEYRING_NONCE + tag), "8d202a24146ae97c74d9bd608dc348f03362ba42d09259584be92cbb5160f48b")
 
 
+def anchor():
+    print("# §10.17 anchor record (§3.8)")
+    anchor_key = hkdf_sha256(NAME_KEY, VOLUME_ID, b"epochfs/v4/anchor", 32)
+    assert anchor_key == HKDF(algorithm=hashes.SHA256(), length=32, salt=VOLUME_ID, info=b"epochfs/v4/anchor").derive(NAME_KEY)
+    check("anchor_key", anchor_key, "775570923bb77e131583aa022460183b2598e701c55d22331dbd0fb54f3fddb5")
+    fields = struct.pack(">HHQ", 1, 0, 42)
+    tag = gcm_seal(anchor_key, KEYRING_NONCE, VOLUME_ID + fields, b"")
+    assert tag == AESGCM(anchor_key).encrypt(KEYRING_NONCE, b"", VOLUME_ID + fields)
+    check("anchor record fields", fields, "00010000000000000000002a")
+    check("anchor record tag", tag, "97b16a4edf9e653bc28367ff8fd1ba44")
+    check("epochfs.anchor", fields + KEYRING_NONCE + tag,
+          "00010000000000000000002ab0b1b2b3b4b5b6b7b8b9babb97b16a4edf9e653bc28367ff8fd1ba44")
+    machine = "epochfs anchor\nvolume " + VOLUME_ID.hex() + "\nsequence " + f"{42:020d}" + "\n"
+    check("machine's file", machine.encode().hex(), "65706f6368667320616e63686f720a766f6c756d652030663165326433633462356136393738383739366135623463336432653166300a73657175656e63652030303030303030303030303030303030303034320a")
+
+
 def wal():
     print("# §11.4, §11.5 etcd WAL")
     check("crc32c('123456789')", f"{crc32c_update(0, b'123456789'):08x}", "e3069283")
@@ -466,6 +482,7 @@ if __name__ == "__main__":
     content()
     record()
     directory_record()
+    anchor()
     wal()
     if FAILURES:
         print(f"{FAILURES} mismatch(es)")

@@ -36,7 +36,7 @@ if [[ -z "$binary" ]]; then
   manual=".build-deb/plugins/GenerateManual/outputs/epochfs"
 fi
 
-# "epochfs 0.18.0 (writes volume format 3, docs/FORMAT.md)"
+# "epochfs 0.19.0 (writes volume format 4, docs/FORMAT.md)"
 version="$("$binary" --version | awk '{ print $2 }')"
 [[ "$version" =~ ^[0-9]+\.[0-9]+\.[0-9]+$ ]] || { echo "package-deb: cannot read a version from $binary --version" >&2; exit 1; }
 architecture="$(dpkg --print-architecture)"

@@ -15,6 +15,8 @@ public enum MountSession {
         public var maxThreads: UInt32 = 16
         /// FUSE over io_uring where the kernel offers it (`-o io_uring=off` turns it off).
         public var ioUring = true
+        /// `-o anchor[=DIRECTORY]`: the volume's anchor on this machine (docs/FORMAT.md §3.8).
+        public var anchoring: AnchorOptions?
 
         public init() {}
     }
@@ -28,7 +30,7 @@ public enum MountSession {
         // no second mount and no offline command writes the backing dir meanwhile.
         let owner = try VolumeOwner(claiming: backing, for: .mounting(pid: getpid(), mountpoint: mountpoint))
         defer { withExtendedLifetime(owner) {} }
-        let volume = try LiveVolume(backing: backing, journal: journal)
+        let volume = try LiveVolume(backing: backing, journal: journal, anchoring: options.anchoring)
         try volume.requireCurrentFormat()
         let frontend = try Frontend(volume: volume, keepingAccessTimes: options.fuseOptions.contains("noatime"))
         let logger = Logger(label: "epochfs.mount")
@@ -70,6 +72,7 @@ public enum MountSession {
         }
         frontend.readahead.prepare(mountpoint: mountpoint)
         logger.info("mounted", metadata: ["backing": "\(backing)", "mountpoint": "\(mountpoint)", "epoch": "\(volume.header.epoch)"])
+        if let note = volume.anchor?.note { logger.warning("anchor: \(note)") } // a trust decision: always shown
         fuse_daemonize(options.foreground ? 1 : 0)
         owner.record(.mount(pid: getpid(), mountpoint: mountpoint))
         // After daemonizing: the queues' threads would not survive its fork.
@@ -90,6 +93,7 @@ public enum MountSession {
         frontend.control.reencryption.stop() // resumed by the next `reencrypt start`
         // Nothing is buffered in this process; make what the backing fs holds durable too.
         try? frontend.tree.syncAll()
+        try? volume.anchor?.cover()
         logger.info("unmounting", metadata: ["mountpoint": "\(mountpoint)", "loop status": "\(status)"])
     }
 

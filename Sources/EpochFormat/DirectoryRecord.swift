@@ -97,51 +97,35 @@ public struct DirectoryRecord: Equatable, Sendable {
         return writer.bytes
     }
 
-    public static func decode(_ bytes: ArraySlice<UInt8>, key: AESGCMKey, iv: [UInt8]) throws(DirectoryRecordError) -> DirectoryRecord {
-        guard bytes.count >= minSize else { throw .short(bytes.count) }
+    public static func decode(_ bytes: ArraySlice<UInt8>, key: AESGCMKey, iv: [UInt8]) throws(RecordError) -> DirectoryRecord {
+        guard bytes.count >= minSize else { throw RecordError(.directory, .wrongSize(bytes.count)) }
         let fields = Array(bytes.dropLast(trailerSize))
         let trailer = Array(bytes.suffix(trailerSize))
         do {
             _ = try key.open(nonce: Array(trailer.prefix(AESGCMKey.nonceSize)), aad: iv + fields, sealed: Array(trailer.dropFirst(AESGCMKey.nonceSize)))
         } catch {
-            throw .authenticationFailed
+            throw RecordError(.directory, .authenticationFailed)
         }
         var reader = ByteReader(fields[...], what: "directory record")
         do {
             let version = try reader.readUInt16()
-            guard version == Self.version, try reader.readUInt16() == 0 else { throw DirectoryRecordError.unknownVersion(version) }
+            guard version == Self.version, try reader.readUInt16() == 0 else { throw RecordError(.directory, .unknownVersion(version)) }
             let count = Int(try reader.readUInt32())
             let sequence = try reader.readUInt64()
-            guard count <= maxEntries, fields.count == fieldsSize + count * Entry.size else { throw DirectoryRecordError.malformed }
+            guard count <= maxEntries, fields.count == fieldsSize + count * Entry.size else { throw RecordError(.directory, .malformed) }
             var entries: [Entry] = []
             entries.reserveCapacity(count)
             for _ in 0..<count {
                 let digest = Array(try reader.read(16)), type = try reader.readUInt8(), id = Array(try reader.read(16))
                 let sequence = try reader.readUInt64()
-                if let last = entries.last, !last.nameDigest.lexicographicallyPrecedes(digest) { throw DirectoryRecordError.malformed }
+                if let last = entries.last, !last.nameDigest.lexicographicallyPrecedes(digest) { throw RecordError(.directory, .malformed) }
                 entries.append(Entry(nameDigest: digest, type: type, objectID: id, sequence: sequence))
             }
             return DirectoryRecord(sequence: sequence, entries: entries)
-        } catch let error as DirectoryRecordError {
+        } catch let error as RecordError {
             throw error
         } catch {
-            throw .malformed
-        }
-    }
-}
-
-public enum DirectoryRecordError: Error, Equatable, Sendable, CustomStringConvertible {
-    case short(Int)
-    case authenticationFailed
-    case unknownVersion(UInt16)
-    case malformed
-
-    public var description: String {
-        switch self {
-        case let .short(count): "directory record of \(count) bytes is too short"
-        case .authenticationFailed: "directory record does not authenticate"
-        case let .unknownVersion(version): "directory record of unknown version \(version)"
-        case .malformed: "directory record is malformed"
+            throw RecordError(.directory, .malformed)
         }
     }
 }

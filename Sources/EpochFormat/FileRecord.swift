@@ -98,60 +98,44 @@ public struct FileRecord: Equatable, Sendable {
 
     /// The record in `bytes`; nil when all 512 are zero (never written). Anything else that is
     /// not a record this volume's key wrote, unchanged, is an error.
-    public static func decode(_ bytes: [UInt8], key: AESGCMKey) throws(FileRecordError) -> FileRecord? {
-        guard bytes.count == size else { throw .short(bytes.count) }
+    public static func decode(_ bytes: [UInt8], key: AESGCMKey) throws(RecordError) -> FileRecord? {
+        guard bytes.count == size else { throw RecordError(.file, .wrongSize(bytes.count)) }
         if bytes.allSatisfy({ $0 == 0 }) { return nil }
         let fields = Array(bytes[..<nonceOffset])
         do {
             _ = try key.open(nonce: Array(bytes[nonceOffset..<(nonceOffset + AESGCMKey.nonceSize)]), aad: fields,
                              sealed: Array(bytes[(nonceOffset + AESGCMKey.nonceSize)...]))
         } catch {
-            throw .authenticationFailed
+            throw RecordError(.file, .authenticationFailed)
         }
         // Authentic, so written by epochfs: a layout it does not know is a newer format.
         var reader = ByteReader(fields[...], what: "file record")
         do {
             let version = try reader.readUInt16()
-            guard version == Self.version, try reader.readUInt16() == 0 else { throw FileRecordError.unknownVersion(version) }
+            guard version == Self.version, try reader.readUInt16() == 0 else { throw RecordError(.file, .unknownVersion(version)) }
             let fileID = try FileID(try reader.read(FileID.byteCount))
             let sequence = try reader.readUInt64()
             let committedSize = try reader.readUInt64(), denseBlocks = try reader.readUInt64()
-            guard committedSize <= UInt64(Int.max), denseBlocks <= UInt64(Int.max) else { throw FileRecordError.malformed }
+            guard committedSize <= UInt64(Int.max), denseBlocks <= UInt64(Int.max) else { throw RecordError(.file, .malformed) }
             var slots: [SlotClaim?] = []
             for _ in 0..<slotCount {
                 let kind = try reader.readUInt8()
                 _ = try reader.read(7)
                 let block = try reader.readUInt64()
                 let first = Array(try reader.read(AESGCMKey.nonceSize)), second = Array(try reader.read(AESGCMKey.nonceSize))
-                guard block <= UInt64(Int.max) else { throw FileRecordError.malformed }
+                guard block <= UInt64(Int.max) else { throw RecordError(.file, .malformed) }
                 switch kind {
                 case 0: slots.append(nil)
                 case 1: slots.append(.inSlot(block: Int(block), copyNonce: first, supersedes: second))
                 case 2: slots.append(.inPlace(block: Int(block), nonce: first))
-                default: throw FileRecordError.malformed
+                default: throw RecordError(.file, .malformed)
                 }
             }
             return FileRecord(fileID: fileID, sequence: sequence, committedSize: Int(committedSize), denseBlocks: Int(denseBlocks), slots: slots)
-        } catch let error as FileRecordError {
+        } catch let error as RecordError {
             throw error
         } catch {
-            throw .malformed
-        }
-    }
-}
-
-public enum FileRecordError: Error, Equatable, Sendable, CustomStringConvertible {
-    case short(Int)
-    case authenticationFailed
-    case unknownVersion(UInt16)
-    case malformed
-
-    public var description: String {
-        switch self {
-        case let .short(count): "file record is \(count) bytes, not \(FileRecord.size)"
-        case .authenticationFailed: "file record does not authenticate"
-        case let .unknownVersion(version): "file record has unknown version \(version)"
-        case .malformed: "file record is malformed"
+            throw RecordError(.file, .malformed)
         }
     }
 }

@@ -43,9 +43,17 @@ public final class LiveVolume: Sendable {
         weak var commits: DirectoryCommits?
     }
 
-    /// Opens the volume in `backing` through `journal` (failing closed on a wrong key).
-    public init(backing: String, journal: HeaderJournal, io: any BackingIO = SystemIO()) throws {
+    /// Set when the mount anchors the volume (docs/FORMAT.md §3.8): every sync it acknowledges
+    /// and every header commit end with a round of it.
+    public let anchor: VolumeAnchor?
+
+    /// Opens the volume in `backing` through `journal` (failing closed on a wrong key); with
+    /// `anchoring`, refuses a backing dir older than the machine's anchor (`AnchorError`).
+    public init(backing: String, journal: HeaderJournal, io: any BackingIO = SystemIO(), anchoring: AnchorOptions? = nil) throws {
         let header = try journal.open()
+        anchor = try anchoring.map {
+            try VolumeAnchor(backing: backing, volumeID: header.volumeID, nameKey: header.keyring.nameKey, options: $0, io: io)
+        }
         self.backing = backing
         self.io = io
         self.journal = journal
@@ -66,8 +74,10 @@ public final class LiveVolume: Sendable {
     }
 
     /// Opens the volume in `backing` with its remembered key source, or `keySourceOverride`.
-    public convenience init(backing: String, keySourceOverride: String? = nil, io: any BackingIO = SystemIO()) throws {
-        try self.init(backing: backing, journal: try Volume.journal(backing: backing, keySourceOverride: keySourceOverride, io: io), io: io)
+    public convenience init(backing: String, keySourceOverride: String? = nil, io: any BackingIO = SystemIO(),
+                            anchoring: AnchorOptions? = nil) throws {
+        try self.init(backing: backing, journal: try Volume.journal(backing: backing, keySourceOverride: keySourceOverride, io: io), io: io,
+                      anchoring: anchoring)
     }
 
     /// The header as last committed by this volume.
@@ -101,6 +111,11 @@ public final class LiveVolume: Sendable {
         }
     }
 
+    /// What is known of the directory `identity` if some node holds it now; nil otherwise.
+    func liveDirectory(of identity: BackingNode.Identity) -> DirectoryCommits? {
+        directories.withLock { table in table[identity]?.commits.flatMap { $0.nodeCount > 0 ? $0 : nil } }
+    }
+
     func forgetDirectory(of identity: BackingNode.Identity) {
         directories.withLock { table in
             if table[identity]?.commits == nil { table.removeValue(forKey: identity) }
@@ -124,7 +139,7 @@ public final class LiveVolume: Sendable {
     public func rekey(to epoch: UInt32) throws -> RekeyResult {
         try metrics.timeRekey {
             let result = try journal.rekey(to: epoch)
-            adopt(result.header)
+            try adopt(result.header)
             return result
         }
     }
@@ -133,7 +148,7 @@ public final class LiveVolume: Sendable {
     @discardableResult
     public func setRaftCutover(_ index: UInt64) throws -> VolumeHeader {
         let header = try journal.setRaftCutover(index)
-        adopt(header)
+        try adopt(header)
         return header
     }
 
@@ -142,13 +157,13 @@ public final class LiveVolume: Sendable {
     @discardableResult
     public func retire(epoch: UInt32, verify: (VolumeHeader) throws -> Void) throws -> VolumeHeader {
         let header = try journal.retire(epoch: epoch, verify: verify)
-        adopt(header)
+        try adopt(header)
         return header
     }
 
     /// Makes a committed header current, unless a later commit already is (two commits from
-    /// two threads may return in either order).
-    private func adopt(_ header: VolumeHeader) {
+    /// two threads may return in either order), then covers the commit by the anchor.
+    private func adopt(_ header: VolumeHeader) throws {
         epochLock.withWriteLock {
             current.withLock { known in
                 guard header.sequence > known.sequence else { return }
@@ -156,6 +171,7 @@ public final class LiveVolume: Sendable {
                 known = header
             }
         }
+        try anchor?.cover()
     }
 
     /// What the mount's status file shows: the header, the counters, the last control error, re-encryption.

@@ -9,7 +9,7 @@ import Synchronization
 @main
 struct EpochFS: ParsableCommand {
     /// The release; the one place it is written.
-    static let version = "0.18.0"
+    static let version = "0.19.0"
 
     static let configuration = CommandConfiguration(
         commandName: "epochfs",

@@ -25,12 +25,18 @@ struct Fsck: ParsableCommand {
     @Flag(help: "Repair what is safe to repair, and say what was done.")
     var repair = false
 
+    @Option(help: ArgumentHelp("Also check the volume against this machine's anchor in DIRECTORY (as the mount's -o anchor=DIRECTORY; /var/lib/epochfs by default there); with --repair, anchor it again as the backing dir holds it now.",
+                               valueName: "DIRECTORY"))
+    var anchor: String?
+
     func run() throws {
         var clean = false
         try runReportingErrors {
             let owner = repair ? try volume.claim(for: "fsck --repair") : nil
             defer { withExtendedLifetime(owner) {} }
-            let tree = try BackingTree(volume: try LiveVolume(backing: volume.backing, journal: try volume.openJournal()), writing: false)
+            let live = try LiveVolume(backing: volume.backing, journal: try volume.openJournal())
+            let tree = try BackingTree(volume: live, writing: false)
+            let anchorFinding = anchor.flatMap { VolumeAnchor.finding(in: live, directory: $0) }
             let line = ProgressLine(plainLines: false)
             let json = json
             let summary = try VolumeScan.run(tree, visit: { item in
@@ -41,25 +47,34 @@ struct Fsck: ParsableCommand {
                 line.update(progressBar(progress))
             })
             line.clear()
-            let repairs = repair && !summary.isClean ? VolumeRepair.run(summary.problems, in: tree) : (done: [], left: [])
-            clean = summary.isClean
+            var repairs = repair && !summary.isClean ? VolumeRepair.run(summary.problems, in: tree) : (done: [], left: [])
+            if repair, let anchor, anchorFinding != nil {
+                do {
+                    repairs.done.append("anchor: " + (try VolumeAnchor.reanchor(live, directory: anchor)))
+                } catch {
+                    repairs.left.append("anchor: \(error)")
+                }
+            }
+            clean = summary.isClean && anchorFinding == nil
             if json {
-                print(try jsonLine(FsckReport(summary, repaired: repairs.done, notRepaired: repairs.left)))
+                print(try jsonLine(FsckReport(summary, anchor: anchorFinding, repaired: repairs.done, notRepaired: repairs.left)))
                 return
             }
+            if let anchorFinding { print("anchor: \(anchorFinding)") }
             for done in repairs.done { print("repaired: \(done)") }
             for left in repairs.left { print("not repaired: \(left)") }
-            print(describe(summary))
+            print(describe(summary, anchorFinding: anchorFinding))
         }
         if !clean { throw ExitCode(1) }
     }
 
-    private func describe(_ summary: ScanSummary) -> String {
+    private func describe(_ summary: ScanSummary, anchorFinding: String?) -> String {
         let checked = summary.counts.sorted { $0.key < $1.key }.map { "\($0.value) \($0.key)" }.joined(separator: ", ")
         let epochs = summary.keyIDs.sorted { $0.key < $1.key }.map { "epoch \($0.key): \($0.value)" }.joined(separator: ", ")
         var lines = ["checked \(checked)", "items by key id: \(epochs.isEmpty ? "none" : epochs)"]
         if summary.keptByRepair > 0 { lines.append("\(summary.keptByRepair) objects kept in epochfs.lost/ by earlier repairs") }
-        lines.append(summary.isClean ? "clean" : "\(summary.problems.count) problems")
+        let problems = summary.problems.count + (anchorFinding == nil ? 0 : 1)
+        lines.append(problems == 0 ? "clean" : "\(problems) problems")
         return lines.joined(separator: "\n")
     }
 }
@@ -88,14 +103,17 @@ private struct FsckReport: Encodable {
 
     let clean: Bool
     let problems: [Problem]
+    /// What is wrong with the volume's anchor (`--anchor`), or nil.
+    let anchor: String?
     let checked: [String: Int]
     let keyIDs: [String: Int]
     let keptByRepair: Int
     let repaired: [String]
     let notRepaired: [String]
 
-    init(_ summary: ScanSummary, repaired: [String], notRepaired: [String]) {
-        clean = summary.isClean
+    init(_ summary: ScanSummary, anchor: String?, repaired: [String], notRepaired: [String]) {
+        clean = summary.isClean && anchor == nil
+        self.anchor = anchor
         problems = summary.problems.map {
             Problem(item: $0.kind.label, path: $0.path, backingPath: $0.backingPath, keyID: $0.keyID, problem: "\($0.problem!)")
         }
@@ -107,7 +125,7 @@ private struct FsckReport: Encodable {
     }
 
     enum CodingKeys: String, CodingKey {
-        case clean, problems, checked, keyIDs = "key_ids", keptByRepair = "kept_by_repair", repaired
+        case clean, problems, anchor, checked, keyIDs = "key_ids", keptByRepair = "kept_by_repair", repaired
         case notRepaired = "not_repaired"
     }
 }

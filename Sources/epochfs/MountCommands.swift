@@ -10,8 +10,12 @@ struct Mount: ParsableCommand {
         discussion: """
             Runs as a daemon unless -f is given. Unmount with `fusermount3 -u MOUNTPOINT` (or \
             SIGINT/SIGTERM to the foreground process). -o options go to libfuse and the kernel \
-            (allow_other, which also turns on default_permissions; ro; ...), except io_uring=off, \
-            which keeps the requests on /dev/fuse where the kernel offers FUSE over io_uring. \
+            (allow_other, which also turns on default_permissions; ro; ...), except epochfs's own: \
+            io_uring=off keeps the requests on /dev/fuse where the kernel offers FUSE over \
+            io_uring; anchor[=DIRECTORY] keeps this machine's anchor of the volume in DIRECTORY \
+            (default /var/lib/epochfs), so that an older copy of the whole backing dir put back \
+            is refused; accept_rollback (with anchor) accepts such a copy once, as a deliberate \
+            restore. \
             Rekey it live with \
             `epochfs rekey --mount MOUNTPOINT EPOCH`.
             """)
@@ -32,13 +36,21 @@ struct Mount: ParsableCommand {
             var settings = MountSession.Options()
             settings.foreground = foreground
             let words = options.flatMap { $0.split(separator: ",").map(String.init) }
-            settings.fuseOptions = words.filter { !$0.hasPrefix("io_uring=") }
-            for word in words where word.hasPrefix("io_uring=") {
-                switch word.dropFirst("io_uring=".count) {
-                case "on": settings.ioUring = true
-                case "off": settings.ioUring = false
-                default: throw ValidationError("-o \(word): io_uring takes on or off")
+            var acceptRollback = false
+            for word in words {
+                switch word {
+                case "io_uring=on": settings.ioUring = true
+                case "io_uring=off": settings.ioUring = false
+                case _ where word.hasPrefix("io_uring="): throw ValidationError("-o \(word): io_uring takes on or off")
+                case "anchor": settings.anchoring = AnchorOptions()
+                case _ where word.hasPrefix("anchor="): settings.anchoring = AnchorOptions(directory: String(word.dropFirst("anchor=".count)))
+                case "accept_rollback": acceptRollback = true
+                default: settings.fuseOptions.append(word)
                 }
+            }
+            if acceptRollback {
+                guard settings.anchoring != nil else { throw ValidationError("-o accept_rollback needs -o anchor") }
+                settings.anchoring?.acceptRollback = true
             }
             // Both made absolute before anything keeps them: the daemon's working directory
             // becomes / (so a relative header path would fail every live commit), libfuse

@@ -36,14 +36,14 @@ import Testing
         for index in bytes.indices {
             var changed = bytes
             changed[index] ^= 0x01
-            #expect(throws: DirectoryRecordError.authenticationFailed) { try DirectoryRecord.decode(changed[...], key: key, iv: Self.iv) }
+            #expect(throws: RecordError(.directory, .authenticationFailed)) { try DirectoryRecord.decode(changed[...], key: key, iv: Self.iv) }
         }
         var otherIV = Self.iv
         otherIV[15] ^= 1
-        #expect(throws: DirectoryRecordError.authenticationFailed) { try DirectoryRecord.decode(bytes[...], key: key, iv: otherIV) }
+        #expect(throws: RecordError(.directory, .authenticationFailed)) { try DirectoryRecord.decode(bytes[...], key: key, iv: otherIV) }
         let other = try DirectoryRecord.key(nameKey: Self.nameKey, volumeID: try VolumeID.random())
-        #expect(throws: DirectoryRecordError.authenticationFailed) { try DirectoryRecord.decode(bytes[...], key: other, iv: Self.iv) }
-        #expect(throws: DirectoryRecordError.short(43)) { try DirectoryRecord.decode(bytes.prefix(43), key: key, iv: Self.iv) }
+        #expect(throws: RecordError(.directory, .authenticationFailed)) { try DirectoryRecord.decode(bytes[...], key: other, iv: Self.iv) }
+        #expect(throws: RecordError(.directory, .wrongSize(43))) { try DirectoryRecord.decode(bytes.prefix(43), key: key, iv: Self.iv) }
     }
 
     /// Entries are found by digest, and letting go of some leaves the others and counts up.

@@ -36,11 +36,11 @@ import Testing
         for index in stride(from: 0, to: 512, by: 7) {
             var changed = bytes
             changed[index] ^= 0x01
-            #expect(throws: FileRecordError.authenticationFailed) { try FileRecord.decode(changed, key: key) }
+            #expect(throws: RecordError(.file, .authenticationFailed)) { try FileRecord.decode(changed, key: key) }
         }
         let other = try FileRecord.key(nameKey: Self.nameKey, volumeID: try VolumeID.random())
-        #expect(throws: FileRecordError.authenticationFailed) { try FileRecord.decode(bytes, key: other) }
+        #expect(throws: RecordError(.file, .authenticationFailed)) { try FileRecord.decode(bytes, key: other) }
         #expect(try FileRecord.decode([UInt8](repeating: 0, count: 512), key: key) == nil)
-        #expect(throws: FileRecordError.short(511)) { try FileRecord.decode(Array(bytes.prefix(511)), key: key) }
+        #expect(throws: RecordError(.file, .wrongSize(511))) { try FileRecord.decode(Array(bytes.prefix(511)), key: key) }
     }
 }

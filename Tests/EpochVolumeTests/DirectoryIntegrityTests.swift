@@ -156,6 +156,33 @@ import Testing
         #expect(try opened.lookup(bytes("a"), in: dir).1.st_size == 5000, "the other names read as before")
     }
 
+    /// An older copy of a whole directory (its IV file with its record, and its entries) put
+    /// back under its name: its record's sequence is below the one d's last commit found
+    /// durable. The directory is held through the commits, as a mount holds a WAL directory.
+    @Test func anOlderCopyOfAWholeDirectoryIsAnError() throws {
+        let sub = try tree.lookup(bytes("sub"), in: d).0
+        func add(_ name: String) throws {
+            let (handle, _, _) = try tree.create(bytes(name), in: sub, flags: O_RDWR | O_CREAT, mode: 0o600, owner: nil)
+            tree.close(handle)
+            try commit(sub)
+        }
+        try add("x")
+        let path = try backingPath("sub")
+        let copy = volume.directory.path + "/sub-copy"
+        try FileManager.default.copyItem(atPath: path, toPath: copy)
+        try add("y")
+        try add("z")
+        try commit(d)
+        withExtendedLifetime(sub) {}
+        let (current, dir) = try reopened()
+        #expect(try current.lookup(bytes("sub"), in: dir).1.st_mode & S_IFMT == S_IFDIR, "as committed: no error")
+        try FileManager.default.removeItem(atPath: path)
+        try FileManager.default.copyItem(atPath: copy, toPath: path)
+        let (opened, older) = try reopened()
+        #expect(throws: DirectoryError.self) { _ = try opened.lookup(bytes("sub"), in: older) }
+        #expect(try opened.lookup(bytes("a"), in: older).1.st_size == 5000, "the other names read as before")
+    }
+
     /// What the volume did itself, and names never committed, raise nothing: removals and
     /// renames through the tree let go first, a file emptied and written again keeps its id,
     /// and an entry made after the last commit may vanish as a power cut would take it.

@@ -124,7 +124,7 @@ public final class VolumeRepair {
             for item in items {
                 guard case let .block(index) = item.kind else { continue }
                 let zeros = [UInt8](repeating: 0, count: min(blockSize, size - index * blockSize))
-                try zeros.withUnsafeBytes { try tree.write(node, through: handle, offset: index * blockSize, data: $0, caller: 0) }
+                _ = try zeros.withUnsafeBytes { try tree.write(node, through: handle, offset: index * blockSize, data: $0, caller: 0) }
                 indices.append(index)
             }
             try io.fsync(handle)

@@ -10,7 +10,7 @@ public enum ContentError: Error, Equatable, Sendable, CustomStringConvertible {
     case badFileHeader(version: UInt16)
     case block(index: Int, EnvelopeError)
     /// Format 3 (docs/FORMAT.md §6.2): the file record is missing or does not authenticate.
-    case record(FileRecordError)
+    case record(RecordError)
     case missingRecord
     /// Older than the record this process committed.
     case olderRecord(found: UInt64, committed: UInt64)

@@ -129,7 +129,7 @@ public struct DirectoryIV: Sendable {
 
 /// A directory that does not hold what its last commit found durable (docs/FORMAT.md §5.6).
 public enum DirectoryError: Error, CustomStringConvertible {
-    case record(DirectoryRecordError)
+    case record(RecordError)
     /// A committed entry is gone from the directory.
     case missingEntry
     /// A committed entry names another object (another type or id) than the commit found.
@@ -137,6 +137,9 @@ public enum DirectoryError: Error, CustomStringConvertible {
     /// A committed file is there with an older record than the commit found durable: an older
     /// copy of the whole file put back.
     case olderFile(found: UInt64, committed: UInt64)
+    /// A committed directory is there with an older record than the commit found durable: an
+    /// older copy of the whole directory put back.
+    case olderDirectory(found: UInt64, committed: UInt64)
 
     public var description: String {
         switch self {
@@ -144,6 +147,8 @@ public enum DirectoryError: Error, CustomStringConvertible {
         case .missingEntry: "an entry the directory's last commit holds is missing from the backing directory"
         case let .olderFile(found, committed):
             "a file's record has sequence \(found), older than the \(committed) its directory's last commit found durable"
+        case let .olderDirectory(found, committed):
+            "a directory's record has sequence \(found), older than the \(committed) its parent's last commit found durable"
         case let .otherObject(expected, found):
             expected == found
                 ? "an entry names another object than the directory's last commit found"

@@ -18,6 +18,10 @@ final class DirectoryCommits: Sendable {
     private let known = Mutex<Known?>(nil)
     /// BackingNodes of this directory alive now (see `LiveVolume.content(of:)`).
     private let nodes = Atomic(0)
+    /// A sequence of this directory's record that this process made durable: the record was in
+    /// place when a commit's fsync of the directory returned. A parent's commit binds it (0:
+    /// none), as it binds a file's durable record sequence.
+    private let durable = Atomic<UInt64>(0)
     /// Held by a commit from its listing to its record, and by every removal of an entry
     /// around its removal: nothing leaves the directory between the listing and the record
     /// that names it, and nothing the record names leaves before the record lets it go.
@@ -55,6 +59,16 @@ final class DirectoryCommits: Sendable {
             known!.record = record
             known!.verified = known!.verified.filter { record.entry($0.key) != nil }
         }
+    }
+
+    /// The record of `sequence` is durable (it only ever grows).
+    func noteDurable(_ sequence: UInt64) { durable.max(sequence, ordering: .relaxed) }
+
+    /// The IV and durable record sequence a parent's commit may bind; nil before either is known.
+    var durableBinding: (iv: [UInt8], sequence: UInt64)? {
+        let sequence = durable.load(ordering: .relaxed)
+        guard sequence > 0, let iv = known.withLock({ $0?.iv }) else { return nil }
+        return (iv, sequence)
     }
 
     func wasVerified(_ digest: [UInt8], as identity: BackingNode.Identity) -> Bool {

@@ -21,6 +21,7 @@ extension BackingTree {
             let found = try snapshot(of: node, keeping: old)
             try syncSideFiles()
             try io.fsync(handle)
+            commits.noteDurable(old.sequence) // in place through that fsync
             let record = DirectoryRecord(sequence: old.sequence + 1, entries: found)
             guard record.entries != old.entries else { return }
             try ivs.replaceRecord(record, iv: iv, in: node.fd)
@@ -152,12 +153,16 @@ extension BackingTree {
             var type = raw.type
             if Int32(type) == DT_UNKNOWN, let info = try? io.fstatat(raw.name, in: node.fd) { type = Self.directoryEntryType(info.st_mode) }
             if let kept = old.entry(digest), kept.type == type, kept.bindsObject {
-                // A file some node holds may have committed since: bind its newer sequence
-                // (found by inode, with no call: a commit of a large directory stays a listing).
-                guard Int32(type) == DT_REG,
-                      let bound = volume.liveContent(of: BackingNode.Identity(device: node.identity.device, inode: raw.inode))?
-                          .durableRecordBound,
-                      bound.fileID.bytes == kept.objectID, bound.sequence > kept.sequence else { return kept }
+                // A file or directory some node holds may have committed since: bind its newer
+                // sequence (found by inode, with no call: a commit of a large directory stays a
+                // listing).
+                let identity = BackingNode.Identity(device: node.identity.device, inode: raw.inode)
+                let bound: (id: [UInt8], sequence: UInt64)? = switch Int(type) {
+                case Int(DT_REG): volume.liveContent(of: identity)?.durableRecordBound.map { ($0.fileID.bytes, $0.sequence) }
+                case Int(DT_DIR): volume.liveDirectory(of: identity)?.durableBinding.map { ($0.iv, $0.sequence) }
+                default: nil
+                }
+                guard let bound, bound.id == kept.objectID, bound.sequence > kept.sequence else { return kept }
                 return DirectoryRecord.Entry(nameDigest: digest, type: type, objectID: kept.objectID, sequence: bound.sequence)
             }
             let bound = (try? backingNode(raw.name, in: node.fd)).flatMap { try? binding(of: $0.node) }
@@ -166,8 +171,12 @@ extension BackingTree {
     }
 
     /// What a commit binds `node` by: a regular file's file id and a record sequence of it, once
-    /// a sync of the file made them durable; a directory's IV; a symlink's target id.
+    /// a sync of the file made them durable; a directory's IV, with a record sequence of it
+    /// once a commit of it made one durable; a symlink's target id.
     private func binding(of node: BackingNode) throws -> (id: [UInt8], sequence: UInt64)? {
+        if node.fileType == S_IFDIR, let bound = node.directory?.durableBinding, try objectID(of: node) == bound.iv {
+            return (bound.iv, bound.sequence)
+        }
         guard node.fileType == S_IFREG else { return try objectID(of: node).map { ($0, 0) } }
         guard let content = node.content else { return nil }
         _ = try recordIdentity(of: node, content)
@@ -209,7 +218,12 @@ extension BackingTree {
             guard let found = found ?? nil, found.fileID.bytes == committed.objectID else { return .otherObject(expectedType: type, foundType: type) }
             return found.sequence < committed.sequence ? .olderFile(found: found.sequence, committed: committed.sequence) : nil
         }
-        return (try? objectID(of: node)) == committed.objectID ? nil : .otherObject(expectedType: type, foundType: type)
+        guard (try? objectID(of: node)) == committed.objectID else { return .otherObject(expectedType: type, foundType: type) }
+        // A directory bound with a record sequence: an older copy of it (IV file and entries)
+        // put back has an older record.
+        guard node.fileType == S_IFDIR, committed.sequence > 0, let commits = node.directory else { return nil }
+        guard let found = try? commits.record(in: node.fd, ivs: ivs).record.sequence else { return .otherObject(expectedType: type, foundType: type) }
+        return found < committed.sequence ? .olderDirectory(found: found, committed: committed.sequence) : nil
     }
 
     static func directoryEntryType(_ mode: mode_t) -> UInt8 {

@@ -67,15 +67,19 @@ extension BackingTree {
     }
 
     /// fsync(2) or fdatasync(2) of a handle of `node` (a file or directory), after the side
-    /// files written since the last one.
+    /// files written since the last one; then a round of the volume's anchor, if it has one.
     public func sync(_ handle: FileDescriptor, of node: BackingNode, dataOnly: Bool) throws {
-        if node.fileType == S_IFDIR { return try commitDirectory(node, through: handle) }
-        try syncSideFiles()
-        if let content = node.content {
-            try content.sync(fd: handle, dataOnly: dataOnly)
+        if node.fileType == S_IFDIR {
+            try commitDirectory(node, through: handle)
         } else {
-            try dataOnly ? io.fdatasync(handle) : io.fsync(handle)
+            try syncSideFiles()
+            if let content = node.content {
+                try content.sync(fd: handle, dataOnly: dataOnly)
+            } else {
+                try dataOnly ? io.fdatasync(handle) : io.fsync(handle)
+            }
         }
+        try volume.anchor?.cover()
     }
 
     /// Makes every side file written so far durable, with its directory entry.
