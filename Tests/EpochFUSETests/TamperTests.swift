@@ -204,8 +204,9 @@ import Testing
 
     /// Names in committed directories (docs/FORMAT.md §5.6): entries of a directory that an
     /// fsync of it made durable, swapped, deleted or moved into another directory in the
-    /// backing dir, each read EIO through a fresh mount, never as another file or as missing;
-    /// the names left alone read as written.
+    /// backing dir, or a subdirectory put back from before its last commits, each read EIO
+    /// through a fresh mount, never as another file or as missing; the names left alone read
+    /// as written.
     @Test func noNameChangeInACommittedDirectoryReadsAsOtherData() throws {
         let scratch = TemporaryDirectory()
         let volume = try MountedVolume(in: scratch, name: "names")
@@ -221,11 +222,27 @@ import Testing
             contents[name] = content
         }
         #expect(symlink("log", volume.path("symlink")) == 0)
-        for directory in ["dir", ""] {
+        func syncDirectory(_ directory: String) {
             let fd = open(volume.path(directory), O_RDONLY | O_DIRECTORY)
             #expect(fsync(fd) == 0)
             close(fd)
         }
+        syncDirectory("dir")
+        // A copy of dir as that commit left it, then two more commits of dir (the second makes
+        // the first one's record durable), then the root's, which binds that record.
+        let olderDir = scratch.path + "/older-dir"
+        let dirEntry = try #require(try FileManager.default.contentsOfDirectory(atPath: volume.backing).first { entry in
+            var info = stat()
+            return !entry.hasPrefix("epochfs.") && lstat(volume.backing + "/" + entry, &info) == 0 && info.st_mode & S_IFMT == S_IFDIR
+        })
+        #expect(try run("/bin/cp", ["-a", volume.backing + "/" + dirEntry, olderDir]).status == 0)
+        for name in ["dir/inner2", "dir/inner3"] {
+            let fd = open(volume.path(name), O_RDWR | O_CREAT, 0o644)
+            #expect(fsync(fd) == 0)
+            close(fd)
+            syncDirectory("dir")
+        }
+        syncDirectory("")
         let names = ["log", long, "symlink", "dir"]
         volume.unmount()
         let pristine = scratch.path + "/pristine"
@@ -263,11 +280,11 @@ import Testing
         }
 
         var wrong: [String] = [], counts: [String: Int] = [:]
-        for kind in ["swap", "delete", "move"] {
-            for _ in 0..<20 {
+        for kind in ["swap", "delete", "move", "older"] {
+            for _ in 0..<(kind == "older" ? 3 : 20) {
                 _ = try run("/bin/rm", ["-rf", volume.backing])
                 #expect(try run("/bin/cp", ["-a", pristine, volume.backing]).status == 0)
-                let name = (kind == "move" ? names.filter { $0 != "dir" } : names).randomElement()!
+                let name = kind == "older" ? "dir" : (kind == "move" ? names.filter { $0 != "dir" } : names).randomElement()!
                 var changed = [name]
                 let entry = try backingEntry(name)
                 switch kind {
@@ -278,6 +295,9 @@ import Testing
                     changed.append(other)
                 case "delete":
                     _ = try run("/bin/rm", ["-rf", entry])
+                case "older": // the whole of dir put back from before its last two commits
+                    _ = try run("/bin/rm", ["-rf", entry])
+                    #expect(try run("/bin/cp", ["-a", olderDir, entry]).status == 0)
                 default:
                     #expect(rename(entry, try backingEntry("dir") + "/" + URL(fileURLWithPath: entry).lastPathComponent) == 0)
                 }
