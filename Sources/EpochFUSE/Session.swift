@@ -93,6 +93,10 @@ public enum MountSession {
         frontend.control.reencryption.stop() // resumed by the next `reencrypt start`
         // Nothing is buffered in this process; make what the backing fs holds durable too.
         try? frontend.tree.syncAll()
+        // Then a record of everything changed since its last commit, fsync'd or not.
+        if let (committed, failed) = try? frontend.tree.commitUncommitted(), committed + failed > 0 {
+            logger.info("committed at unmount", metadata: ["files and directories": "\(committed)", "failed": "\(failed)"])
+        }
         try? volume.anchor?.cover()
         logger.info("unmounting", metadata: ["mountpoint": "\(mountpoint)", "loop status": "\(status)"])
     }

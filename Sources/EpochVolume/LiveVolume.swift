@@ -43,6 +43,10 @@ public final class LiveVolume: Sendable {
         weak var commits: DirectoryCommits?
     }
 
+    /// Files and directories changed since their last commit began, by backing object: the
+    /// unmount commits them (`BackingTree.commitUncommitted`). Only on volumes with records.
+    let uncommitted = Mutex<Set<BackingNode.Identity>>([])
+
     /// Set when the mount anchors the volume (docs/FORMAT.md §3.8): every sync it acknowledges
     /// and every header commit end with a round of it.
     public let anchor: VolumeAnchor?

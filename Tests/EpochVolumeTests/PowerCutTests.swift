@@ -271,6 +271,29 @@ import Testing
         try run.expectNothingLost("anchored appends, a directory commit and a rekey", tornBlocksMayLose: false)
     }
 
+    /// Files and a directory that no sync committed, committed by the unmount after its syncfs:
+    /// no state a cut leaves during those commits raises an alarm, and everything reads back.
+    @Test func theUnmountCommitsWhatNoSyncDid() throws {
+        let run = try Run()
+        let tree = run.tree
+        let (d, _) = try tree.mkdir(Array("d".utf8), in: tree.root, mode: 0o755, owner: nil)
+        var files: [String: [UInt8]] = [:]
+        for (path, directory, size) in [("d/a", d, 9000), ("d/b", d, 100), ("c", tree.root, 5000)] {
+            let name = Array(path.split(separator: "/").last!.utf8)
+            let (handle, file, _) = try tree.create(name, in: directory, flags: O_RDWR | O_CREAT, mode: 0o600, owner: nil)
+            let content = random(size)
+            try content.withUnsafeBytes { try tree.write(file, through: handle, offset: 0, data: $0, caller: 0) }
+            tree.close(handle)
+            files[path] = content
+            run.changed(files)
+        }
+        try tree.syncAll()
+        run.acknowledge(files)
+        let (committed, failed) = try tree.commitUncommitted()
+        #expect(committed == 5 && failed == 0, "three files, d and the root")
+        try run.expectNothingLost("the unmount's commit", tornBlocksMayLose: false)
+    }
+
     /// Appends of up to two blocks and more, some two in a row before one fdatasync, through a
     /// file reopened (and so unknown to the tree) halfway: what an earlier sync acknowledged
     /// survives however the shadow slots are in use.

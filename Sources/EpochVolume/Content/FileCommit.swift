@@ -71,6 +71,10 @@ extension FileContent {
     /// blocks current in slots are copied in place and made durable by a second fdatasync, so
     /// that the next sync interval has a slot.
     public func sync(fd: FileDescriptor, dataOnly: Bool) throws {
+        // Changes from here on are the next commit's; this one's are noted again if it fails.
+        let changed = takeChanged()
+        var committed = false
+        defer { if changed && !committed { noteChanged() } }
         // What the commit will claim is taken with no write under way, in the same step as the
         // sync's mark, so that the sync covers every copy it names.
         let (mark, prepared) = try access.withReadLock {
@@ -81,11 +85,15 @@ extension FileContent {
         cache.withLock { $0.shadow.endSync(mark) }
         let needsFreeSlot = cache.withLock { $0.shadow.isFull }
         // Nearly always there is no commit and a slot is free: then no reader waits on the lock.
-        guard prepared != nil || needsFreeSlot else { return }
+        guard prepared != nil || needsFreeSlot else {
+            committed = true
+            return
+        }
         try access.withWriteLock {
             do {
                 if let prepared { try commit(prepared, fd: fd) }
                 try freeSlots(fd)
+                committed = true
             } catch let error as SystemError where error.errno == EBADF {
                 return // synced through a read-only handle: the next write's sync does it
             }

@@ -71,6 +71,8 @@ public final class FileContent: Sendable {
     /// BackingNodes of this file alive now (the mount's, a walk's): a copy-on-write reseal may
     /// replace the backing file only while its own is the one.
     let nodes = Atomic(0)
+    /// Written, cut or allocated since its last commit began (`noteChanged`, UnmountCommit.swift).
+    let changedSinceCommit = Atomic(false)
 
     /// Made only by `LiveVolume.content(of:)`, which keeps one per backing file.
     init(volume: LiveVolume, identity: BackingNode.Identity) {
@@ -183,7 +185,8 @@ public final class FileContent: Sendable {
     /// Returns the offset written at.
     @discardableResult
     public func write(fd: FileDescriptor, offset requested: Int?, data: UnsafeRawBufferPointer) throws -> Int {
-        try volume.sealing { epoch in try access.withWriteLock {
+        noteChanged()
+        return try volume.sealing { epoch in try access.withWriteLock {
             let backing = try io.fstat(fd)
             let size = layout.plaintextSize(backingSize: Int(backing.st_size))
             let offset = requested ?? size
@@ -276,6 +279,7 @@ public final class FileContent: Sendable {
 
     /// Sets the plaintext size: shrinking cuts the last block, growing adds zeros (holes).
     public func truncate(fd: FileDescriptor, to newSize: Int) throws {
+        noteChanged()
         try volume.sealing { epoch in try access.withWriteLock { try truncateLocked(fd, to: newSize, epoch: epoch) } }
     }
 

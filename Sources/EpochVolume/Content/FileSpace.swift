@@ -13,6 +13,7 @@ extension FileContent {
     /// PUNCH_HOLE (with KEEP_SIZE) and ZERO_RANGE make the range read as zeros; other modes
     /// are EOPNOTSUPP.
     public func allocate(fd: FileDescriptor, mode: Int32, offset: Int, length: Int) throws {
+        noteChanged()
         let keepSize = mode & epochfs_FALLOC_FL_KEEP_SIZE != 0
         let zeroing = mode & ~epochfs_FALLOC_FL_KEEP_SIZE
         guard offset >= 0, length > 0 else { throw SystemError("fallocate", path: "", errno: EINVAL) }

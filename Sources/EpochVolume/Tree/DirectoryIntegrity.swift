@@ -17,15 +17,20 @@ extension BackingTree {
             return
         }
         try commits.holdingChanges {
+            volume.noteEntriesCommitting(in: node)
+            var committed = false
+            defer { if !committed { volume.noteEntriesChanged(in: node) } }
             let (iv, old) = try commits.record(in: node.fd, ivs: ivs)
             let found = try snapshot(of: node, keeping: old)
             try syncSideFiles()
             try io.fsync(handle)
             commits.noteDurable(old.sequence) // in place through that fsync
             let record = DirectoryRecord(sequence: old.sequence + 1, entries: found)
-            guard record.entries != old.entries else { return }
+            committed = record.entries == old.entries
+            guard !committed else { return }
             try ivs.replaceRecord(record, iv: iv, in: node.fd)
             commits.adopt(record)
+            committed = true
         }
     }
 

@@ -136,6 +136,8 @@ extension BackingTree {
             defer { if let displaced { io.close(displaced.directory) } }
             do {
                 try io.renameat(old.name, in: from.fd, to: new.name, in: to.fd, flags: flags)
+                volume.noteEntriesChanged(in: to)
+                if flags & (epochfs_RENAME_EXCHANGE | epochfs_RENAME_WHITEOUT) != 0 { volume.noteEntriesChanged(in: from) }
             } catch {
                 if let displaced, let iv = displaced.iv, let restored = try? ivs.write(iv, in: displaced.directory) {
                     io.close(restored)
@@ -220,6 +222,7 @@ extension BackingTree {
             if (error as? SystemError)?.errno != EEXIST { discardSideFile(of: backing, in: directory) }
             throw error
         }
+        volume.noteEntriesChanged(in: directory)
         // A chown is a metadata write on the backing fs, so only when someone else asked.
         if let owner { try? giveNewEntry(backing.name, in: directory, to: owner) }
         return try locateLocked(backingName: backing.name, in: directory)
