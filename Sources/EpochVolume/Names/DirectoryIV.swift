@@ -82,8 +82,13 @@ public struct DirectoryIV: Sendable {
 
     /// Puts `record` in place of the directory's record (the directory open for reading at
     /// `directory`): a new file, durable, renamed over the old one, so a power cut leaves one
-    /// or the other whole. The rename is durable with the directory's next sync.
+    /// or the other whole. The rename is durable with the directory's next sync. The
+    /// directory's access and modification times stay as they were: a commit (an fsync, or the
+    /// unmount's) changes no entry the mount shows. (A create racing with a commit of the same
+    /// directory may see its change of them undone; its entry is there all the same.)
     func replaceRecord(_ record: DirectoryRecord, iv: [UInt8], in directory: FileDescriptor) throws {
+        let times = try? io.fstat(directory)
+        defer { if let times { try? io.utimensat(directory, access: times.st_atim, modification: times.st_mtim) } }
         do {
             try io.unlinkat(Self.pendingName, in: directory, removeDirectory: false)
         } catch let error as SystemError where error.errno == ENOENT {}

@@ -216,10 +216,16 @@ public final class BackingTree: Sendable {
         try openForReading(SystemIO.procPath(node.fd), in: .currentDirectory, flags: flags)
     }
 
-    /// `io.open` with O_NOATIME where `keepsAccessTimes`, unless the daemon may not use it on
-    /// this file (EPERM: it is not the owner and lacks CAP_FOWNER).
-    private func openForReading(_ name: String, in directory: FileDescriptor, flags: Int32) throws -> FileDescriptor {
-        guard keepsAccessTimes, flags & epochfs_O_NOATIME == 0 else { return try io.open(name, in: directory, flags: flags, mode: 0) }
+    /// A descriptor for epochfs's own reads (the records and listings a commit reads): with
+    /// O_NOATIME where the daemon may, whatever the mount's options, as they are no one's access.
+    func openQuietly(_ name: String, in directory: FileDescriptor, flags: Int32) throws -> FileDescriptor {
+        try openForReading(name, in: directory, flags: flags, noatime: true)
+    }
+
+    /// `io.open` with O_NOATIME where `noatime` (by default `keepsAccessTimes`), unless the
+    /// daemon may not use it on this file (EPERM: it is not the owner and lacks CAP_FOWNER).
+    private func openForReading(_ name: String, in directory: FileDescriptor, flags: Int32, noatime: Bool? = nil) throws -> FileDescriptor {
+        guard noatime ?? keepsAccessTimes, flags & epochfs_O_NOATIME == 0 else { return try io.open(name, in: directory, flags: flags, mode: 0) }
         do {
             return try io.open(name, in: directory, flags: flags | epochfs_O_NOATIME, mode: 0)
         } catch let error as SystemError where error.errno == EPERM {

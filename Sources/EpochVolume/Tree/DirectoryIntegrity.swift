@@ -119,7 +119,7 @@ extension BackingTree {
     func recordFindings(of directory: BackingNode) throws -> [String] {
         guard ivs.hasRecords else { return [] }
         let record = try ivs.readRecord(in: directory.fd).record
-        let listed = try io.withOpened(".", in: directory.fd, flags: O_RDONLY | O_DIRECTORY) { try io.readdir($0) }
+        let listed = try listQuietly(directory)
         var names: [[UInt8]: String] = [:]
         for raw in listed where !NameCodec.isInternal(raw.name) { names[DirectoryRecord.nameDigest(raw.name)] = raw.name }
         return record.entries.compactMap { committed in
@@ -152,7 +152,7 @@ extension BackingTree {
     /// What the directory `node` holds now, as record entries; entries of `old` still there as
     /// the same type keep their ids (only this process removes or replaces a name it holds).
     private func snapshot(of node: BackingNode, keeping old: DirectoryRecord) throws -> [DirectoryRecord.Entry] {
-        let listed = try io.withOpened(".", in: node.fd, flags: O_RDONLY | O_DIRECTORY) { try io.readdir($0) }
+        let listed = try listQuietly(node)
         return listed.filter { !NameCodec.isInternal($0.name) }.map { raw in
             let digest = DirectoryRecord.nameDigest(raw.name)
             var type = raw.type
@@ -189,7 +189,7 @@ extension BackingTree {
     }
 
     private func recordIdentity(of node: BackingNode, _ content: FileContent) throws -> (fileID: FileID, sequence: UInt64)? {
-        let fd = try reopen(node, flags: O_RDONLY | O_CLOEXEC)
+        let fd = try openQuietly(SystemIO.procPath(node.fd), in: .currentDirectory, flags: O_RDONLY | O_CLOEXEC)
         defer { io.close(fd) }
         return try content.recordIdentity(fd: fd)
     }
@@ -229,6 +229,13 @@ extension BackingTree {
         guard node.fileType == S_IFDIR, committed.sequence > 0, let commits = node.directory else { return nil }
         guard let found = try? commits.record(in: node.fd, ivs: ivs).record.sequence else { return .otherObject(expectedType: type, foundType: type) }
         return found < committed.sequence ? .olderDirectory(found: found, committed: committed.sequence) : nil
+    }
+
+    /// Every entry of `directory`, read without moving its access time (`openQuietly`).
+    func listQuietly(_ directory: BackingNode) throws -> [DirectoryEntry] {
+        let handle = try openQuietly(".", in: directory.fd, flags: O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        defer { io.close(handle) }
+        return try io.readdir(handle)
     }
 
     static func directoryEntryType(_ mode: mode_t) -> UInt8 {

@@ -23,7 +23,7 @@ extension BackingTree {
     /// Depth first, so that a directory's record binds what its files' commits made durable.
     private func commitChanged(under directory: BackingNode, _ pending: inout Set<BackingNode.Identity>,
                                _ counts: inout (committed: Int, failed: Int)) {
-        let entries = (try? io.withOpened(".", in: directory.fd, flags: O_RDONLY | O_DIRECTORY) { try io.readdir($0) }) ?? []
+        let entries = (try? listQuietly(directory)) ?? []
         for entry in entries where !NameCodec.isInternal(entry.name) {
             guard !pending.isEmpty else { return }
             let identity = BackingNode.Identity(device: directory.identity.device, inode: entry.inode)
@@ -34,7 +34,7 @@ extension BackingTree {
                 commitChanged(under: node, &pending, &counts)
             } else if node.fileType == S_IFREG, let content = node.content, pending.remove(node.identity) != nil {
                 count(&counts) {
-                    let handle = try reopen(node, flags: O_RDWR | O_CLOEXEC)
+                    let handle = try openQuietly(SystemIO.procPath(node.fd), in: .currentDirectory, flags: O_RDWR | O_CLOEXEC)
                     defer { io.close(handle) }
                     try content.sync(fd: handle, dataOnly: true)
                 }
