@@ -85,6 +85,19 @@ class BindFS(FuseFS):
         wait_mounted(self.mnt)
 
 
+class PassthroughHP(FuseFS):
+    """libfuse's low-level example (example/passthrough_hp.cc of the installed libfuse, built
+    outside the repository): a plaintext passthrough with its defaults (writeback cache,
+    keep_cache, 86,400 s timeouts, splice)."""
+    def __init__(self, work, binary):
+        super().__init__(work, "passthrough_hp")
+        os.makedirs(self.backing)
+        self.binary = binary
+    def mount(self):
+        sh(self.binary, self.backing, self.mnt)
+        wait_mounted(self.mnt)
+
+
 def fio(directory, name, rw, bs, size_mb, extra=()):
     out = sh("fio", "--name=" + name, "--directory=" + directory, "--rw=" + rw, "--bs=" + bs, f"--size={size_mb}M",
              "--ioengine=psync", "--numjobs=1", "--group_reporting", "--output-format=json", *extra).stdout

@@ -12,14 +12,18 @@ to run. --baseline adds a second epochfs build to the same run.
 """
 import argparse, json, os, shutil, statistics, subprocess, sys, tarfile, time
 
-from benchfs import BindFS, EpochFS, GocryptFS, Plain, drop_caches, fio, sh
+from benchfs import BindFS, EpochFS, GocryptFS, PassthroughHP, Plain, drop_caches, fio, sh
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--epochfs", required=True)
 parser.add_argument("--baseline", help="another epochfs build, measured in the same run (an A/B of two builds)")
+parser.add_argument("--epochfs-options", default="",
+                    help="-o options for the epochfs mount (io_uring=off: /dev/fuse, to compare with a build that has no ring)")
 parser.add_argument("--baseline-options", default="",
                     help="-o options for the baseline's mount (io_uring=off: the same build on /dev/fuse)")
-parser.add_argument("--peers", default="gocryptfs,bindfs,plain", help="comma-separated subset of gocryptfs, bindfs, plain, or none")
+parser.add_argument("--peers", default="gocryptfs,bindfs,plain", help="comma-separated subset of gocryptfs, bindfs, plain, passthrough_hp, or none")
+parser.add_argument("--passthrough-hp", default="passthrough_hp",
+                    help="libfuse's example/passthrough_hp binary, for the passthrough_hp peer")
 parser.add_argument("--runs", type=int, default=3)
 parser.add_argument("--size-mb", type=int, default=512)
 parser.add_argument("--random-seconds", type=int, default=10)
@@ -114,8 +118,10 @@ phases = [{"sequential": sequential, "random": random_io, "small": small_files, 
           for name in args.phases.split(",")]
 systems = []
 try:
-    peers = {"gocryptfs": GocryptFS, "bindfs": BindFS, "plain": Plain}
-    systems = [EpochFS(work, args.epochfs)] + [peers[name](work) for name in args.peers.split(",") if name in peers]
+    peers = {"gocryptfs": GocryptFS, "bindfs": BindFS, "plain": Plain,
+             "passthrough_hp": lambda work: PassthroughHP(work, args.passthrough_hp)}
+    systems = ([EpochFS(work, args.epochfs, options=args.epochfs_options)]
+               + [peers[name](work) for name in args.peers.split(",") if name in peers])
     if args.baseline:
         systems.insert(1, EpochFS(work, args.baseline, name="baseline", options=args.baseline_options))
     results = {fs.name: {} for fs in systems}
