@@ -60,6 +60,13 @@ class EpochFS(FuseFS):
     def mount(self):
         sh(self.binary, "mount", self.backing, self.mnt, *self.options)
         wait_mounted(self.mnt)
+    def transport(self):
+        """The FUSE transport the mount serves on (io_uring or dev_fuse); builds before the ring
+        do not report one."""
+        try:
+            return json.loads(sh(self.binary, "status", self.mnt, "--json").stdout)["transport"]["kind"]
+        except (subprocess.CalledProcessError, KeyError, ValueError):
+            return "dev_fuse (not reported)"
 
 
 class GocryptFS(FuseFS):

@@ -127,6 +127,8 @@ try:
     results = {fs.name: {} for fs in systems}
     for fs in systems:
         fs.mount()
+        if isinstance(fs, EpochFS):
+            print(f"{fs.name}: {fs.binary} {' '.join(fs.options)} on {fs.transport()}", file=sys.stderr, flush=True)
     for run in range(args.runs):
         order = systems[run % len(systems):] + systems[:run % len(systems)]
         for phase in phases:
