@@ -86,18 +86,22 @@ def durable_names(fs):
     os.makedirs(directory, exist_ok=True)
     block, count = os.urandom(4096), 2000
     dirfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    start = time.time()
-    for i in range(count):
-        temporary = os.path.join(directory, "tmp")
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        os.write(fd, block)
-        os.fsync(fd)
-        os.close(fd)
-        os.rename(temporary, os.path.join(directory, f"file{i % 8}"))
-        os.fsync(dirfd)
-    elapsed = time.time() - start
-    os.close(dirfd)
-    shutil.rmtree(directory)
+    try:
+        start = time.time()
+        for i in range(count):
+            temporary = os.path.join(directory, "tmp")
+            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            try:
+                os.write(fd, block)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.rename(temporary, os.path.join(directory, f"file{i % 8}"))
+            os.fsync(dirfd)
+        elapsed = time.time() - start
+    finally:
+        os.close(dirfd)
+        shutil.rmtree(directory, ignore_errors=True)
     return {"durable names/s": count / elapsed}
 
 
@@ -125,6 +129,7 @@ try:
     if args.baseline:
         systems.insert(1, EpochFS(work, args.baseline, name="baseline", options=args.baseline_options))
     results = {fs.name: {} for fs in systems}
+    failures = []
     for fs in systems:
         fs.mount()
         if isinstance(fs, EpochFS):
@@ -133,9 +138,16 @@ try:
         order = systems[run % len(systems):] + systems[:run % len(systems)]
         for phase in phases:
             for fs in order:
-                for key, value in phase(fs).items():
+                try:
+                    figures = phase(fs)
+                except OSError as error:
+                    # A file system that fails a phase loses that run's figures, not the others'.
+                    failures.append(f"run {run + 1}, {phase.__name__}, {fs.name}: {error}")
+                    print(f"FAILED: {failures[-1]}", file=sys.stderr, flush=True)
+                    continue
+                for key, value in figures.items():
                     results[fs.name].setdefault(key, []).append(value)
-        print(f"run {run + 1}/{args.runs} done", file=sys.stderr, flush=True)
+        print(f"run {run + 1}/{args.runs} done: {json.dumps(results)}", file=sys.stderr, flush=True)
 finally:
     for fs in systems:
         fs.unmount()
@@ -157,3 +169,5 @@ for m in metrics:
           + " | ".join(f"{e / median[n][m]:.2f}" for n in others) + " |")
 print("\nRatios are epochfs / other. For MB/s and IOPS higher is better; for seconds lower is better.")
 print("Per-run values:", json.dumps(results))
+for failure in failures:
+    print("Failed (no figure for that run):", failure)
