@@ -140,7 +140,7 @@ try:
             for fs in order:
                 try:
                     figures = phase(fs)
-                except OSError as error:
+                except (OSError, subprocess.CalledProcessError) as error:
                     # A file system that fails a phase loses that run's figures, not the others'.
                     failures.append(f"run {run + 1}, {phase.__name__}, {fs.name}: {error}")
                     print(f"FAILED: {failures[-1]}", file=sys.stderr, flush=True)
@@ -165,8 +165,8 @@ for m in metrics:
     e = median["epochfs"][m]
     # Times: lower is better, so the ratio is epochfs/other (target <= 0.8 vs gocryptfs).
     fmt = (lambda v: f"{v:.2f}") if m.endswith(" s") else (lambda v: f"{v:.0f}")
-    print(f"| {m} | {fmt(e)} | " + " | ".join(fmt(median[n][m]) for n in others) + " | "
-          + " | ".join(f"{e / median[n][m]:.2f}" for n in others) + " |")
+    print(f"| {m} | {fmt(e)} | " + " | ".join(fmt(median[n][m]) if m in median[n] else "–" for n in others) + " | "
+          + " | ".join(f"{e / median[n][m]:.2f}" if m in median[n] else "–" for n in others) + " |")
 print("\nRatios are epochfs / other. For MB/s and IOPS higher is better; for seconds lower is better.")
 print("Per-run values:", json.dumps(results))
 for failure in failures:
