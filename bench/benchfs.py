@@ -60,6 +60,13 @@ class EpochFS(FuseFS):
     def mount(self):
         sh(self.binary, "mount", self.backing, self.mnt, *self.options)
         wait_mounted(self.mnt)
+    def transport(self):
+        """The FUSE transport the mount serves on (io_uring or dev_fuse); builds before the ring
+        do not report one."""
+        try:
+            return json.loads(sh(self.binary, "status", self.mnt, "--json").stdout)["transport"]["kind"]
+        except (subprocess.CalledProcessError, KeyError, ValueError):
+            return "dev_fuse (not reported)"
 
 
 class GocryptFS(FuseFS):
@@ -82,6 +89,19 @@ class BindFS(FuseFS):
     def mount(self):
         # Debian's bindfs uses libfuse2: without big_writes every write request is 4 KiB.
         sh("bindfs", "-o", "big_writes", self.backing, self.mnt)
+        wait_mounted(self.mnt)
+
+
+class PassthroughHP(FuseFS):
+    """libfuse's low-level example (example/passthrough_hp.cc of the installed libfuse, built
+    outside the repository): a plaintext passthrough with its defaults (writeback cache,
+    keep_cache, 86,400 s timeouts, splice)."""
+    def __init__(self, work, binary):
+        super().__init__(work, "passthrough_hp")
+        os.makedirs(self.backing)
+        self.binary = binary
+    def mount(self):
+        sh(self.binary, self.backing, self.mnt)
         wait_mounted(self.mnt)
 
 

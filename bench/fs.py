@@ -12,14 +12,18 @@ to run. --baseline adds a second epochfs build to the same run.
 """
 import argparse, json, os, shutil, statistics, subprocess, sys, tarfile, time
 
-from benchfs import BindFS, EpochFS, GocryptFS, Plain, drop_caches, fio, sh
+from benchfs import BindFS, EpochFS, GocryptFS, PassthroughHP, Plain, drop_caches, fio, sh
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--epochfs", required=True)
 parser.add_argument("--baseline", help="another epochfs build, measured in the same run (an A/B of two builds)")
+parser.add_argument("--epochfs-options", default="",
+                    help="-o options for the epochfs mount (io_uring=off: /dev/fuse, to compare with a build that has no ring)")
 parser.add_argument("--baseline-options", default="",
                     help="-o options for the baseline's mount (io_uring=off: the same build on /dev/fuse)")
-parser.add_argument("--peers", default="gocryptfs,bindfs,plain", help="comma-separated subset of gocryptfs, bindfs, plain, or none")
+parser.add_argument("--peers", default="gocryptfs,bindfs,plain", help="comma-separated subset of gocryptfs, bindfs, plain, passthrough_hp, or none")
+parser.add_argument("--passthrough-hp", default="passthrough_hp",
+                    help="libfuse's example/passthrough_hp binary, for the passthrough_hp peer")
 parser.add_argument("--runs", type=int, default=3)
 parser.add_argument("--size-mb", type=int, default=512)
 parser.add_argument("--random-seconds", type=int, default=10)
@@ -82,18 +86,22 @@ def durable_names(fs):
     os.makedirs(directory, exist_ok=True)
     block, count = os.urandom(4096), 2000
     dirfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    start = time.time()
-    for i in range(count):
-        temporary = os.path.join(directory, "tmp")
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        os.write(fd, block)
-        os.fsync(fd)
-        os.close(fd)
-        os.rename(temporary, os.path.join(directory, f"file{i % 8}"))
-        os.fsync(dirfd)
-    elapsed = time.time() - start
-    os.close(dirfd)
-    shutil.rmtree(directory)
+    try:
+        start = time.time()
+        for i in range(count):
+            temporary = os.path.join(directory, "tmp")
+            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            try:
+                os.write(fd, block)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.rename(temporary, os.path.join(directory, f"file{i % 8}"))
+            os.fsync(dirfd)
+        elapsed = time.time() - start
+    finally:
+        os.close(dirfd)
+        shutil.rmtree(directory, ignore_errors=True)
     return {"durable names/s": count / elapsed}
 
 
@@ -114,20 +122,32 @@ phases = [{"sequential": sequential, "random": random_io, "small": small_files, 
           for name in args.phases.split(",")]
 systems = []
 try:
-    peers = {"gocryptfs": GocryptFS, "bindfs": BindFS, "plain": Plain}
-    systems = [EpochFS(work, args.epochfs)] + [peers[name](work) for name in args.peers.split(",") if name in peers]
+    peers = {"gocryptfs": GocryptFS, "bindfs": BindFS, "plain": Plain,
+             "passthrough_hp": lambda work: PassthroughHP(work, args.passthrough_hp)}
+    systems = ([EpochFS(work, args.epochfs, options=args.epochfs_options)]
+               + [peers[name](work) for name in args.peers.split(",") if name in peers])
     if args.baseline:
         systems.insert(1, EpochFS(work, args.baseline, name="baseline", options=args.baseline_options))
     results = {fs.name: {} for fs in systems}
+    failures = []
     for fs in systems:
         fs.mount()
+        if isinstance(fs, EpochFS):
+            print(f"{fs.name}: {fs.binary} {' '.join(fs.options)} on {fs.transport()}", file=sys.stderr, flush=True)
     for run in range(args.runs):
         order = systems[run % len(systems):] + systems[:run % len(systems)]
         for phase in phases:
             for fs in order:
-                for key, value in phase(fs).items():
+                try:
+                    figures = phase(fs)
+                except (OSError, subprocess.CalledProcessError) as error:
+                    # A file system that fails a phase loses that run's figures, not the others'.
+                    failures.append(f"run {run + 1}, {phase.__name__}, {fs.name}: {error}")
+                    print(f"FAILED: {failures[-1]}", file=sys.stderr, flush=True)
+                    continue
+                for key, value in figures.items():
                     results[fs.name].setdefault(key, []).append(value)
-        print(f"run {run + 1}/{args.runs} done", file=sys.stderr, flush=True)
+        print(f"run {run + 1}/{args.runs} done: {json.dumps(results)}", file=sys.stderr, flush=True)
 finally:
     for fs in systems:
         fs.unmount()
@@ -145,7 +165,9 @@ for m in metrics:
     e = median["epochfs"][m]
     # Times: lower is better, so the ratio is epochfs/other (target <= 0.8 vs gocryptfs).
     fmt = (lambda v: f"{v:.2f}") if m.endswith(" s") else (lambda v: f"{v:.0f}")
-    print(f"| {m} | {fmt(e)} | " + " | ".join(fmt(median[n][m]) for n in others) + " | "
-          + " | ".join(f"{e / median[n][m]:.2f}" for n in others) + " |")
+    print(f"| {m} | {fmt(e)} | " + " | ".join(fmt(median[n][m]) if m in median[n] else "–" for n in others) + " | "
+          + " | ".join(f"{e / median[n][m]:.2f}" if m in median[n] else "–" for n in others) + " |")
 print("\nRatios are epochfs / other. For MB/s and IOPS higher is better; for seconds lower is better.")
 print("Per-run values:", json.dumps(results))
+for failure in failures:
+    print("Failed (no figure for that run):", failure)

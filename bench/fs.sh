@@ -3,7 +3,8 @@
 # in one run on this machine, as ratios. Installs gocryptfs, bindfs and fio when missing and
 # builds epochfs in release mode. Prints a table; see bench/fs.py for what is measured.
 # Usage: bench/fs.sh [--runs N] [--size-mb N] [--random-seconds N] [--dir DIR] [--phases sequential,random,small,wal,names]
-#                    [--baseline OTHER_EPOCHFS_BINARY]
+#                    [--epochfs-options OPTS] [--baseline OTHER_EPOCHFS_BINARY] [--baseline-options OPTS]
+#                    [--peers gocryptfs,bindfs,plain,passthrough_hp] [--passthrough-hp BINARY]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 mount-helpers/prepare-host.sh
