@@ -64,6 +64,9 @@ install -d "$root/usr/share/bash-completion/completions" "$root/usr/share/zsh/ve
 "$binary" --generate-completion-script fish > "$root/usr/share/fish/vendor_completions.d/epochfs.fish"
 for page in "$manual"/*.1; do gzip -9n < "$page" > "$root/usr/share/man/man1/$(basename "$page").gz"; done
 gzip -9n < README.md > "$root/usr/share/doc/epochfs/README.md.gz"
+# README's links point into docs/: the pages go beside it, as README.md does.
+install -d "$root/usr/share/doc/epochfs/docs"
+for page in docs/*.md; do gzip -9n < "$page" > "$root/usr/share/doc/epochfs/docs/$(basename "$page").gz"; done
 
 # Depends: the Debian package of every shared library the binary needs, and fusermount3's.
 depends=(fuse3)

@@ -5,7 +5,7 @@ import Glibc
 import Logging
 import Synchronization
 
-/// `MOUNT/.epochfs/control`, `status` and `metrics` (docs/FORMAT.md §7): virtual files with fixed
+/// `MOUNT/.epochfs/control`, `status` and `metrics` (docs/MOUNTING.md, "The control file"): virtual files with fixed
 /// node ids below any `BackingNode` address. One command per write to control; the write returns
 /// only once the change is durable in the header. Status is JSON, metrics the Prometheus text
 /// format, each snapshotted at open.

@@ -2,7 +2,7 @@ import EpochVolume
 import Foundation
 import Logging
 
-/// One pass over a host's volumes towards `target` (docs: README, `epochfs reconcile`). Every
+/// One pass over a host's volumes towards `target` (docs/OPERATIONS.md, "Reconciler"). Every
 /// volume's epoch is read from its header, opened with its key source, never from what an
 /// earlier pass saw; so a pass after a crash at any point does exactly what is still missing.
 /// Like Omicron's `datasets_rekey` (reference: zfs-change-key.md §3.5-3.6): at the target it

@@ -1,4 +1,4 @@
-/// A command of a mount's control file (docs/FORMAT.md §7), one per write: the CLI and the
+/// A command of a mount's control file (docs/MOUNTING.md, "The control file"), one per write: the CLI and the
 /// reconciler render it, the mount parses it; `parse(command.description) == command`.
 public enum ControlCommand: Equatable, Sendable, CustomStringConvertible {
     case rekey(UInt32)

@@ -2,7 +2,7 @@ import EpochIO
 import Glibc
 
 /// How a failure reaches the operator, decided in this one place: the errno a control write
-/// fails with (a live command) and the exit code a command ends with (README, "Exit codes").
+/// fails with (a live command) and the exit code a command ends with (docs/OPERATIONS.md, "Exit codes").
 /// A live command's CLI learns only the errno, and takes the exit code of the first kind that
 /// has it (`init(controlErrno:)`), so the two agree for every kind a mount can answer.
 public enum FailureKind: CaseIterable, Equatable, Sendable {

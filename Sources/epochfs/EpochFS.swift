@@ -89,7 +89,7 @@ func printError(_ message: String) {
     FileHandle.standardError.write(Data((message + "\n").utf8))
 }
 
-/// Exit codes (documented in the command's discussion and README), as `FailureKind` gives
+/// Exit codes (documented in the command's discussion and docs/OPERATIONS.md), as `FailureKind` gives
 /// them; a live command's from the errno the mount answered with.
 func exitCode(for error: any Error) -> Int32 {
     if case EpochSourceError.badSpec = error { return 64 }

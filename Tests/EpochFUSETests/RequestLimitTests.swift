@@ -177,7 +177,7 @@ import Testing
         var cases: [(name: String, call: (Int32, Int32, String) -> String)] = []
         // From at or past the source's end, the kernel copies nothing and returns 0 before
         // any file system sees the call; it answers EFBIG past ext4's largest file for ext4
-        // only, since a FUSE mount's is 2^63 - 1 to it (README, Limits); at 2^63 - 1 both refuse.
+        // only, since a FUSE mount's is 2^63 - 1 to it (docs/MOUNTING.md, Limits); at 2^63 - 1 both refuse.
         var pastSourceEnd: [(name: String, call: (Int32, Int32, String) -> String)] = []
         for target in values {
             for (from, length) in [(0, 4096), (0, Int.max), (9000, 65_536), (Int.max - 10, 100), (-1, 10), (20_000, 10)] {

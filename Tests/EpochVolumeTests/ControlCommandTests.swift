@@ -3,7 +3,7 @@ import EpochVolume
 import Glibc
 import Testing
 
-/// The control protocol both sides share (docs/FORMAT.md §7) and the one mapping of failures to
+/// The control protocol both sides share (docs/MOUNTING.md, "The control file") and the one mapping of failures to
 /// errno and exit code.
 @Suite struct ControlCommandTests {
     static let commands: [(ControlCommand, String)] = [

@@ -7,7 +7,7 @@ public enum ReencryptionState: String, Codable, Sendable {
     case running, stopped, done, failed
 }
 
-/// What the mount's status file says of re-encryption (docs/FORMAT.md §7).
+/// What the mount's status file says of re-encryption (docs/MOUNTING.md, "The control file").
 public struct ReencryptionStatus: Codable, Equatable, Sendable {
     public let running: Bool
     /// nil before the first `reencrypt start`.

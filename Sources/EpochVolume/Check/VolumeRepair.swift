@@ -3,7 +3,7 @@ import EpochFormat
 import EpochIO
 import Glibc
 
-/// `fsck --repair` (docs/FORMAT.md §1.5): only what is safe, each step said in words.
+/// `fsck --repair` (docs/OPERATIONS.md, "fsck and --repair"): only what is safe, each step said in words.
 ///
 /// - an item under an epoch the keyring lacks: left alone, and the header slots with it (a
 ///   header backup may still open it);

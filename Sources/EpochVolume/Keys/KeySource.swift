@@ -56,7 +56,7 @@ public protocol KeySource: Sendable {
     func candidateEpochs() throws -> [UInt32]?
 }
 
-/// Parses `file:TEMPLATE`, `command:CMD` and `passphrase:FILE` (docs/FORMAT.md §4; README "Key sources").
+/// Parses `file:TEMPLATE`, `command:CMD` and `passphrase:FILE` (docs/FORMAT.md §4; docs/OPERATIONS.md "Key sources").
 public enum KeySourceSpec {
     public static func parse(_ spec: String, workingDirectory: String? = nil,
                              commandTimeout: Double = CommandKeySource.defaultTimeout) throws -> any KeySource {

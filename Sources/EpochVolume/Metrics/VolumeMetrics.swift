@@ -4,7 +4,7 @@ import Prometheus
 import Synchronization
 
 /// The mount's metrics, read at `MOUNT/.epochfs/metrics` and by `epochfs status --prometheus`
-/// (docs/FORMAT.md §7). Code records through swift-metrics (`factory`); a registry of this
+/// (docs/MOUNTING.md, "The control file"). Code records through swift-metrics (`factory`); a registry of this
 /// volume's own (a test process mounts many) keeps them and renders the Prometheus text format.
 public final class VolumeMetrics: Sendable {
     /// Every metric a mount reports and what it means, the volume's and the FUSE frontend's.

@@ -4,7 +4,7 @@ import Glibc
 
 /// Backing objects reached by the backing file system's file handles rather than by name: what
 /// lets the mount give out node ids that stay valid while the file exists, and find the file
-/// again by one after the kernel has forgotten it (FUSE export support, README "File handles").
+/// again by one after the kernel has forgotten it (FUSE export support, docs/MOUNTING.md, "Limits and file handles").
 extension BackingTree {
     /// The backing file system's handle of `node`.
     public func handle(of node: BackingNode) throws -> BackingFileHandle {
