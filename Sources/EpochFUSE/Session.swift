@@ -61,6 +61,9 @@ public enum MountSession {
         defer { fuse_session_destroy(session) }
         guard fuse_set_signal_handlers(session) == 0 else { throw SystemError("signal handlers", path: mountpoint) }
         defer { fuse_remove_signal_handlers(session) }
+        // A trust decision: always shown, and before the mount appears, so whoever waits for
+        // the mount finds it logged.
+        if let note = volume.anchor?.note { logger.warning("anchor: \(note)") }
         guard fuse_session_mount(session, mountpoint) == 0 else { throw SystemError("mount", path: mountpoint, errno: EIO) }
         defer { fuse_session_unmount(session) }
         var io = fuse_custom_io()
@@ -72,7 +75,6 @@ public enum MountSession {
         }
         frontend.readahead.prepare(mountpoint: mountpoint)
         logger.info("mounted", metadata: ["backing": "\(backing)", "mountpoint": "\(mountpoint)", "epoch": "\(volume.header.epoch)"])
-        if let note = volume.anchor?.note { logger.warning("anchor: \(note)") } // a trust decision: always shown
         fuse_daemonize(options.foreground ? 1 : 0)
         owner.record(.mount(pid: getpid(), mountpoint: mountpoint))
         // After daemonizing: the queues' threads would not survive its fork.
