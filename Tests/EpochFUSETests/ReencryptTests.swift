@@ -183,7 +183,7 @@ import Testing
         let follower = try ChildProcess([volume.binary, "reencrypt", "--mount", volume.mountpoint, "--rate", "0.001"],
                                         stdoutPath: volume.root + "/follow.out", stderrPath: volume.root + "/follow.err")
         #expect(try waitUntil(seconds: 60) { try reencryption()["blocks_done"] as? Int ?? 0 > 0 })
-        #expect(try waitUntil(seconds: 10) { follower.stderr.contains("re-encrypting to epoch 2 [") }, "\(follower.stderr)")
+        #expect(waitUntil(seconds: 10) { follower.stderr.contains("re-encrypting to epoch 2 [") }, "\(follower.stderr)")
         kill(follower.pid, SIGINT)
         #expect(follower.wait(seconds: 30) == 130 && follower.stderr.contains("detached"), "\(follower.stderr)")
         let running = try reencryption()
@@ -243,6 +243,61 @@ import Testing
         let done = try reencryption()
         #expect(done["items_by_epoch"] as? [String: Int] == ["2": 65] && done["epochs_referenced"] as? [Int] == [2], "\(done)")
         #expect(try keyIDs(volume) == ["2": 65])
+    }
+
+    /// The counts stay exact while the mount is written during a pass and after it stopped
+    /// (issue 17 item 5): blocks overwritten, appended, cut and allocated, files removed, created
+    /// and renamed over others, a symlink made, xattrs set and removed, each on an object the pass
+    /// has or has not reached yet; after each round of changes the status says what fsck counts.
+    @Test func itemsByEpochStayExactWhileTheMountIsWritten() throws {
+        let volume = try MountedVolume()
+        defer { volume.destroy() }
+        func reencryption() throws -> [String: Any] { try volume.status()["reencryption"] as? [String: Any] ?? [:] }
+        func write(_ name: String, blocks: Int) throws {
+            try Data(repeating: UInt8(blocks), count: blocks * 4096).write(to: URL(fileURLWithPath: volume.path(name)))
+        }
+        try FileManager.default.createDirectory(atPath: volume.path("dir"), withIntermediateDirectories: true)
+        for (name, blocks) in [("big", 64), ("gone", 5), ("cut", 8), ("victim", 4), ("dir/inner", 3)] { try write(name, blocks: blocks) }
+        let value = Array("attribute value".utf8)
+        #expect(epochfs_setxattr(volume.path("big"), "user.note", value, UInt(value.count), 0) == 0)
+        #expect(epochfs_setxattr(volume.path("dir/inner"), "user.note", value, UInt(value.count), 0) == 0)
+        #expect(volume.control("rekey 2") == 0)
+        let held = open(volume.path("big"), O_RDWR)
+        defer { close(held) }
+        let block = [UInt8](repeating: 9, count: 4096)
+
+        // Held by a pace of 100 B/s after the first file or symlink it reseals.
+        #expect(volume.control("reencrypt start 0.0001") == 0)
+        #expect(try waitUntil(seconds: 60) { try reencryption()["blocks_done"] as? Int ?? 0 > 0 })
+        for index in [40, 41, 42, 43, 64, 65] { #expect(pwrite(held, block, block.count, off_t(index * 4096)) == block.count) }
+        #expect(fsync(held) == 0)
+        #expect(unlink(volume.path("gone")) == 0)
+        #expect(truncate(volume.path("cut"), 2 * 4096) == 0)
+        try write("new", blocks: 3)
+        try write("new2", blocks: 2)
+        #expect(rename(volume.path("new2"), volume.path("victim")) == 0)
+        #expect(symlink("big", volume.path("link")) == 0)
+        #expect(epochfs_setxattr(volume.path("dir"), "user.dir", value, UInt(value.count), 0) == 0)
+        #expect(epochfs_removexattr(volume.path("dir/inner"), "user.note") == 0)
+        let running = try reencryption()
+        #expect(running["state"] as? String == "running", "\(running)")
+        let counted = try keyIDs(volume)
+        #expect(counted["1"] ?? 0 > 0 && counted["2"] ?? 0 > 0, "\(counted)")
+        #expect(running["items_by_epoch"] as? [String: Int] == counted, "\(running)")
+
+        #expect(volume.control("reencrypt stop") == 0)
+        #expect(fallocate(held, 0, 70 * 4096, 4096) == 0 && fsync(held) == 0)
+        #expect(unlink(volume.path("dir/inner")) == 0 && unlink(volume.path("link")) == 0)
+        let stopped = try reencryption()
+        let afterStop = try keyIDs(volume)
+        #expect(stopped["state"] as? String == "stopped" && stopped["items_by_epoch"] as? [String: Int] == afterStop, "\(stopped)")
+
+        #expect(volume.control("reencrypt start 1000") == 0)
+        #expect(try waitUntil(seconds: 60) { try reencryption()["state"] as? String == "done" })
+        try write("after", blocks: 1)
+        let done = try reencryption()
+        let final = try keyIDs(volume)
+        #expect(final.keys.sorted() == ["2"] && done["items_by_epoch"] as? [String: Int] == final, "\(done) \(final)")
     }
 
     @Test func offlineRefusesAMountedVolume() throws {

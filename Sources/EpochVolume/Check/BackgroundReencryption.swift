@@ -20,7 +20,7 @@ public struct ReencryptionStatus: Codable, Equatable, Sendable {
     public let megabytesPerSecond: Double?
     public let etaSeconds: Double?
     /// Items (blocks, symlink targets, xattr values) of the whole volume by the epoch they name:
-    /// counted when the current or last pass began and moved as it reseals (`EpochCensus`).
+    /// counted when the current or last pass began, and kept exact since (`LiveCensus`).
     public let itemsByEpoch: [String: Int]?
     /// The epochs those items name, so also while a pass runs and after it stopped.
     public let epochsReferenced: [UInt32]?
@@ -117,11 +117,12 @@ public final class BackgroundReencryption: Sendable {
         guard let progress else {
             return ReencryptionStatus(running: isRunning, state: current, error: error)
         }
+        let census = tree.census.total(in: tree)
         return ReencryptionStatus(running: isRunning, state: current, rate: Double(bitPattern: rate.load(ordering: .relaxed)),
                                   targetEpoch: progress.target, blocksDone: progress.blocksDone, blocksTotal: progress.blocksTotal,
                                   megabytesPerSecond: progress.megabytesPerSecond, etaSeconds: progress.secondsLeft,
-                                  itemsByEpoch: progress.census.map { census in Dictionary(uniqueKeysWithValues: census.map { (String($0.key), $0.value) }) },
-                                  epochsReferenced: progress.census?.keys.sorted(), error: error)
+                                  itemsByEpoch: census.map { census in Dictionary(uniqueKeysWithValues: census.map { (String($0.key), $0.value) }) },
+                                  epochsReferenced: census?.keys.sorted(), error: error)
     }
 
     private func join() {
@@ -150,7 +151,7 @@ public final class BackgroundReencryption: Sendable {
         defer { running.store(false, ordering: .releasing) }
         var stopped = false
         do {
-            try Reencryption.run(tree, chunk: Self.chunk, copyLimit: Self.copyLimit, census: true) { progress in
+            try Reencryption.run(tree, chunk: Self.chunk, copyLimit: Self.copyLimit, census: tree.census) { progress in
                 self.state.withLock { $0.progress = progress }
                 self.waitUntilDue(progress)
                 stopped = self.stopRequested.load(ordering: .relaxed)

@@ -1,87 +1,110 @@
+import EpochIO
+import Glibc
+
 /// The items of a whole volume (file blocks, symlink targets, xattr values) by the epoch they
-/// name, kept exact while a re-encryption pass runs on a live mount: counted by a scan of key
-/// ids at the pass's start, and then, for each piece the pass looks at (a run of a file's
-/// blocks, an object's xattrs, a symlink), what the scan counted for it is replaced by what the
-/// pass left. Pieces are named by their backing path, as the scan and the pass both reach them.
+/// name, by object: counted by a scan of key ids, then each object counted again where it
+/// changed (a run of blocks a reseal rewrote, a file written through the mount, an object
+/// removed). Every change replaces what was counted for its object, so counts never drift.
 struct EpochCensus {
     /// Items by the epoch they name, for the whole volume.
     private(set) var total: [UInt32: Int] = [:]
-    private var objects: [String: Counted] = [:]
+    private var objects: [BackingNode.Identity: Counted] = [:]
 
-    /// What the scan counted for one object.
-    private struct Counted {
-        /// The key ids of its blocks in runs: each from its first block index on (nil: holes).
-        var blockRuns: [(first: Int, keyID: UInt32?)] = []
-        var blockCount = 0
+    /// What was counted for one object.
+    struct Counted {
+        /// The key ids of its blocks in runs: each from its first block index on (nil: holes
+        /// and blocks that name none).
+        private var blockRuns: [(first: Int, keyID: UInt32?)] = []
+        private var blockCount = 0
         var xattrs: [UInt32: Int] = [:]
         var symlink: UInt32?
 
-        mutating func addBlock(_ index: Int, keyID: UInt32?) {
-            if blockRuns.last.map({ $0.keyID != keyID }) ?? true { blockRuns.append((index, keyID)) }
-            blockCount = index + 1
+        /// Counted from the items a scan of one object emitted.
+        init(_ items: [ScanItem] = []) {
+            for item in items { add(item) }
         }
 
-        /// The blocks of `range` the scan found, by the epoch they named.
-        func keyIDs(of range: Range<Int>) -> [UInt32: Int] {
-            var counts: [UInt32: Int] = [:]
+        mutating func add(_ item: ScanItem) {
+            switch item.kind {
+            case let .block(index) where index == blockCount:
+                // A scan visits blocks in order: each one extends the last run or starts one.
+                if blockRuns.last.map({ $0.keyID != item.keyID }) ?? true { blockRuns.append((index, item.keyID)) }
+                blockCount += 1
+            case let .block(index): replaceBlocks(from: index, by: [item.keyID])
+            case .xattr: if let keyID = item.keyID { xattrs[keyID, default: 0] += 1 }
+            case .symlinkTarget: symlink = item.keyID
+            default: break
+            }
+        }
+
+        /// Its items by epoch.
+        var keyIDs: [UInt32: Int] {
+            var counts = xattrs
+            if let symlink { counts[symlink, default: 0] += 1 }
             for (position, run) in blockRuns.enumerated() {
-                let end = position + 1 < blockRuns.count ? blockRuns[position + 1].first : blockCount
-                let lower = max(run.first, range.lowerBound), upper = min(end, range.upperBound)
-                if let keyID = run.keyID, upper > lower { counts[keyID, default: 0] += upper - lower }
+                guard let keyID = run.keyID else { continue }
+                counts[keyID, default: 0] += end(of: position) - run.first
             }
             return counts
+        }
+
+        /// Blocks `first…` now name `keyIDs` (one each); the blocks after them stay as they were.
+        mutating func replaceBlocks(from first: Int, by keyIDs: [UInt32?]) {
+            let last = first + keyIDs.count
+            var runs = blockRuns.enumerated().compactMap { position, run in
+                run.first < first ? (run.first, run.keyID) as (first: Int, keyID: UInt32?) : nil
+            }
+            for (offset, keyID) in keyIDs.enumerated() { runs.append((first + offset, keyID)) }
+            for (position, run) in blockRuns.enumerated() where end(of: position) > last {
+                runs.append((max(run.first, last), run.keyID))
+            }
+            // Blocks between the old end and `first` (a reseal never leaves a gap; kept exact anyway).
+            if first > blockCount { runs.insert((blockCount, nil), at: runs.firstIndex { $0.first >= first } ?? runs.endIndex) }
+            blockCount = max(blockCount, last)
+            blockRuns = runs.reduce(into: []) { merged, run in
+                if merged.last?.keyID != run.keyID || merged.isEmpty { merged.append(run) }
+            }
+        }
+
+        private func end(of position: Int) -> Int {
+            position + 1 < blockRuns.count ? blockRuns[position + 1].first : blockCount
         }
     }
 
     /// Counts `tree`'s volume (a scan reading key ids only).
     init(_ tree: BackingTree) throws {
-        var census = EpochCensus()
-        _ = try VolumeScan.run(tree, opening: false) { item in census.count(item) }
-        self = census
-    }
-
-    private init() {}
-
-    private mutating func count(_ item: ScanItem) {
-        switch item.kind {
-        case let .block(index):
-            objects[item.backingPath, default: Counted()].addBlock(index, keyID: item.keyID)
-        case .xattr:
-            guard let keyID = item.keyID else { return }
-            objects[item.backingPath, default: Counted()].xattrs[keyID, default: 0] += 1
-        case .symlinkTarget:
-            objects[item.backingPath, default: Counted()].symlink = item.keyID
-        default:
-            return
+        var objects: [BackingNode.Identity: Counted] = [:]
+        _ = try VolumeScan.run(tree, opening: false) { item in
+            if let object = item.object { objects[object, default: Counted()].add(item) }
         }
-        if let keyID = item.keyID { total[keyID, default: 0] += 1 }
+        for (identity, counted) in objects { set(identity, to: counted) }
     }
 
-    /// Blocks `blocks` of the file at `path` now name the epochs `left` counts.
-    mutating func replaceBlocks(of path: String, in blocks: Range<Int>, by left: [UInt32: Int]) {
-        if let counted = objects[path] { subtract(counted.keyIDs(of: blocks)) }
-        add(left)
+    /// What `identity` holds now: `counted`, or nothing (nil: gone from the volume).
+    mutating func set(_ identity: BackingNode.Identity, to counted: Counted?) {
+        if let before = objects[identity] { subtract(before.keyIDs) }
+        objects[identity] = counted
+        if let counted { add(counted.keyIDs) }
     }
 
-    /// Every block of the file at `path` now names the epochs `left` counts.
-    mutating func replaceBlocks(of path: String, by left: [UInt32: Int]) {
-        replaceBlocks(of: path, in: 0..<Int.max, by: left)
+    /// Blocks `first…` of the file `identity` now name `keyIDs`.
+    mutating func replaceBlocks(of identity: BackingNode.Identity, from first: Int, by keyIDs: [UInt32?]) {
+        var counted = objects[identity] ?? Counted()
+        counted.replaceBlocks(from: first, by: keyIDs)
+        set(identity, to: counted)
     }
 
-    mutating func replaceXattrs(of path: String, by left: [UInt32: Int]) {
-        subtract(objects[path]?.xattrs ?? [:])
-        add(left)
+    /// Counts the object `node` again, whole; nothing once no name in the volume reaches it.
+    mutating func recount(_ node: BackingNode, in tree: BackingTree) {
+        guard let info = try? tree.volume.io.fstat(node.fd), info.st_nlink > 0 else { return set(node.identity, to: nil) }
+        set(node.identity, to: Counted(VolumeScan.census(of: node, in: tree)))
     }
 
-    mutating func replaceSymlink(at path: String, by left: UInt32?) {
-        if let before = objects[path]?.symlink { subtract([before: 1]) }
-        if let left { add([left: 1]) }
-    }
-
-    /// What a whole pass counted replaces everything: it looked at every item there is now.
-    mutating func replaceAll(by counted: [UInt32: Int]) {
-        total = counted.filter { $0.value > 0 }
-        objects = [:]
+    /// Counts the xattrs of `node` again, and nothing else of it.
+    mutating func recountXattrs(_ node: BackingNode, in tree: BackingTree) {
+        var counted = objects[node.identity] ?? Counted()
+        counted.xattrs = Counted(VolumeScan.census(of: node, in: tree, xattrsOnly: true)).xattrs
+        set(node.identity, to: counted)
     }
 
     private mutating func add(_ counts: [UInt32: Int]) { total.merge(counts, uniquingKeysWith: +) }

@@ -28,6 +28,15 @@ extension FileContent {
         }
     }
 
+    /// The epochs the current copies of `blocks` name (`storedKeyID`), up to the end of the file.
+    func storedKeyIDs(fd: FileDescriptor, in blocks: Range<Int>) throws -> [UInt32?] {
+        try access.withReadLock {
+            try loadSlots(fd)
+            let count = (try size(fd: fd) + layout.blockSize - 1) / layout.blockSize
+            return try blocks.clamped(to: 0..<count).map { try storedKeyID(of: $0, fd: fd) }
+        }
+    }
+
     /// The epoch block `index`'s current copy (in a shadow slot, or in place) names; nil for a
     /// hole (all zeros) or a copy too damaged to name one. The slots must be loaded.
     func storedKeyID(of index: Int, fd: FileDescriptor) throws -> UInt32? {

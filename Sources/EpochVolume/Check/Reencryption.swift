@@ -16,9 +16,6 @@ public struct ReencryptionProgress: Sendable {
     /// Items left naming each epoch by this pass so far (blocks, symlink targets, xattr values);
     /// after a whole pass, the epochs the volume still references.
     public var keyIDs: [UInt32: Int] = [:]
-    /// With a census (`run(census: true)`): the items of the whole volume by the epoch they
-    /// name, counted at the pass's start and moved as it reseals (`EpochCensus`).
-    public var census: [UInt32: Int]?
     /// Seconds since the walk started, and plaintext bytes of the blocks looked at meanwhile.
     public var seconds = 0.0
     public var bytesDone = 0
@@ -56,7 +53,8 @@ public struct Reencryption {
     private let clock = ContinuousClock()
     private let started: ContinuousClock.Instant
     private var progress = ReencryptionProgress()
-    private var census: EpochCensus?
+    /// The mount's census, which the walk counts afresh at each pass and keeps exact.
+    private let census: LiveCensus?
     private var resealedFiles: Set<BackingNode.Identity> = []
     /// Link files the symlinks walked use (FORMAT.md §5.4).
     private var linkFilesInUse: Set<String> = []
@@ -67,14 +65,14 @@ public struct Reencryption {
     /// of up to `copyLimit` plaintext bytes by copy-on-write where they may be. `report` gets the
     /// progress after each chunk, each file copied and each item; it returns false to stop the
     /// walk there (a later walk resumes it). Offline (`offline`), a complete pass also removes
-    /// the link files an earlier, killed walk left unused. With `census`, each pass first counts
-    /// the whole volume's items by epoch (`ReencryptionProgress.census`). Returns the progress as
-    /// the last pass left it.
+    /// the link files an earlier, killed walk left unused. With `census` (a mount's), each pass
+    /// first counts the whole volume's items by epoch and keeps the count exact as it reseals.
+    /// Returns the progress as the last pass left it.
     @discardableResult
     public static func run(_ tree: BackingTree, chunk: Int = offlineChunk, copyLimit: Int = .max, offline: Bool = false,
-                           census: Bool = false,
+                           census: LiveCensus? = nil,
                            report: @escaping (ReencryptionProgress) -> Bool = { _ in true }) throws -> ReencryptionProgress {
-        var walk = Reencryption(tree: tree, chunk: chunk, copyLimit: copyLimit, report: report)
+        var walk = Reencryption(tree: tree, chunk: chunk, copyLimit: copyLimit, census: census, report: report)
         while true {
             walk.progress.target = tree.volume.keys.activeEpoch
             walk.progress.keyIDs = [:]
@@ -84,20 +82,18 @@ public struct Reencryption {
             var seen: Set<BackingNode.Identity> = []
             walk.progress.blocksTotal = try VolumeScan.storedFiles(in: tree.root.fd, layout: tree.volume.contentLayout, io: tree.volume.io,
                                                                    seen: &seen).blocks
-            walk.census = try census ? EpochCensus(tree) : nil
-            walk.progress.census = walk.census?.total
-            guard try walk.reseal(directory: tree.root, path: ".") else { return walk.progress }
-            walk.census?.replaceAll(by: walk.progress.keyIDs)
-            walk.progress.census = walk.census?.total
+            try census?.begin(tree)
+            guard try walk.reseal(directory: tree.root) else { return walk.progress }
             if offline { _ = try tree.removeLinkFiles(except: walk.linkFilesInUse) }
             guard tree.volume.keys.activeEpoch != walk.progress.target else { return walk.progress }
         }
     }
 
-    private init(tree: BackingTree, chunk: Int, copyLimit: Int, report: @escaping (ReencryptionProgress) -> Bool) {
+    private init(tree: BackingTree, chunk: Int, copyLimit: Int, census: LiveCensus?, report: @escaping (ReencryptionProgress) -> Bool) {
         self.tree = tree
         self.chunk = chunk
         self.copyLimit = copyLimit
+        self.census = census
         self.report = report
         started = clock.now
     }
@@ -105,13 +101,11 @@ public struct Reencryption {
     private mutating func proceed() -> Bool {
         let elapsed = clock.now - started
         progress.seconds = Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18
-        progress.census = census?.total
         return report(progress)
     }
 
-    /// The attributes of `directory`, stored at `path` (from the root), and everything under
-    /// it; false when told to stop.
-    private mutating func reseal(directory: BackingNode, path: String) throws -> Bool {
+    /// The attributes of `directory` and everything under it; false when told to stop.
+    private mutating func reseal(directory: BackingNode) throws -> Bool {
         let entries: [DirectoryEntry]
         do {
             let handle = try tree.openDirectory(directory)
@@ -120,9 +114,8 @@ public struct Reencryption {
         } catch let error as SystemError where error.errno == ENOENT {
             return true // removed meanwhile (on a mount)
         }
-        try resealXattrs(directory, path: path)
+        try resealXattrs(directory)
         for entry in entries where !NameCodec.isInternal(entry.name) {
-            let entryPath = VolumeScan.join(path, entry.name)
             let node: BackingNode
             do {
                 node = try tree.backingNode(entry.name, in: directory.fd).node
@@ -131,24 +124,24 @@ public struct Reencryption {
             }
             switch node.fileType {
             case S_IFDIR:
-                guard try reseal(directory: node, path: entryPath) else { return false }
+                guard try reseal(directory: node) else { return false }
             case S_IFREG:
                 // Hard links share one object: resealed once.
                 guard resealedFiles.insert(node.identity).inserted else { continue }
-                try resealXattrs(node, path: entryPath)
+                try resealXattrs(node)
                 if let copied = try tree.resealByCopy(node, named: entry.name, in: directory, maxSize: copyLimit) {
-                    census?.replaceBlocks(of: entryPath, by: copied.keyIDs)
+                    recountReplaced(node, named: entry.name, in: directory)
                     add(copied, bytes: Int(try tree.attributes(of: node).st_size))
                     guard proceed() else { return false }
                 } else {
-                    guard try resealBlocks(node, path: entryPath) else { return false }
+                    guard try resealBlocks(node) else { return false }
                 }
             case S_IFLNK:
                 let (resealed, keyID, linkFile) = try tree.resealSymlink(entry.name, in: directory)
                 if let linkFile { linkFilesInUse.insert(linkFile) }
                 if resealed { progress.symlinksResealed += 1 }
                 if let keyID { progress.keyIDs[keyID, default: 0] += 1 }
-                census?.replaceSymlink(at: entryPath, by: keyID)
+                recountReplaced(node, named: entry.name, in: directory)
                 guard proceed() else { return false }
             default:
                 continue // fifos, sockets and devices hold nothing sealed
@@ -157,16 +150,24 @@ public struct Reencryption {
         return true
     }
 
-    private mutating func resealXattrs(_ node: BackingNode, path: String) throws {
+    private mutating func resealXattrs(_ node: BackingNode) throws {
         let (resealed, keyIDs) = try tree.resealXattrs(node)
         progress.xattrsResealed += resealed
         progress.keyIDs.merge(keyIDs, uniquingKeysWith: +)
-        census?.replaceXattrs(of: path, by: keyIDs)
+        census?.update { $0.recountXattrs(node, in: tree) }
     }
 
-    /// The blocks of the regular file `node`, stored at `path`, a chunk at a time; false when
-    /// told to stop.
-    private mutating func resealBlocks(_ node: BackingNode, path: String) throws -> Bool {
+    /// `node`, stored as `name` in `directory`, was replaced by a resealed copy: the census
+    /// counts it gone and the copy there now.
+    private func recountReplaced(_ node: BackingNode, named name: String, in directory: BackingNode) {
+        census?.update { census in
+            census.recount(node, in: tree)
+            if let copy = try? tree.backingNode(name, in: directory.fd).node { census.recount(copy, in: tree) }
+        }
+    }
+
+    /// The blocks of the regular file `node` a chunk at a time; false when told to stop.
+    private mutating func resealBlocks(_ node: BackingNode) throws -> Bool {
         try tree.withResealHandle(node) { handle, content in
             let blockSize = tree.volume.contentLayout.blockSize
             var first = 0
@@ -175,7 +176,9 @@ public struct Reencryption {
                 guard first * blockSize < size else { return true }
                 let blocks = first..<(first + chunk)
                 let count = try content.resealOlderBlocks(fd: handle, in: blocks)
-                census?.replaceBlocks(of: path, in: blocks, by: count.keyIDs)
+                try census?.update { census in
+                    census.replaceBlocks(of: node.identity, from: blocks.lowerBound, by: try content.storedKeyIDs(fd: handle, in: blocks))
+                }
                 add(count, bytes: min(size, blocks.upperBound * blockSize) - blocks.lowerBound * blockSize)
                 first = blocks.upperBound
                 guard proceed() else { return false }

@@ -83,6 +83,8 @@ public struct ScanItem: Sendable {
     public let path: String?
     /// The object's path relative to the backing directory ("." for the root).
     public let backingPath: String
+    /// The object a block, symlink target or xattr value belongs to.
+    public let object: BackingNode.Identity?
     /// The epoch the item is sealed under, where it names one.
     public let keyID: UInt32?
     public let problem: Problem?
@@ -151,6 +153,22 @@ public struct VolumeScan {
         return scan.summary
     }
 
+    /// The items of the one object `node` (its xattrs, and its blocks or symlink target unless
+    /// `xattrsOnly`), key ids read only: what a census counts for it.
+    static func census(of node: BackingNode, in tree: BackingTree, xattrsOnly: Bool = false) -> [ScanItem] {
+        var items: [ScanItem] = []
+        var scan = VolumeScan(tree: tree, opening: false, visit: { items.append($0) }, report: { _ in })
+        let backingPath = "(object \(node.identity.inode))"
+        switch node.fileType {
+        case S_IFREG, S_IFDIR:
+            scan.scanXattrs(node, path: nil, backingPath: backingPath)
+            if node.fileType == S_IFREG && !xattrsOnly { scan.scanBlocks(node, path: nil, backingPath: backingPath) }
+        case S_IFLNK where !xattrsOnly: scan.scanSymlink(node, path: nil, backingPath: backingPath)
+        default: break
+        }
+        return items
+    }
+
     private init(tree: BackingTree, opening: Bool, visit: @escaping (ScanItem) -> Void, report: @escaping (ScanProgress) -> Void) {
         self.tree = tree
         self.opening = opening
@@ -158,9 +176,9 @@ public struct VolumeScan {
         self.report = report
     }
 
-    private mutating func emit(_ kind: ScanItem.Kind, path: String?, backingPath: String, keyID: UInt32? = nil,
-                               problem: ScanItem.Problem? = nil) {
-        let item = ScanItem(kind: kind, path: path, backingPath: backingPath, keyID: keyID, problem: problem)
+    private mutating func emit(_ kind: ScanItem.Kind, path: String?, backingPath: String, object: BackingNode? = nil,
+                               keyID: UInt32? = nil, problem: ScanItem.Problem? = nil) {
+        let item = ScanItem(kind: kind, path: path, backingPath: backingPath, object: object?.identity, keyID: keyID, problem: problem)
         summary.counts[kind.category, default: 0] += 1
         if let keyID { summary.keyIDs[keyID, default: 0] += 1 }
         if problem != nil { summary.problems.append(item) }
@@ -283,7 +301,7 @@ public struct VolumeScan {
         let storedSize = (try? io.size(handle)) ?? 0
         do {
             try node.content!.visitStoredBlocks(fd: handle, opening: opening) { block in
-                emit(.block(block.index), path: path, backingPath: backingPath, keyID: block.keyID, problem: block.error.map(Self.problem))
+                emit(.block(block.index), path: path, backingPath: backingPath, object: node, keyID: block.keyID, problem: block.error.map(Self.problem))
                 progress.bytesDone += block.length + Envelope.overhead
                 if block.index % 256 == 255 { report(progress) }
             }
@@ -307,7 +325,7 @@ public struct VolumeScan {
         } catch {
             problem = .damaged("\(error)")
         }
-        emit(.symlinkTarget, path: path, backingPath: backingPath, keyID: keyID, problem: problem)
+        emit(.symlinkTarget, path: path, backingPath: backingPath, object: node, keyID: keyID, problem: problem)
     }
 
     private mutating func scanXattrs(_ node: BackingNode, path: String?, backingPath: String) {
@@ -335,7 +353,8 @@ public struct VolumeScan {
             } catch {
                 problem = .damaged("\(error)")
             }
-            emit(.xattr(backingName: backingName, name: name), path: path, backingPath: backingPath, keyID: keyID, problem: problem)
+            emit(.xattr(backingName: backingName, name: name), path: path, backingPath: backingPath, object: node, keyID: keyID,
+                 problem: problem)
         }
     }
 

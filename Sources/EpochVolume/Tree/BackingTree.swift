@@ -71,6 +71,9 @@ public final class BackingTree: Sendable {
     static let resealName = "epochfs.reseal"
     /// The backing file system's largest file, for `maxFileSize` (RequestLimits.swift).
     let backingSizeLimit = BackingSizeLimit()
+    /// The items by epoch a re-encryption of the mount counts (`LiveCensus`): every change made
+    /// here is noted to it.
+    public let census = LiveCensus()
     /// A `noatime` mount's: backing files and directories are read with O_NOATIME. The kernel
     /// leaves a FUSE file's atime to the daemon, so the backing reads would set it otherwise.
     let keepsAccessTimes: Bool

@@ -18,6 +18,7 @@ extension BackingTree {
             }
             if flags & O_TRUNC != 0, let content = node.content, info.st_size > 0 {
                 try content.truncate(fd: handle!, to: 0)
+                census.noteChanged(node)
                 info.st_size = 0
             }
             return (handle!, node, info)
@@ -56,7 +57,7 @@ extension BackingTree {
     /// A symlink to `target`, sealed under the active epoch (docs/FORMAT.md §5.4).
     public func symlink(_ target: [UInt8], named name: [UInt8], in directory: BackingNode, owner: Owner?) throws -> (BackingNode, stat) {
         guard target.count <= SymlinkCodec.maxTarget else { throw SystemError("symlink", path: "", errno: ENAMETOOLONG) }
-        return try createEntry(name, in: directory, owner: owner) { backingName in
+        let made = try createEntry(name, in: directory, owner: owner) { backingName in
             try volume.sealing { epoch in
                 let (backingTarget, side) = try volume.symlinks.encrypt(target, epoch: epoch)
                 if let side { try writeLinkFile(side.name, bytes: side.bytes) }
@@ -68,6 +69,8 @@ extension BackingTree {
                 }
             }
         }
+        census.noteChanged(made.0)
+        return made
     }
 
     /// A hard link: a backing hard link, so both names share the file id and its content.
@@ -83,7 +86,9 @@ extension BackingTree {
     private func unlinkEntry(_ name: [UInt8], in directory: BackingNode) throws {
         let backing = try backingName(name, in: directory)
         let sideFile = longSymlinkSideFile(ifLastLinkOf: backing.name, in: directory)
+        let removed = census.objectBeforeRemoval(backing.name, in: directory, of: self)
         try removing([(backing.name, directory)]) { try io.unlinkat(backing.name, in: directory.fd, removeDirectory: false) }
+        census.noteChanged(removed)
         discardSideFile(of: backing, in: directory)
         removeLinkFile(sideFile)
     }
@@ -94,6 +99,7 @@ extension BackingTree {
 
     func removeDirectory(_ name: [UInt8], in directory: BackingNode) throws {
         let backing = try backingName(name, in: directory)
+        let removedObject = census.objectBeforeRemoval(backing.name, in: directory, of: self)
         try io.withOpened(backing.name, in: directory.fd, flags: O_RDONLY | O_DIRECTORY | O_NOFOLLOW) { removed in
             // Only the IV may be left: then it goes, and the directory with it.
             guard try io.readdir(removed).allSatisfy({ DirectoryIV.isOwnFile($0.name) }) else {
@@ -112,6 +118,7 @@ extension BackingTree {
                 }
             }
         }
+        census.noteChanged(removedObject)
         discardSideFile(of: backing, in: directory)
     }
 
@@ -126,6 +133,7 @@ extension BackingTree {
         try writeLongNameSideFile(of: new, in: to)
         let moving = flags & epochfs_RENAME_EXCHANGE == 0 && !(from === to && old == new)
         let replacedLinkFile = moving ? longSymlinkSideFile(ifLastLinkOf: new.name, in: to) : nil
+        let replaced = moving ? census.objectBeforeRemoval(new.name, in: to, of: self) : nil
         // The old name leaves (or becomes a whiteout, or the other entry) and the new one names
         // another object: both are let go first, before anything of theirs changes.
         let changed = old == new && from === to ? [] : [(old.name, from), (new.name, to)]
@@ -147,6 +155,7 @@ extension BackingTree {
         }
         // An exchange keeps both names in place; a move leaves the old name unused, unless a
         // whiteout (RENAME_WHITEOUT, as overlayfs asks) now takes it: a long one keeps its side file.
+        census.noteChanged(replaced)
         if moving {
             if flags & epochfs_RENAME_WHITEOUT == 0 { discardSideFile(of: old, in: from) }
             removeLinkFile(replacedLinkFile)
