@@ -26,6 +26,9 @@ public enum MountSession {
         // The kernel has applied the caller's umask to every mode it sends; ours must not
         // narrow it again (a new file asked as 0642 stays 0642).
         umask(0)
+        // Every node the kernel holds keeps an O_PATH descriptor (as in passthrough_hp): a tree
+        // of thousands of files needs more than the usual soft limit of 1,024.
+        raiseOpenFileLimit()
         // Held for the daemon's whole life (the descriptor survives the fork of daemonizing):
         // no second mount and no offline command writes the backing dir meanwhile.
         let owner = try VolumeOwner(claiming: backing, for: .mounting(pid: getpid(), mountpoint: mountpoint))
@@ -101,6 +104,14 @@ public enum MountSession {
         }
         try? volume.anchor?.cover()
         logger.info("unmounting", metadata: ["mountpoint": "\(mountpoint)", "loop status": "\(status)"])
+    }
+
+    /// Raises the soft limit on open descriptors to the hard one.
+    private static func raiseOpenFileLimit() {
+        var limit = rlimit()
+        guard getrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &limit) == 0, limit.rlim_cur < limit.rlim_max else { return }
+        limit.rlim_cur = limit.rlim_max
+        _ = setrlimit(__rlimit_resource_t(RLIMIT_NOFILE.rawValue), &limit)
     }
 
     private static func makeOperations() -> fuse_lowlevel_ops {

@@ -8,6 +8,27 @@ import Testing
         try run("/bin/sh", ["-c", script], currentDirectory: directory)
     }
 
+    /// Every node the kernel holds keeps a descriptor in the daemon: started with a soft limit
+    /// of 256 open files (a hard one above), it raises its own and serves 1,000 files at once.
+    @Test func aTreeOfMoreFilesThanTheSoftLimitOfDescriptors() throws {
+        let volume = try MountedVolume()
+        defer { volume.destroy() }
+        volume.unmount()
+        try volume.mount(launcher: ["/usr/bin/prlimit", "--nofile=256:4096"])
+        try FileManager.default.createDirectory(atPath: volume.path("many"), withIntermediateDirectories: false)
+        let failed = (0..<1000).filter { index in
+            let fd = open(volume.path("many/\(index)"), O_WRONLY | O_CREAT, 0o644)
+            defer { if fd >= 0 { close(fd) } }
+            return fd < 0
+        }
+        #expect(failed.isEmpty, "\(failed.count) creates failed: \(volume.mountLog.suffix(500))")
+        #expect(try FileManager.default.contentsOfDirectory(atPath: volume.path("many")).count == 1000)
+        let limits = try String(contentsOfFile: "/proc/\(try #require(volume.daemonPID))/limits", encoding: .utf8)
+        #expect(limits.split(separator: "\n").contains {
+            $0.hasPrefix("Max open files") && $0.split(separator: " ", omittingEmptySubsequences: true).dropFirst(3).prefix(2) == ["4096", "4096"]
+        }, "\(limits)")
+    }
+
     @Test func untarGitAndSqlite() throws {
         let volume = try MountedVolume()
         defer { volume.destroy() }

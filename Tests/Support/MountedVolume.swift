@@ -83,10 +83,12 @@ public final class MountedVolume: @unchecked Sendable {
         try runBounded([binary] + arguments, seconds: 120)
     }
 
-    public func mount(options: [String] = []) throws {
+    /// Mounts with `options`; `launcher` (a program and its arguments that execs the rest, as
+    /// prlimit does) runs the daemon.
+    public func mount(options: [String] = [], launcher: [String] = []) throws {
         let transport = FUSETransport.requested
         let options = transport == .devFuse && !options.contains(where: { $0.hasPrefix("io_uring=") }) ? options + ["io_uring=off"] : options
-        let process = try ChildProcess([binary, "mount", backing, mountpoint, "-f"] + options.flatMap { ["-o", $0] }
+        let process = try ChildProcess(launcher + [binary, "mount", backing, mountpoint, "-f"] + options.flatMap { ["-o", $0] }
                                            + (mountKeySource.map { ["--key-source", $0] } ?? []),
                                        stdoutPath: "/dev/null", stderrPath: logPath)
         self.process = process
