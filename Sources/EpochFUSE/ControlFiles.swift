@@ -170,21 +170,7 @@ final class ControlFiles: Sendable {
     func statusJSON() throws -> String {
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-        let status = volume.status(lastError: state.withLock { $0.lastError }, reencryption: reencryption.status)
-        return String(decoding: try encoder.encode(MountStatus(volume: status, transport: transport.report)), as: UTF8.self)
-    }
-}
-
-/// The volume's status and, beside its keys, the mount's FUSE transport.
-private struct MountStatus: Encodable {
-    let volume: VolumeStatus
-    let transport: TransportStatus.Report
-
-    enum CodingKeys: String, CodingKey { case transport }
-
-    func encode(to encoder: any Encoder) throws {
-        try volume.encode(to: encoder)
-        var container = encoder.container(keyedBy: CodingKeys.self)
-        try container.encode(transport, forKey: .transport)
+        let status = volume.status(lastError: state.withLock { $0.lastError }, reencryption: reencryption.status, transport: transport.report)
+        return String(decoding: try encoder.encode(status), as: UTF8.self)
     }
 }

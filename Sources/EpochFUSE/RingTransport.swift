@@ -1,6 +1,7 @@
 import CFuse3
 import CLinux
 import CURing
+import EpochVolume
 import Foundation
 import Glibc
 import Logging
@@ -138,16 +139,7 @@ final class TransportStatus: Sendable {
     let ring = Atomic<Bool>(false)
     let ringRequests = Atomic<UInt64>(0)
 
-    struct Report: Encodable {
-        let kind: String
-        let ringRequests: UInt64
-
-        enum CodingKeys: String, CodingKey {
-            case kind, ringRequests = "ring_requests"
-        }
-    }
-
-    var report: Report {
-        Report(kind: ring.load(ordering: .relaxed) ? "io_uring" : "dev_fuse", ringRequests: ringRequests.load(ordering: .relaxed))
+    var report: VolumeStatus.Transport {
+        VolumeStatus.Transport(kind: ring.load(ordering: .relaxed) ? "io_uring" : "dev_fuse", ringRequests: ringRequests.load(ordering: .relaxed))
     }
 }

@@ -179,8 +179,8 @@ public final class LiveVolume: Sendable {
     }
 
     /// What the mount's status file shows: the header, the counters, the last control error, re-encryption.
-    public func status(lastError: String?, reencryption: ReencryptionStatus) -> VolumeStatus {
-        VolumeStatus(header, counters: counters, lastError: lastError, reencryption: reencryption)
+    public func status(lastError: String?, reencryption: ReencryptionStatus, transport: VolumeStatus.Transport) -> VolumeStatus {
+        VolumeStatus(header, counters: counters, lastError: lastError, reencryption: reencryption, transport: transport)
     }
 
     /// What the mount's metrics file shows, in the Prometheus text format.

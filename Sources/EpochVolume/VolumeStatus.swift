@@ -38,10 +38,28 @@ public struct VolumeStatus: Codable, Equatable, Sendable {
     public let lastError: String?
     /// Mount only: what a re-encryption started through the control file is doing.
     public let reencryption: ReencryptionStatus?
+    /// Mount only: how the kernel's requests reach the daemon.
+    public let transport: Transport?
     public let isMounted: Bool
 
+    /// Whether the kernel sends the mount's requests through FUSE over io_uring rings
+    /// (`io_uring`) or /dev/fuse alone (`dev_fuse`), and how many the rings have served.
+    public struct Transport: Codable, Equatable, Sendable {
+        public let kind: String
+        public let ringRequests: UInt64
+
+        public init(kind: String, ringRequests: UInt64) {
+            self.kind = kind
+            self.ringRequests = ringRequests
+        }
+
+        enum CodingKeys: String, CodingKey {
+            case kind, ringRequests = "ring_requests"
+        }
+    }
+
     public init(_ header: VolumeHeader, counters: VolumeCounters? = nil, lastError: String? = nil,
-                reencryption: ReencryptionStatus? = nil) {
+                reencryption: ReencryptionStatus? = nil, transport: Transport? = nil) {
         volumeID = header.volumeID.description
         formatVersion = header.slot.formatVersion
         epoch = header.epoch
@@ -60,6 +78,7 @@ public struct VolumeStatus: Codable, Equatable, Sendable {
         self.lastError = lastError
         // A mount always says whether re-encryption runs.
         self.reencryption = counters == nil ? nil : reencryption ?? ReencryptionStatus(running: false)
+        self.transport = transport
         isMounted = counters != nil
     }
 
@@ -67,7 +86,7 @@ public struct VolumeStatus: Codable, Equatable, Sendable {
         case volumeID = "volume_id", formatVersion = "format_version", epoch, sequence, headerSlot = "header_slot", blockSize = "block_size"
         case raftCutover = "raft_cutover", keySource = "key_source", keyDerivation = "key_derivation", keyring
         case clusterID = "cluster_id"
-        case counters, lastError = "last_error", reencryption
+        case counters, lastError = "last_error", reencryption, transport
     }
 
     /// Reads what `encode(to:)` writes: a status with counters is a mount's.
@@ -87,6 +106,7 @@ public struct VolumeStatus: Codable, Equatable, Sendable {
         counters = try container.decodeIfPresent(Counters.self, forKey: .counters)
         lastError = try container.decodeIfPresent(String.self, forKey: .lastError)
         reencryption = try container.decodeIfPresent(ReencryptionStatus.self, forKey: .reencryption)
+        transport = try container.decodeIfPresent(Transport.self, forKey: .transport)
         isMounted = counters != nil
     }
 
@@ -108,5 +128,6 @@ public struct VolumeStatus: Codable, Equatable, Sendable {
         try container.encode(counters, forKey: .counters)
         try container.encode(lastError, forKey: .lastError)
         try container.encode(reencryption, forKey: .reencryption)
+        try container.encodeIfPresent(transport, forKey: .transport)
     }
 }

@@ -105,10 +105,17 @@ struct Status: ParsableCommand {
                 \(status.counters?.authenticationFailures ?? 0) authentication failures
                 failed calls  \(failedCalls(status))
                 last error    \(status.lastError ?? "none")
+                transport     \(describe(status.transport))
                 \(describe(status.reencryption))
                 """)
         }
     }
+}
+
+/// `io_uring (N requests through the rings)` or `/dev/fuse`.
+private func describe(_ transport: VolumeStatus.Transport?) -> String {
+    guard let transport else { return "unknown" }
+    return transport.kind == "io_uring" ? "io_uring (\(transport.ringRequests) requests through the rings)" : "/dev/fuse"
 }
 
 /// The calls answered with a failing disk's errno, `ENOSPC 2, EROFS 1`, or `none`.

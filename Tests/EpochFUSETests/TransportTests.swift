@@ -54,6 +54,8 @@ import Testing
         #expect(after.kind == "io_uring")
         // At least a create, write, fsync, release, lookup and read per file and more besides.
         #expect(after.ringRequests - before.ringRequests >= 40, "\(before) → \(after)")
+        let text = try volume.epochfs("status", volume.mountpoint).stdout
+        #expect(text.contains("transport     io_uring ("), "\(text)")
         volume.unmount()
         #expect(!volume.mountLog.contains("error"), "\(volume.mountLog)")
     }
@@ -66,6 +68,8 @@ import Testing
         let served = try transport(volume)
         #expect(served.kind == "dev_fuse")
         #expect(served.ringRequests == 0)
+        let text = try volume.epochfs("status", volume.mountpoint).stdout
+        #expect(text.contains("transport     /dev/fuse\n"), "\(text)")
         #expect(!volume.mountLog.contains("io_uring"), "\(volume.mountLog)")
     }
 
