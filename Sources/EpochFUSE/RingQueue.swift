@@ -4,11 +4,12 @@ import CURing
 import Glibc
 import Synchronization
 
-/// One FUSE ring queue (the kernel keeps one per possible CPU and hands a request to the queue
-/// of the CPU it was made on) and the thread that owns its io_uring: it registers the entries,
-/// serves each request it is handed on libfuse's handlers and, in one submission, commits the
-/// reply and fetches the next. Only that thread submits to or waits on the ring (the kernel
-/// fills an entry in task work that runs while it waits).
+/// A thread serving one FUSE ring queue (the kernel keeps one per possible CPU and hands a
+/// request to the queue of the CPU it was made on) with an io_uring of its own: it registers
+/// its entries in that queue, serves each request it is handed on libfuse's handlers and, in
+/// one submission, commits the reply and fetches the next. Several serve each queue, so a
+/// request that waits holds up only its own entries. Only this thread submits to or waits on
+/// its ring (the kernel fills an entry in task work that runs while it waits).
 final class RingQueue: @unchecked Sendable {
     /// The wait for the stop signal; entries use their index.
     private static let stopTag = UInt64.max
@@ -66,7 +67,7 @@ final class RingQueue: @unchecked Sendable {
         var all = sigset_t()
         sigfillset(&all)
         pthread_sigmask(SIG_BLOCK, &all, nil)
-        let queueDepth = UInt32(RingTransport.entriesPerQueue * 2 + 2)
+        let queueDepth = UInt32(RingTransport.entriesPerThread * 2 + 2)
         var failure: Int32 = 0
         ring = epochfs_ring_create(queueDepth, &failure)
         setupError.store(failure, ordering: .releasing)
