@@ -90,8 +90,8 @@ final class Frontend: Sendable {
 
     /// The errno a failure becomes. Authentication failures and every other integrity problem
     /// are EIO, with a log line naming the file (`nodeID`'s plaintext path where it decrypts),
-    /// the block and the reason; never wrong data.
-    func errno(for error: any Error, _ operation: String, nodeID: fuse_ino_t? = nil) -> Int32 {
+    /// the block and the reason, and for a directory's the entry asked for; never wrong data.
+    func errno(for error: any Error, _ operation: String, nodeID: fuse_ino_t? = nil, entry: String? = nil) -> Int32 {
         switch error {
         case let error as SystemError:
             volume.counters.countFailure(error.errno)
@@ -99,6 +99,7 @@ final class Frontend: Sendable {
         case let error as ContentError:
             var metadata: Logger.Metadata = ["operation": "\(operation)"]
             if let nodeID, case let .backing(node) = try? resolve(nodeID) { metadata["path"] = "\(tree.plaintextPath(of: node))" }
+            if let entry { metadata["entry"] = "\(entry)" } // of the directory at `path`
             switch error {
             case let .block(index, reason):
                 metadata["block"] = "\(index)"
@@ -119,6 +120,7 @@ final class Frontend: Sendable {
         case let error as DirectoryError:
             var metadata: Logger.Metadata = ["operation": "\(operation)", "reason": "\(error)"]
             if let nodeID, case let .backing(node) = try? resolve(nodeID) { metadata["directory"] = "\(tree.plaintextPath(of: node))" }
+            if let entry { metadata["entry"] = "\(entry)" }
             volume.counters.authenticationFailures.add(1, ordering: .relaxed)
             logIntegrity("directory integrity failure", metadata)
             volume.counters.countFailure(EIO)

@@ -17,13 +17,13 @@ enum Operations {
     /// Runs `body`, replying with the errno of whatever it throws.
     /// `node` names the file in the log line of an integrity failure.
     static func replying(_ request: fuse_req_t?, _ operation: String, node: fuse_ino_t? = nil,
-                         _ body: (Frontend, Request) throws -> Void) {
+                         entry: UnsafePointer<CChar>? = nil, _ body: (Frontend, Request) throws -> Void) {
         let fs = frontend(request)
         fs.metrics.count(operation)
         do {
             try body(fs, Request(raw: request!))
         } catch {
-            let errno = fs.errno(for: error, operation, nodeID: node)
+            let errno = fs.errno(for: error, operation, nodeID: node, entry: entry.map { String(cString: $0) })
             fs.metrics.countError(errno)
             fuse_reply_err(request, errno)
         }
@@ -47,7 +47,7 @@ enum Operations {
     // MARK: Entries
 
     static func lookup(_ request: fuse_req_t?, _ parent: fuse_ino_t, _ name: UnsafePointer<CChar>?) {
-        replying(request, "lookup") { fs, request in
+        replying(request, "lookup", node: parent, entry: name) { fs, request in
             let name = nameBytes(name)
             if name == [0x2e] || name == [0x2e, 0x2e] { return request.replyEntry(try fs.dotEntry(name, in: UInt64(parent))) }
             if let virtual = fs.control.lookup(parent: UInt64(parent), name: name) { return request.replyEntry(virtual) }
@@ -158,14 +158,14 @@ enum Operations {
     }
 
     static func unlink(_ request: fuse_req_t?, _ parent: fuse_ino_t, _ name: UnsafePointer<CChar>?) {
-        replying(request, "unlink") { fs, request in
+        replying(request, "unlink", node: parent, entry: name) { fs, request in
             try fs.tree.unlink(nameBytes(name), in: try fs.backing(parent, orFail: EPERM))
             request.replyOK()
         }
     }
 
     static func rmdir(_ request: fuse_req_t?, _ parent: fuse_ino_t, _ name: UnsafePointer<CChar>?) {
-        replying(request, "rmdir") { fs, request in
+        replying(request, "rmdir", node: parent, entry: name) { fs, request in
             try fs.tree.rmdir(nameBytes(name), in: try fs.backing(parent, orFail: EPERM))
             request.replyOK()
         }

@@ -158,7 +158,8 @@ import Testing
         // to stderr.
         try volume.mount()
         #expect(open(volume.path("f"), O_RDONLY) == -1 && errno == EIO)
-        #expect(volume.mountLog.contains("operation=lookup") && volume.mountLog.contains("older than the"), "\(volume.mountLog)")
+        #expect(volume.mountLog.contains("operation=lookup") && volume.mountLog.contains("older than the")
+                    && volume.mountLog.contains("entry=f ") && volume.mountLog.contains("directory=/ "), "\(volume.mountLog)")
     }
 }
 

@@ -51,9 +51,7 @@ struct EpochCensus {
         /// Blocks `first…` now name `keyIDs` (one each); the blocks after them stay as they were.
         mutating func replaceBlocks(from first: Int, by keyIDs: [UInt32?]) {
             let last = first + keyIDs.count
-            var runs = blockRuns.enumerated().compactMap { position, run in
-                run.first < first ? (run.first, run.keyID) as (first: Int, keyID: UInt32?) : nil
-            }
+            var runs = blockRuns.filter { $0.first < first }
             for (offset, keyID) in keyIDs.enumerated() { runs.append((first + offset, keyID)) }
             for (position, run) in blockRuns.enumerated() where end(of: position) > last {
                 runs.append((max(run.first, last), run.keyID))
