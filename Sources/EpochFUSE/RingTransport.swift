@@ -11,17 +11,13 @@ import Synchronization
 /// of it. The INIT request and reply, interrupts, forgets and notifications stay on /dev/fuse
 /// (libfuse's loop keeps reading it); once every queue has registered an entry, the kernel
 /// sends every other request through the rings (`RingQueue`), to the same low-level handlers.
-/// Each kernel queue is served by several threads with a ring and one entry each, so that a
-/// request that waits (an fsync, a rekey's key command) holds up no other request of its CPU.
 ///
 /// Life: `start` (after daemonizing: threads do not survive a fork) makes a ring per possible
 /// CPU; the INIT reply (`DeviceIO`) offers the transport only if the kernel did and `prepare`
 /// made every entry; after the reply `register` lets the queues register; `stop` ends them.
 final class RingTransport: @unchecked Sendable {
-    /// Requests each queue can hold at once (libfuse 3.18's default depth is 8): as many
-    /// threads, each with its own ring and one entry.
+    /// Requests each queue can hold at once (libfuse 3.18's default depth is 8).
     static let entriesPerQueue = 8
-    static let entriesPerThread = 1
     static let parameter = "/sys/module/fuse/parameters/enable_uring"
 
     let session: OpaquePointer
@@ -29,6 +25,8 @@ final class RingTransport: @unchecked Sendable {
     let status: TransportStatus
     /// An eventfd each queue's ring waits on: written once, to stop them.
     let stopSignal: Int32
+    /// Serve what may wait long, for every queue.
+    let workers = RingWorkers(count: entriesPerQueue)
     private let logger: Logger
     private var queues: [RingQueue] = []
     private var prepared: [[RingEntry]] = []
@@ -63,8 +61,8 @@ final class RingTransport: @unchecked Sendable {
         }
         let transport = RingTransport(session: session, device: fuse_session_fd(session), status: status,
                                       stopSignal: stopSignal, logger: logger)
-        for id in 0..<queueCount * (entriesPerQueue / entriesPerThread) {
-            let queue = RingQueue(id: UInt16(id % queueCount), transport: transport)
+        for id in 0..<queueCount {
+            let queue = RingQueue(id: UInt16(id), transport: transport)
             let failure = queue.start()
             if failure != 0 {
                 logger.warning("FUSE transport: /dev/fuse; io_uring setup failed: \(String(cString: strerror(failure)))")
@@ -80,7 +78,7 @@ final class RingTransport: @unchecked Sendable {
     /// (the largest write, or the pages of the largest read).
     func prepare(maxWrite: Int, maxPages: Int) {
         let payloadCapacity = max(8192, maxWrite, maxPages * Int(getpagesize()))
-        prepared = queues.map { _ in (0..<Self.entriesPerThread).map { RingEntry(index: $0, payloadCapacity: payloadCapacity) } }
+        prepared = queues.map { _ in (0..<Self.entriesPerQueue).map { RingEntry(index: $0, payloadCapacity: payloadCapacity) } }
     }
 
     /// The INIT reply announcing the transport reached the kernel: the queues register.
@@ -88,7 +86,7 @@ final class RingTransport: @unchecked Sendable {
         for (queue, entries) in zip(queues, prepared) { queue.register(entries) }
         prepared = []
         status.ring.store(true, ordering: .relaxed)
-        logger.notice("FUSE transport: io_uring, \(queues.count * Self.entriesPerThread / Self.entriesPerQueue) queues of \(Self.entriesPerQueue) requests, a thread each")
+        logger.notice("FUSE transport: io_uring, \(queues.count) queues of \(Self.entriesPerQueue) requests")
     }
 
     /// The kernel did not take the transport at INIT: the session serves /dev/fuse.
@@ -103,6 +101,7 @@ final class RingTransport: @unchecked Sendable {
         _ = write(stopSignal, &one, MemoryLayout<UInt64>.size)
         for queue in queues { queue.join() }
         queues = []
+        workers.stop()
         close(stopSignal)
     }
 
