@@ -8,6 +8,7 @@ public struct ByteWriter {
     public mutating func append(_ value: UInt16) { appendBigEndian(value) }
     public mutating func append(_ value: UInt32) { appendBigEndian(value) }
     public mutating func append(_ value: UInt64) { appendBigEndian(value) }
+    public mutating func append(_ epoch: Epoch) { appendBigEndian(epoch.rawValue) }
     public mutating func append<S: Sequence<UInt8>>(contentsOf other: S) { bytes.append(contentsOf: other) }
     public mutating func appendZeros(_ count: Int) { bytes.append(contentsOf: repeatElement(0, count: count)) }
 
@@ -40,6 +41,7 @@ public struct ByteReader {
     public mutating func readUInt16() throws(FormatError) -> UInt16 { try readInteger() }
     public mutating func readUInt32() throws(FormatError) -> UInt32 { try readInteger() }
     public mutating func readUInt64() throws(FormatError) -> UInt64 { try readInteger() }
+    public mutating func readEpoch() throws(FormatError) -> Epoch { Epoch(rawValue: try readInteger()) }
 
     private mutating func readInteger<T: FixedWidthInteger>() throws(FormatError) -> T {
         try read(MemoryLayout<T>.size).reduce(T(0)) { ($0 << 8) | T($1) }

@@ -11,11 +11,11 @@ public enum EnvelopeError: Error, Equatable, Sendable, CustomStringConvertible {
     /// key_id 0, which is reserved and never names a key.
     case reservedKeyID
     /// The keyring holds no key for this key_id (epoch).
-    case unknownKeyID(UInt32)
+    case unknownKeyID(Epoch)
     /// The key_id names an epoch whose keys were retired (dropped).
-    case retiredKey(UInt32)
+    case retiredKey(Epoch)
     /// The tag did not verify: tampered bytes, wrong location, wrong key or wrong purpose.
-    case authenticationFailed(keyID: UInt32)
+    case authenticationFailed(keyID: Epoch)
 
     public var description: String {
         switch self {
@@ -31,7 +31,7 @@ public enum EnvelopeError: Error, Equatable, Sendable, CustomStringConvertible {
 }
 
 /// Looks up the AEAD key for an envelope's key_id, or says why there is none.
-public typealias EnvelopeKeyLookup = (UInt32) throws -> AESGCMKey
+public typealias EnvelopeKeyLookup = (Epoch) throws -> AESGCMKey
 
 /// The one envelope layout both epochfs envelopes share (docs/FORMAT.md §2.1):
 /// `version(1) ‖ flag(1) ‖ key_id(BE32) ‖ nonce(12) ‖ ciphertext ‖ tag(16)`.
@@ -42,25 +42,25 @@ public enum Envelope {
     public static let overhead = headerSize + AESGCMKey.tagSize
 
     /// Checks length, version, flag and key id, and returns the key id.
-    public static func keyID(of envelope: UnsafeRawBufferPointer) throws(EnvelopeError) -> UInt32 {
+    public static func keyID(of envelope: UnsafeRawBufferPointer) throws(EnvelopeError) -> Epoch {
         guard envelope.count >= overhead else { throw .shortInput(length: envelope.count) }
         guard envelope[0] == version else { throw .badVersion(envelope[0]) }
         guard envelope[1] == flag else { throw .badFlag(envelope[1]) }
-        let keyID = UInt32(envelope[2]) << 24 | UInt32(envelope[3]) << 16 | UInt32(envelope[4]) << 8 | UInt32(envelope[5])
+        let keyID = Epoch(rawValue: UInt32(envelope[2]) << 24 | UInt32(envelope[3]) << 16 | UInt32(envelope[4]) << 8 | UInt32(envelope[5]))
         guard keyID != 0 else { throw .reservedKeyID }
         return keyID
     }
 
     /// Writes the envelope of `plaintext` into `output` (exactly `plaintext.count + 34` bytes).
     /// `nonce` nil draws 12 fresh random bytes; a fixed nonce is for known-answer tests only.
-    public static func seal(plaintext: UnsafeRawBufferPointer, keyID: UInt32, key: AESGCMKey,
+    public static func seal(plaintext: UnsafeRawBufferPointer, keyID: Epoch, key: AESGCMKey,
                             aad: UnsafeRawBufferPointer, nonce: [UInt8]? = nil,
                             into output: UnsafeMutableRawBufferPointer) throws {
         precondition(keyID != 0, "key id 0 is reserved")
         precondition(output.count == plaintext.count + overhead, "envelope buffer has the wrong size")
         output[0] = version
         output[1] = flag
-        output.storeBytes(of: keyID.bigEndian, toByteOffset: 2, as: UInt32.self)
+        output.storeBytes(of: keyID.rawValue.bigEndian, toByteOffset: 2, as: UInt32.self)
         let nonceBuffer = UnsafeMutableRawBufferPointer(rebasing: output[6..<headerSize])
         if let nonce {
             precondition(nonce.count == AESGCMKey.nonceSize, "nonce must be 12 bytes")
@@ -75,7 +75,7 @@ public enum Envelope {
     /// Opens `envelope` with the key `lookup` returns for its key id, writing the plaintext
     /// (`envelope.count - 34` bytes) into `output`. `aad` is built from the key id.
     public static func open(_ envelope: UnsafeRawBufferPointer, lookup: EnvelopeKeyLookup,
-                            aad: (UInt32) -> [UInt8], into output: UnsafeMutableRawBufferPointer) throws {
+                            aad: (Epoch) -> [UInt8], into output: UnsafeMutableRawBufferPointer) throws {
         let keyID = try keyID(of: envelope)
         let key = try lookup(keyID)
         try aad(keyID).withUnsafeBytes { try open(envelope, keyID: keyID, key: key, aad: $0, into: output) }
@@ -83,7 +83,7 @@ public enum Envelope {
 
     /// Opens `envelope`, whose key id `keyID(of:)` has returned, with `key` and `aad`: for a
     /// caller that keeps its keys and AADs at hand rather than looking them up per envelope.
-    public static func open(_ envelope: UnsafeRawBufferPointer, keyID: UInt32, key: AESGCMKey,
+    public static func open(_ envelope: UnsafeRawBufferPointer, keyID: Epoch, key: AESGCMKey,
                             aad: UnsafeRawBufferPointer, into output: UnsafeMutableRawBufferPointer) throws {
         precondition(output.count == envelope.count - overhead, "plaintext buffer has the wrong size")
         do {
@@ -96,7 +96,7 @@ public enum Envelope {
 
     // MARK: Array conveniences
 
-    public static func seal(_ plaintext: [UInt8], keyID: UInt32, key: AESGCMKey, aad: [UInt8],
+    public static func seal(_ plaintext: [UInt8], keyID: Epoch, key: AESGCMKey, aad: [UInt8],
                             nonce: [UInt8]? = nil) throws -> [UInt8] {
         var output = [UInt8](repeating: 0, count: plaintext.count + overhead)
         try plaintext.withUnsafeBytes { p in
@@ -109,7 +109,7 @@ public enum Envelope {
         return output
     }
 
-    public static func open(_ envelope: [UInt8], lookup: EnvelopeKeyLookup, aad: (UInt32) -> [UInt8]) throws -> [UInt8] {
+    public static func open(_ envelope: [UInt8], lookup: EnvelopeKeyLookup, aad: (Epoch) -> [UInt8]) throws -> [UInt8] {
         guard envelope.count >= overhead else { throw EnvelopeError.shortInput(length: envelope.count) }
         var output = [UInt8](repeating: 0, count: envelope.count - overhead)
         try envelope.withUnsafeBytes { e in
@@ -145,7 +145,7 @@ public enum StorageEnvelope {
     static let fileKeyLabel = Array("epochfs/v1/file".utf8)
 
     /// `'S' ‖ version ‖ flag ‖ key_id(BE32) ‖ volume_id(16) ‖ file_id(16) ‖ block_index(BE64)`.
-    public static func aad(keyID: UInt32, location: BlockLocation) -> [UInt8] {
+    public static func aad(keyID: Epoch, location: BlockLocation) -> [UInt8] {
         var writer = ByteWriter(capacity: aadSize)
         writer.append(EnvelopePurpose.storage.rawValue)
         writer.append(Envelope.version)
@@ -162,7 +162,7 @@ public enum StorageEnvelope {
         try HKDF.sha256(key: storageDEK, salt: volumeID.bytes, info: fileKeyLabel + fileID.bytes, count: AESGCMKey.keySize)
     }
 
-    public static func seal(_ plaintext: [UInt8], keyID: UInt32, fileKey: AESGCMKey, location: BlockLocation,
+    public static func seal(_ plaintext: [UInt8], keyID: Epoch, fileKey: AESGCMKey, location: BlockLocation,
                             nonce: [UInt8]? = nil) throws -> [UInt8] {
         try Envelope.seal(plaintext, keyID: keyID, key: fileKey, aad: aad(keyID: keyID, location: location), nonce: nonce)
     }
@@ -176,10 +176,10 @@ public enum StorageEnvelope {
 /// The storage AADs of one file's blocks under one key id, built once: from block to block
 /// only the block index, the last eight bytes, changes.
 public struct StorageAAD: Sendable {
-    public let keyID: UInt32
+    public let keyID: Epoch
     private var bytes: [UInt8]
 
-    public init(keyID: UInt32, volumeID: VolumeID, fileID: FileID) {
+    public init(keyID: Epoch, volumeID: VolumeID, fileID: FileID) {
         self.keyID = keyID
         bytes = StorageEnvelope.aad(keyID: keyID, location: BlockLocation(volumeID: volumeID, fileID: fileID, blockIndex: 0))
     }
@@ -196,7 +196,7 @@ public enum RaftEnvelope {
     public static let aadSize = 6
 
     /// `'R' ‖ version ‖ key_id(BE32)`.
-    public static func aad(keyID: UInt32) -> [UInt8] {
+    public static func aad(keyID: Epoch) -> [UInt8] {
         var writer = ByteWriter(capacity: aadSize)
         writer.append(EnvelopePurpose.raft.rawValue)
         writer.append(Envelope.version)
@@ -204,7 +204,7 @@ public enum RaftEnvelope {
         return writer.bytes
     }
 
-    public static func seal(_ plaintext: [UInt8], keyID: UInt32, raftDEK: AESGCMKey, nonce: [UInt8]? = nil) throws -> [UInt8] {
+    public static func seal(_ plaintext: [UInt8], keyID: Epoch, raftDEK: AESGCMKey, nonce: [UInt8]? = nil) throws -> [UInt8] {
         try Envelope.seal(plaintext, keyID: keyID, key: raftDEK, aad: aad(keyID: keyID), nonce: nonce)
     }
 

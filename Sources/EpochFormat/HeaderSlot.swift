@@ -24,7 +24,7 @@ public enum HeaderSlotError: Error, Equatable, Sendable, CustomStringConvertible
     case checksumMismatch
     case malformed(FormatError)
     /// Checksum fine but the keyring does not open: wrong key for the epoch, or tampering.
-    case wrongKey(epoch: UInt32)
+    case wrongKey(epoch: Epoch)
 
     public var description: String {
         switch self {
@@ -57,13 +57,13 @@ public struct HeaderSlot: Equatable, Sendable {
     public static let checksumOffset = size - SHA256.byteCount
     public static let maxSealedKeyring = checksumOffset - clearSize
     /// Epoch value meaning "not recorded": the open path then recovers it by trial decryption.
-    public static let unrecordedEpoch: UInt32 = 0
+    public static let unrecordedEpoch: Epoch = 0
 
     /// The format version the volume was created with; a commit keeps it.
     public var formatVersion: UInt16
     public var volumeID: VolumeID
     public var sequence: UInt64
-    public var epoch: UInt32
+    public var epoch: Epoch
     public var blockSize: UInt32
     public var raftCutover: UInt64
     public var keyDerivation: KeyDerivation
@@ -72,7 +72,7 @@ public struct HeaderSlot: Equatable, Sendable {
     /// `nonce(12) ‖ AES-256-GCM(wrapping key, keyring) ‖ tag(16)`.
     public var sealedKeyring: [UInt8]
 
-    public init(volumeID: VolumeID, sequence: UInt64, epoch: UInt32, blockSize: UInt32, raftCutover: UInt64,
+    public init(volumeID: VolumeID, sequence: UInt64, epoch: Epoch, blockSize: UInt32, raftCutover: UInt64,
                 keyDerivation: KeyDerivation, keySource: String, sealedKeyring: [UInt8] = [], formatVersion: UInt16 = Self.formatVersion) {
         self.formatVersion = formatVersion
         self.volumeID = volumeID
@@ -161,7 +161,7 @@ public struct HeaderSlot: Equatable, Sendable {
         guard try r.readUInt16() == 0 else { throw FormatError.invalid(what: "header slot", reason: "reserved bytes set") }
         let volumeID = try VolumeID(try r.read(VolumeID.byteCount))
         let sequence = try r.readUInt64()
-        let epoch = try r.readUInt32()
+        let epoch = try r.readEpoch()
         let blockSize = try r.readUInt32()
         let raftCutover = try r.readUInt64()
         let kdfKind = try r.readUInt8()

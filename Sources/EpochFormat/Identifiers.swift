@@ -31,6 +31,32 @@ public struct FileID: RandomIdentifier {
     public init(validated bytes: [UInt8]) { self.bytes = bytes }
 }
 
+/// The number of one generation of a volume's keys (docs/FORMAT.md §3.3): each rekey makes a
+/// higher one active. A key id is an `Epoch` too, not a type of its own: an envelope's key_id
+/// names the epoch whose DEK sealed it (§2.1), and every lookup from key id to key is one by
+/// epoch; where the bytes are an envelope's key_id, the field keeps the name `keyID`.
+/// Printed, logged and coded (RawRepresentable's Codable) as the bare number; 0 is reserved (no key, "not
+/// recorded" in a header slot).
+public struct Epoch: RawRepresentable, Hashable, Comparable, Sendable, Codable, CustomStringConvertible,
+    ExpressibleByIntegerLiteral {
+    public let rawValue: UInt32
+
+    public init(rawValue: UInt32) { self.rawValue = rawValue }
+    public init(integerLiteral value: UInt32) { rawValue = value }
+
+    /// An epoch named in text (a command's argument, a control command, an epoch source's
+    /// value): decimal as `UInt32` reads it; nil otherwise. 0 parses: each caller says what the
+    /// reserved value means to it.
+    public init?(parsing text: some StringProtocol) {
+        guard let value = UInt32(text) else { return nil }
+        rawValue = value
+    }
+
+    public static func < (lhs: Epoch, rhs: Epoch) -> Bool { lhs.rawValue < rhs.rawValue }
+
+    public var description: String { rawValue.description }
+}
+
 /// Names the raft cluster a volume belongs to (docs/FORMAT.md §3.7): every member volume with
 /// the same cluster id and the same key source derives the same raft DEK for each epoch, so
 /// an entry the leader sealed opens on every follower. Not secret; compared byte for byte.
@@ -55,8 +81,8 @@ public struct ClusterID: Hashable, Sendable, CustomStringConvertible {
     public var description: String { String(decoding: bytes, as: UTF8.self) }
 
     /// `HKDF-SHA256(IKM = cluster secret of epoch, salt = cluster id, info = "epochfs/v1/raft" ‖ epoch BE32, L = 32)`.
-    public func raftDEK(clusterSecret: SecretBytes, epoch: UInt32) throws -> SecretBytes {
-        try HKDF.sha256(key: clusterSecret, salt: bytes, info: Self.raftKeyLabel + withUnsafeBytes(of: epoch.bigEndian, Array.init),
+    public func raftDEK(clusterSecret: SecretBytes, epoch: Epoch) throws -> SecretBytes {
+        try HKDF.sha256(key: clusterSecret, salt: bytes, info: Self.raftKeyLabel + withUnsafeBytes(of: epoch.rawValue.bigEndian, Array.init),
                         count: AESGCMKey.keySize)
     }
 

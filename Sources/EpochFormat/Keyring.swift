@@ -20,7 +20,7 @@ public enum KeyState: UInt8, Sendable, CaseIterable, CustomStringConvertible {
 
 /// The data encryption keys of one epoch (nil once retired).
 public struct EpochKeys: Sendable {
-    public let epoch: UInt32
+    public let epoch: Epoch
     public let state: KeyState
     public let storageDEK: SecretBytes?
     public let raftDEK: SecretBytes?
@@ -71,18 +71,18 @@ public struct Keyring: Sendable {
 
     /// A new keyring for a new volume: a fresh name key and fresh DEKs for `epoch`, its raft
     /// DEK derived from `clusterSecret` when the volume is a member of `clusterID`.
-    public static func create(epoch: UInt32, clusterID: ClusterID? = nil, clusterSecret: SecretBytes? = nil) throws -> Keyring {
+    public static func create(epoch: Epoch, clusterID: ClusterID? = nil, clusterSecret: SecretBytes? = nil) throws -> Keyring {
         try Keyring(nameKey: try SecretBytes.random(count: nameKeySize), clusterID: clusterID,
                     epochs: [try newKeys(epoch: epoch, clusterID: clusterID, clusterSecret: clusterSecret)])
     }
 
-    public var activeEpoch: UInt32 { epochs.last!.epoch }
+    public var activeEpoch: Epoch { epochs.last!.epoch }
     public var active: EpochKeys { epochs.last! }
 
     /// The change-key step: `epoch` (above the active one) becomes active with new DEKs and
     /// every older epoch that still has keys becomes read-only. A cluster member's new raft DEK
     /// is derived from `clusterSecret`, the secret its key source yields for `epoch`.
-    public func adding(epoch: UInt32, clusterSecret: SecretBytes? = nil) throws -> Keyring {
+    public func adding(epoch: Epoch, clusterSecret: SecretBytes? = nil) throws -> Keyring {
         precondition(epoch > activeEpoch, "a new epoch must be above the active one")
         let demoted = epochs.map { entry in
             entry.state == .active
@@ -95,21 +95,21 @@ public struct Keyring: Sendable {
 
     /// `epoch` (read-only, not the active one) with its DEKs dropped: anything still naming it
     /// fails closed with `retiredKey`. An epoch retired already stays as it is.
-    public func retiring(epoch: UInt32) throws -> Keyring {
+    public func retiring(epoch: Epoch) throws -> Keyring {
         precondition(epoch != activeEpoch, "the active epoch is never retired")
         return try Keyring(nameKey: nameKey, clusterID: clusterID, epochs: epochs.map { entry in
             entry.epoch == epoch ? EpochKeys(epoch: epoch, state: .retired, storageDEK: nil, raftDEK: nil) : entry
         })
     }
 
-    public func keys(for epoch: UInt32) throws(EnvelopeError) -> EpochKeys {
+    public func keys(for epoch: Epoch) throws(EnvelopeError) -> EpochKeys {
         guard let entry = epochs.first(where: { $0.epoch == epoch }) else { throw .unknownKeyID(epoch) }
         guard entry.state != .retired else { throw .retiredKey(epoch) }
         return entry
     }
 
     /// A random storage DEK; the raft DEK random too, or derived on a cluster member.
-    private static func newKeys(epoch: UInt32, clusterID: ClusterID?, clusterSecret: SecretBytes?) throws -> EpochKeys {
+    private static func newKeys(epoch: Epoch, clusterID: ClusterID?, clusterSecret: SecretBytes?) throws -> EpochKeys {
         precondition((clusterID == nil) == (clusterSecret == nil), "a cluster member's raft DEK needs its cluster secret, and only it")
         let raftDEK = try clusterID.map { try $0.raftDEK(clusterSecret: clusterSecret!, epoch: epoch) }
             ?? SecretBytes.random(count: dekSize)
@@ -140,7 +140,7 @@ public struct Keyring: Sendable {
             }
             put(integer: UInt16(epochs.count))
             for entry in epochs {
-                put(integer: entry.epoch)
+                put(integer: entry.epoch.rawValue)
                 put(integer: entry.state.rawValue)
                 entry.storageDEK?.withUnsafeBytes { put($0) }
                 entry.raftDEK?.withUnsafeBytes { put($0) }
@@ -174,7 +174,7 @@ public struct Keyring: Sendable {
             let count = try integer(UInt16.self)
             var epochs: [EpochKeys] = []
             for _ in 0..<count {
-                let epoch = try integer(UInt32.self)
+                let epoch = Epoch(rawValue: try integer(UInt32.self))
                 let rawState = try integer(UInt8.self)
                 guard let state = KeyState(rawValue: rawState) else {
                     throw FormatError.invalid(what: "keyring", reason: "epoch \(epoch) has unknown state \(rawState)")

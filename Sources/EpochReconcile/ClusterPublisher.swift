@@ -1,3 +1,4 @@
+import EpochFormat
 import Foundation
 import Logging
 import Synchronization
@@ -71,7 +72,7 @@ public final class ClusterPublisher: Sendable {
     /// Every live member's report and the committed epoch.
     public static func clusterReport(client: EtcdClient, epochKey: String) async throws -> ClusterReport {
         let (value, _) = try await client.get(epochKey)
-        let target = value.flatMap { UInt32(String(decoding: $0, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)) }
+        let target = value.flatMap { Epoch(parsing: String(decoding: $0, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)) }
         let decoder = JSONDecoder()
         let members = try await client.list(prefix: prefix(epochKey: epochKey)).map { pair in
             try decoder.decode(MemberReport.self, from: Data(pair.value))

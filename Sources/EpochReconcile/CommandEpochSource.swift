@@ -1,3 +1,4 @@
+import EpochFormat
 import EpochVolume
 
 /// `command:CMD`: the epoch is what CMD prints (through /bin/sh, within 30 s, exit 0). It is
@@ -9,9 +10,9 @@ public struct CommandEpochSource: EpochSource {
 
     public var spec: String { "command:\(command)" }
 
-    public func read() async throws -> UInt32 { try readNow() }
+    public func read() async throws -> Epoch { try readNow() }
 
-    func readNow() throws -> UInt32 {
+    func readNow() throws -> Epoch {
         let outcome: Subprocess.Outcome
         do {
             outcome = try Subprocess.runShell(command, arguments: [], timeout: Self.timeout, limit: 64)
@@ -29,7 +30,7 @@ public struct CommandEpochSource: EpochSource {
 
     public func watch(_ changed: @escaping @Sendable () -> Void) -> WatchHandle {
         let task = Task.detached { [self] in
-            var last: UInt32?
+            var last: Epoch?
             while !Task.isCancelled {
                 try? await Task.sleep(for: .seconds(poll))
                 let now = try? readNow()

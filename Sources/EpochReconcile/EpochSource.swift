@@ -1,3 +1,4 @@
+import EpochFormat
 import Foundation
 
 /// Where the committed epoch comes from. `read` is asked at every pass; `watch` only says
@@ -6,7 +7,7 @@ public protocol EpochSource: Sendable {
     /// The spec as given, for logs and status.
     var spec: String { get }
     /// The committed epoch now (1 or more).
-    func read() async throws -> UInt32
+    func read() async throws -> Epoch
     /// Starts calling `changed` whenever the epoch may have changed, until the handle stops.
     func watch(_ changed: @escaping @Sendable () -> Void) -> WatchHandle
 }
@@ -32,9 +33,9 @@ public enum EpochSourceSpec {
     }
 
     /// The epoch a file or a command gives: decimal digits with surrounding white space.
-    static func parseEpoch(_ text: String, from spec: String) throws -> UInt32 {
+    static func parseEpoch(_ text: String, from spec: String) throws -> Epoch {
         let trimmed = text.trimmingCharacters(in: .whitespacesAndNewlines)
-        guard let epoch = UInt32(trimmed), epoch >= 1 else {
+        guard let epoch = Epoch(parsing: trimmed), epoch != 0 else {
             throw EpochSourceError.badValue(spec: spec, value: String(trimmed.prefix(40)))
         }
         return epoch

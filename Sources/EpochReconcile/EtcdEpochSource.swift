@@ -1,3 +1,4 @@
+import EpochFormat
 import Foundation
 import Logging
 import Synchronization
@@ -21,7 +22,7 @@ public final class EtcdEpochSource: EpochSource {
         self.spec = spec
     }
 
-    public func read() async throws -> UInt32 {
+    public func read() async throws -> Epoch {
         let value: [UInt8]?
         let revision: Int64
         do {

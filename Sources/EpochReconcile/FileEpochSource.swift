@@ -1,3 +1,4 @@
+import EpochFormat
 import EpochVolume
 import Foundation
 import Synchronization
@@ -12,7 +13,7 @@ public struct FileEpochSource: EpochSource {
 
     public var spec: String { "file:\(path)" }
 
-    public func read() async throws -> UInt32 {
+    public func read() async throws -> Epoch {
         guard let data = FileManager.default.contents(atPath: path) else {
             throw EpochSourceError.unavailable(spec: spec, reason: "cannot read \(path): \(String(cString: strerror(errno)))")
         }

@@ -1,3 +1,4 @@
+import EpochFormat
 import EpochVolume
 import Foundation
 import Logging
@@ -18,14 +19,14 @@ public struct ReconcilePass: Sendable {
         self.logger = logger
     }
 
-    public func run(target: UInt32) -> [VolumeReport] {
+    public func run(target: Epoch) -> [VolumeReport] {
         CrashPoint.reach("pass-start")
         let reports = volumes.map { reconcile($0, target: target) }
         CrashPoint.reach("pass-end")
         return reports
     }
 
-    func reconcile(_ volume: ReconciledVolume, target: UInt32) -> VolumeReport {
+    func reconcile(_ volume: ReconciledVolume, target: Epoch) -> VolumeReport {
         CrashPoint.reach("before-read")
         var mountpoint: String?
         var header: VolumeHeader?

@@ -1,3 +1,4 @@
+import EpochFormat
 import Foundation
 
 /// What one volume holds after a pass, as the reconciler logs, publishes and shows it.
@@ -17,7 +18,7 @@ public struct VolumeReport: Codable, Equatable, Sendable {
     public let backing: String
     public let volumeID: String?
     /// The epoch in the header as read in this pass (after its rekey); nil when it did not open.
-    public let epoch: UInt32?
+    public let epoch: Epoch?
     public let sequence: UInt64?
     /// Where it is mounted (rekeyed live there), or nil (rekeyed offline).
     public let mountpoint: String?
@@ -36,7 +37,7 @@ public struct VolumeReport: Codable, Equatable, Sendable {
 public struct MemberReport: Codable, Equatable, Sendable {
     public let member: String
     /// The committed epoch the pass worked towards; nil when the source failed.
-    public let target: UInt32?
+    public let target: Epoch?
     /// Why the source gave no target.
     public let sourceError: String?
     public let volumes: [VolumeReport]
@@ -52,7 +53,7 @@ public struct MemberReport: Codable, Equatable, Sendable {
     /// The highest epoch every volume of this member holds: the lowest active epoch (each
     /// keyring holds every epoch up to its active one that was not retired); nil when a
     /// volume's epoch is unknown.
-    public var heldEpoch: UInt32? {
+    public var heldEpoch: Epoch? {
         let epochs = volumes.map(\.epoch)
         guard !epochs.isEmpty, !epochs.contains(nil) else { return nil }
         return epochs.compactMap { $0 }.min()
@@ -61,17 +62,17 @@ public struct MemberReport: Codable, Equatable, Sendable {
 
 /// Every live member's report: what `epochfs reconcile status` shows.
 public struct ClusterReport: Codable, Equatable, Sendable {
-    public let target: UInt32?
+    public let target: Epoch?
     public let members: [MemberReport]
 
-    public init(target: UInt32?, members: [MemberReport]) {
+    public init(target: Epoch?, members: [MemberReport]) {
         self.target = target
         self.members = members.sorted { $0.member < $1.member }
     }
 
     /// The highest epoch that every live member holds: what a raft leader may wrap under.
     /// nil when there is no member or one member's volumes are not all known.
-    public var clusterEpoch: UInt32? {
+    public var clusterEpoch: Epoch? {
         let held = members.map(\.heldEpoch)
         guard !held.isEmpty, !held.contains(nil) else { return nil }
         return held.compactMap { $0 }.min()
@@ -90,7 +91,7 @@ public struct ClusterReport: Codable, Equatable, Sendable {
 
     public init(from decoder: any Decoder) throws {
         let container = try decoder.container(keyedBy: CodingKeys.self)
-        self.init(target: try container.decodeIfPresent(UInt32.self, forKey: .target),
+        self.init(target: try container.decodeIfPresent(Epoch.self, forKey: .target),
                   members: try container.decode([MemberReport].self, forKey: .members))
     }
 }

@@ -1,18 +1,20 @@
+import EpochFormat
+
 /// A command of a mount's control file (docs/MOUNTING.md, "The control file"), one per write: the CLI and the
 /// reconciler render it, the mount parses it; `parse(command.description) == command`.
 public enum ControlCommand: Equatable, Sendable, CustomStringConvertible {
-    case rekey(UInt32)
+    case rekey(Epoch)
     case raftCutover(UInt64)
     /// `walChecked`: the sender (epochfs retire --mount --wal) found no WAL entry naming it.
-    case retire(UInt32, walChecked: Bool)
+    case retire(Epoch, walChecked: Bool)
     /// RATE in MB/s; nil for the mount's default.
     case reencryptStart(rate: Double?)
     case reencryptStop
 
     public static func parse(_ text: String) throws -> ControlCommand {
         let words = text.split(whereSeparator: { $0 == " " || $0 == "\n" || $0 == "\t" })
-        func epoch(_ word: Substring) throws -> UInt32 {
-            guard let epoch = UInt32(word), epoch > 0 else { throw ControlError.badArgument(String(word)) }
+        func epoch(_ word: Substring) throws -> Epoch {
+            guard let epoch = Epoch(parsing: word), epoch != 0 else { throw ControlError.badArgument(String(word)) }
             return epoch
         }
         switch (words.first, words.count) {

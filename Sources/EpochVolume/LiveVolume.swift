@@ -134,13 +134,13 @@ public final class LiveVolume: Sendable {
     }
 
     /// Runs `body` with the active epoch, which stays active until `body` returns.
-    public func sealing<R>(_ body: (UInt32) throws -> R) rethrows -> R {
+    public func sealing<R>(_ body: (Epoch) throws -> R) rethrows -> R {
         try epochLock.withReadLock { try body(keys.activeEpoch) }
     }
 
     /// The change-key (HeaderJournal.rekey), then the new keyring goes live.
     @discardableResult
-    public func rekey(to epoch: UInt32) throws -> RekeyResult {
+    public func rekey(to epoch: Epoch) throws -> RekeyResult {
         try metrics.timeRekey {
             let result = try journal.rekey(to: epoch)
             try adopt(result.header)
@@ -159,7 +159,7 @@ public final class LiveVolume: Sendable {
     /// Drops the DEKs of `epoch` in one header commit once `verify` (run under the commit lock)
     /// accepts the header it changes; the keyring without them goes live.
     @discardableResult
-    public func retire(epoch: UInt32, verify: (VolumeHeader) throws -> Void) throws -> VolumeHeader {
+    public func retire(epoch: Epoch, verify: (VolumeHeader) throws -> Void) throws -> VolumeHeader {
         let header = try journal.retire(epoch: epoch, verify: verify)
         try adopt(header)
         return header

@@ -8,7 +8,7 @@ public enum Volume {
     /// cluster `clusterID` when one is given. It owns `backing` while it writes (a mounted
     /// volume is refused with `VolumeBusy`), and a failure at any step leaves the directory as
     /// it was found: what it created is removed, so the next `init` can start over.
-    public static func create(backing: String, keySource spec: String, epoch: UInt32, blockSize: UInt32,
+    public static func create(backing: String, keySource spec: String, epoch: Epoch, blockSize: UInt32,
                               clusterID: ClusterID? = nil, formatVersion: UInt16 = HeaderSlot.formatVersion,
                               rootMode: mode_t? = nil, io: any BackingIO = SystemIO()) throws -> VolumeHeader {
         let source = try KeySourceSpec.parse(spec)

@@ -35,16 +35,16 @@ public final class VolumeKeys: Sendable {
         installed.add(1, ordering: .releasing)
     }
 
-    public var activeEpoch: UInt32 { keyring.withLock { $0.activeEpoch } }
+    public var activeEpoch: Epoch { keyring.withLock { $0.activeEpoch } }
 
-    public func storageDEK(epoch: UInt32) throws(EnvelopeError) -> SecretBytes {
+    public func storageDEK(epoch: Epoch) throws(EnvelopeError) -> SecretBytes {
         let keys = try keyring.withLock { (ring) throws(EnvelopeError) in try ring.keys(for: epoch) }
         return keys.storageDEK!
     }
 
     /// The key of the storage envelopes of one file (or pseudo-file: a symlink target, an
     /// xattr value) under `epoch` (docs/FORMAT.md §2.2).
-    public func fileKey(epoch: UInt32, fileID: FileID) throws -> AESGCMKey {
+    public func fileKey(epoch: Epoch, fileID: FileID) throws -> AESGCMKey {
         try AESGCMKey(StorageEnvelope.fileKey(storageDEK: try storageDEK(epoch: epoch), volumeID: volumeID, fileID: fileID))
     }
 }

@@ -1,7 +1,9 @@
+import EpochFormat
+
 /// What `info --json` and the mount's `.epochfs/status` report, in one JSON shape.
 public struct VolumeStatus: Codable, Equatable, Sendable {
     public struct EpochState: Codable, Equatable, Sendable {
-        public let epoch: UInt32
+        public let epoch: Epoch
         public let state: String
     }
 
@@ -22,7 +24,7 @@ public struct VolumeStatus: Codable, Equatable, Sendable {
     public let volumeID: String
     /// The volume's format version (docs/FORMAT.md §3.1).
     public let formatVersion: UInt16
-    public let epoch: UInt32
+    public let epoch: Epoch
     public let sequence: UInt64
     public let headerSlot: String
     public let blockSize: UInt32
@@ -94,7 +96,7 @@ public struct VolumeStatus: Codable, Equatable, Sendable {
         let container = try decoder.container(keyedBy: CodingKeys.self)
         volumeID = try container.decode(String.self, forKey: .volumeID)
         formatVersion = try container.decode(UInt16.self, forKey: .formatVersion)
-        epoch = try container.decode(UInt32.self, forKey: .epoch)
+        epoch = try container.decode(Epoch.self, forKey: .epoch)
         sequence = try container.decode(UInt64.self, forKey: .sequence)
         headerSlot = try container.decode(String.self, forKey: .headerSlot)
         blockSize = try container.decode(UInt32.self, forKey: .blockSize)

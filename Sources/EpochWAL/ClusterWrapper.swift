@@ -9,7 +9,7 @@ extension RaftPayloadWrapper {
     /// while the members are rekeyed one after another. `keyring` is the leader's; it holds
     /// that epoch (its own active one is among `memberEpochs`) unless it retired it, which
     /// throws `EnvelopeError.retiredKey`.
-    public init(keyring: Keyring, memberEpochs: [UInt32], layout: PayloadLayout = .proposal) throws {
+    public init(keyring: Keyring, memberEpochs: [Epoch], layout: PayloadLayout = .proposal) throws {
         guard let clusterEpoch = memberEpochs.min() else { throw ClusterWrapperError.noMembers }
         guard clusterEpoch <= keyring.activeEpoch else {
             throw ClusterWrapperError.leaderBehind(leader: keyring.activeEpoch, cluster: clusterEpoch)
@@ -21,7 +21,7 @@ extension RaftPayloadWrapper {
 
 public enum ClusterWrapperError: Error, Equatable, CustomStringConvertible {
     case noMembers
-    case leaderBehind(leader: UInt32, cluster: UInt32)
+    case leaderBehind(leader: Epoch, cluster: Epoch)
 
     public var description: String {
         switch self {

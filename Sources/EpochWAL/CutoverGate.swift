@@ -32,7 +32,7 @@ public final class CutoverGate {
     public let cutover: UInt64
     public let layout: PayloadLayout
     private let raftKeys: EnvelopeKeyLookup?
-    private var openingKeys: [UInt32: OpeningKey] = [:]
+    private var openingKeys: [Epoch: OpeningKey] = [:]
     private var lastOpeningKey: OpeningKey?
     private let scratch = ScratchBuffer()
 
@@ -50,7 +50,7 @@ public final class CutoverGate {
     /// buffer or the caller's bytes and is valid until the next call.
     struct Admitted {
         var data: UnsafeRawBufferPointer
-        var envelopeKeyID: UInt32?
+        var envelopeKeyID: Epoch?
         var proposalRequestID: UInt64?
     }
 
@@ -67,7 +67,7 @@ public final class CutoverGate {
             headerSize = ProposalHeader.size
         }
         let envelope = UnsafeRawBufferPointer(rebasing: data[headerSize...])
-        let keyID: UInt32
+        let keyID: Epoch
         do { keyID = try Envelope.keyID(of: envelope) } catch { throw .envelope(error) }
         let opening: OpeningKey
         do { opening = try openingKey(for: keyID, lookup: raftKeys) } catch let error as EnvelopeError {
@@ -104,7 +104,7 @@ public final class CutoverGate {
     /// The key and AAD for a key id. Envelope errors from the lookup (unknown, retired key)
     /// pass as they are; any other lookup error is not a cipher failure and is reported as a
     /// failed lookup.
-    private func openingKey(for keyID: UInt32, lookup: EnvelopeKeyLookup) throws -> OpeningKey {
+    private func openingKey(for keyID: Epoch, lookup: EnvelopeKeyLookup) throws -> OpeningKey {
         if let last = lastOpeningKey, last.keyID == keyID { return last }
         let opening = try openingKeys[keyID] ?? OpeningKey(keyID: keyID, key: lookup(keyID), aad: RaftEnvelope.aad(keyID: keyID))
         openingKeys[keyID] = opening
@@ -114,7 +114,7 @@ public final class CutoverGate {
 }
 
 private struct OpeningKey {
-    let keyID: UInt32
+    let keyID: Epoch
     let key: AESGCMKey
     let aad: [UInt8]
 }
@@ -124,11 +124,11 @@ private struct OpeningKey {
 /// OpenSSL's CSPRNG (`Envelope.seal` with no fixed nonce). A nil wrapper is the identity;
 /// see `Optional<RaftPayloadWrapper>.wrap`.
 public struct RaftPayloadWrapper: Sendable {
-    public let keyID: UInt32
+    public let keyID: Epoch
     public let layout: PayloadLayout
     private let raftDEK: AESGCMKey
 
-    public init(keyID: UInt32, raftDEK: AESGCMKey, layout: PayloadLayout = .proposal) throws(EnvelopeError) {
+    public init(keyID: Epoch, raftDEK: AESGCMKey, layout: PayloadLayout = .proposal) throws(EnvelopeError) {
         guard keyID != 0 else { throw .reservedKeyID }
         self.keyID = keyID
         self.raftDEK = raftDEK

@@ -14,7 +14,7 @@ public struct WALEntry {
     /// `Entry.Data` as stored in the WAL.
     public let storedData: UnsafeRawBufferPointer
     /// The key id of the raft envelope that was opened; nil when the entry passed through.
-    public let envelopeKeyID: UInt32?
+    public let envelopeKeyID: Epoch?
     /// The request id of an opened `proposal`-layout entry.
     public let proposalRequestID: UInt64?
     /// The frame of the entry's record.

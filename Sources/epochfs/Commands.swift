@@ -21,7 +21,7 @@ struct Init: ParsableCommand {
     var keySource: String
 
     @Option(help: "The first key epoch (1 or more).")
-    var epoch: UInt32 = 1
+    var epoch: Epoch = 1
 
     @Option(help: "Plaintext bytes per block: a power of two from 512 to 1048576.")
     var blockSize: UInt32 = 4096
@@ -149,10 +149,10 @@ struct EpochTarget: ParsableArguments {
         guard arguments.count == (mount == nil ? 2 : 1), let last = arguments.last else {
             throw ValidationError(mount == nil ? "expected BACKING EPOCH" : "expected EPOCH after --mount MOUNTPOINT")
         }
-        guard UInt32(last) != nil else { throw ValidationError("EPOCH must be a number from 1 to 4294967295, not '\(last)'") }
+        guard Epoch(parsing: last) != nil else { throw ValidationError("EPOCH must be a number from 1 to 4294967295, not '\(last)'") }
     }
 
-    var epoch: UInt32 { UInt32(arguments.last!)! }
+    var epoch: Epoch { Epoch(parsing: arguments.last!)! }
 
     /// The volume named offline, with the key source override.
     func offlineVolume() throws -> VolumeOptions {
@@ -185,4 +185,9 @@ func jsonLine(_ value: some Encodable) throws -> String {
     let encoder = JSONEncoder()
     encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
     return String(decoding: try encoder.encode(value), as: UTF8.self)
+}
+
+/// `init --epoch`: read as every epoch named in text is.
+extension Epoch: ExpressibleByArgument {
+    public init?(argument: String) { self.init(parsing: argument) }
 }

@@ -1,4 +1,5 @@
 import ArgumentParser
+import EpochFormat
 import EpochVolume
 import Foundation
 
@@ -93,7 +94,7 @@ private struct FsckReport: Encodable {
         let item: String
         let path: String?
         let backingPath: String
-        let keyID: UInt32?
+        let keyID: Epoch?
         let problem: String
 
         enum CodingKeys: String, CodingKey {
@@ -118,7 +119,7 @@ private struct FsckReport: Encodable {
             Problem(item: $0.kind.label, path: $0.path, backingPath: $0.backingPath, keyID: $0.keyID, problem: "\($0.problem!)")
         }
         checked = summary.counts
-        keyIDs = Dictionary(uniqueKeysWithValues: summary.keyIDs.map { (String($0.key), $0.value) })
+        keyIDs = Dictionary(uniqueKeysWithValues: summary.keyIDs.map { ($0.key.description, $0.value) })
         keptByRepair = summary.keptByRepair
         self.repaired = repaired
         self.notRepaired = notRepaired

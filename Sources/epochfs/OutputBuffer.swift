@@ -39,7 +39,7 @@ final class OutputBuffer {
         append("\"")
         if let keyID = entry.envelopeKeyID {
             append(#","key_id":"#)
-            appendDecimal(UInt64(keyID))
+            appendDecimal(UInt64(keyID.rawValue))
         }
         if let requestID = entry.proposalRequestID {
             append(#","request_id":"#)

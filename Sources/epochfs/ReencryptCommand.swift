@@ -1,4 +1,5 @@
 import ArgumentParser
+import EpochFormat
 import EpochReconcile
 import EpochVolume
 import Foundation
@@ -121,7 +122,7 @@ func describe(_ status: ReencryptionStatus?) -> String {
         text += ": epoch \(target), \(done)/\(total) blocks looked at"
     }
     if let items = status.itemsByEpoch, !items.isEmpty {
-        text += "; items by epoch: " + items.sorted { (UInt32($0.key) ?? 0) < (UInt32($1.key) ?? 0) }
+        text += "; items by epoch: " + items.sorted { (Epoch(parsing: $0.key) ?? 0) < (Epoch(parsing: $1.key) ?? 0) }
             .map { "\($0.key): \($0.value)" }.joined(separator: ", ")
     }
     if let error = status.error { text += "; error: \(error)" }
@@ -129,7 +130,7 @@ func describe(_ status: ReencryptionStatus?) -> String {
 }
 
 /// `re-encrypting to epoch 3 [#####-----]  50%  1200/2400 blocks  80.1 MB/s  ETA 0:15`.
-private func progressBar(target: UInt32, done: Int, total: Int, megabytesPerSecond: Double, secondsLeft: Double?) -> String {
+private func progressBar(target: Epoch, done: Int, total: Int, megabytesPerSecond: Double, secondsLeft: Double?) -> String {
     let fraction = total == 0 ? 1 : min(1, Double(done) / Double(total))
     let filled = Int(fraction * 30)
     let eta = secondsLeft.map { String(format: "%d:%02d", Int($0) / 60, Int($0) % 60) } ?? "-"

@@ -1,4 +1,5 @@
 import ArgumentParser
+import EpochFormat
 import EpochReconcile
 import EpochVolume
 import EpochWAL
@@ -65,7 +66,7 @@ struct Retire: ParsableCommand {
 
 /// The entries of the WAL directories `directories` that `gate` opens (those above its
 /// cutover) under `epoch`, as replayed. An entry that does not open stops it, and so the retire.
-private func references(to epoch: UInt32, inWAL directories: [String], gate: CutoverGate) throws -> EpochReferences {
+private func references(to epoch: Epoch, inWAL directories: [String], gate: CutoverGate) throws -> EpochReferences {
     var found = EpochReferences()
     for directory in directories {
         var naming: [UInt64] = []

@@ -156,7 +156,7 @@ struct RaftKeyOptions: ParsableArguments {
             return (header.slot.raftCutover, RaftKeys.lookup(in: header.keyring))
         }
         guard !raftKeys.isEmpty else { return (nil, nil) }
-        var keys: [UInt32: AESGCMKey] = [:]
+        var keys: [Epoch: AESGCMKey] = [:]
         for spec in raftKeys {
             let key = try RawRaftKey(spec)
             guard keys[key.keyID] == nil else { throw ValidationError("--raft-key gives key id \(key.keyID) twice") }
@@ -168,11 +168,11 @@ struct RaftKeyOptions: ParsableArguments {
 
 /// `--raft-key ID:FILE`.
 private struct RawRaftKey {
-    let keyID: UInt32
+    let keyID: Epoch
     let path: String
 
     init(_ spec: String) throws {
-        guard let colon = spec.firstIndex(of: ":"), let keyID = UInt32(spec[..<colon]), keyID != 0,
+        guard let colon = spec.firstIndex(of: ":"), let keyID = Epoch(parsing: spec[..<colon]), keyID != 0,
               spec.index(after: colon) < spec.endIndex else {
             throw ValidationError("--raft-key expects ID:FILE with ID from 1 to 4294967295, got '\(spec)'")
         }

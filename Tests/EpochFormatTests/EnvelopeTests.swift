@@ -9,7 +9,7 @@ enum Vectors {
     static let raftDEK = SecretBytes(copying: hex("202122232425262728292a2b2c2d2e2f303132333435363738393a3b3c3d3e3f"))
     static let volumeID = try! VolumeID(hex("0f1e2d3c4b5a69788796a5b4c3d2e1f0"))
     static let fileID = try! FileID(hex("00112233445566778899aabbccddeeff"))
-    static let keyID: UInt32 = 7
+    static let keyID: Epoch = 7
     static let nonce = hex("a0a1a2a3a4a5a6a7a8a9aaab")
 
     static func fileKey() throws -> AESGCMKey {

@@ -135,7 +135,7 @@ func bytes(_ secret: SecretBytes?) -> [UInt8]? { secret?.withUnsafeBytes { Array
 }
 
 @Suite struct HeaderSlotTests {
-    func sealedSlot(epoch: UInt32 = 4, key: SecretBytes) throws -> HeaderSlot {
+    func sealedSlot(epoch: Epoch = 4, key: SecretBytes) throws -> HeaderSlot {
         var slot = HeaderSlot(volumeID: Vectors.volumeID, sequence: 12, epoch: epoch, blockSize: 4096, raftCutover: 99,
                               keyDerivation: try .freshScrypt(), keySource: "passphrase:/k")
         try slot.seal(try Keyring.create(epoch: epoch), wrappingKey: key)

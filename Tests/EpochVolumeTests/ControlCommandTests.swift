@@ -1,3 +1,4 @@
+import EpochFormat
 import EpochIO
 import EpochVolume
 import Glibc
@@ -21,7 +22,7 @@ import Testing
         }
         #expect(try ControlCommand.parse("reencrypt start 1e-3") == .reencryptStart(rate: 0.001))
         #expect(try ControlCommand.parse(ControlCommand.reencryptStart(rate: 0.1 + 0.2).description) == .reencryptStart(rate: 0.1 + 0.2))
-        #expect(try ControlCommand.parse("rekey\t4294967295") == .rekey(.max))
+        #expect(try ControlCommand.parse("rekey\t4294967295") == .rekey(Epoch(rawValue: .max)))
     }
 
     @Test func malformedCommandsAreRefusedNamingTheWord() {

@@ -1,4 +1,5 @@
 @testable import EpochVolume
+import EpochFormat
 import Glibc
 import Support
 import Testing
@@ -6,7 +7,7 @@ import Testing
 /// The census re-encryption keeps: blocks counted in runs and replaced a range at a time, and
 /// the changes a mount notes counted again (one by one, or the whole volume past a limit).
 struct EpochCensusTests {
-    private func counted(_ keyIDs: [UInt32?]) -> EpochCensus.Counted {
+    private func counted(_ keyIDs: [Epoch?]) -> EpochCensus.Counted {
         let object = BackingNode.Identity(device: 1, inode: 2)
         return EpochCensus.Counted(keyIDs.enumerated().map { index, keyID in
             ScanItem(kind: .block(index), path: nil, backingPath: "f", object: object, keyID: keyID, problem: nil)
@@ -41,7 +42,7 @@ struct EpochCensusTests {
             try bytes.withUnsafeBytes { _ = try tree.write(node, through: handle, offset: 0, data: $0, caller: 0) }
             return node
         }
-        func scanned() throws -> [UInt32: Int] { try VolumeScan.run(tree, opening: false).keyIDs }
+        func scanned() throws -> [Epoch: Int] { try VolumeScan.run(tree, opening: false).keyIDs }
 
         let census = LiveCensus(heldLimit: 2)
         #expect(census.total(in: tree) == nil, "no census before a pass")

@@ -22,11 +22,11 @@ struct OfflineVolume {
 /// Key files `keys/<epoch>.key` (hex) for epochs 1...count, in a temporary directory.
 struct KeyFiles {
     let directory = TemporaryDirectory()
-    let keys: [UInt32: [UInt8]]
+    let keys: [Epoch: [UInt8]]
 
     init(epochs: ClosedRange<UInt32> = 1...8) throws {
-        var keys: [UInt32: [UInt8]] = [:]
-        for epoch in epochs {
+        var keys: [Epoch: [UInt8]] = [:]
+        for epoch in epochs.map(Epoch.init(rawValue:)) {
             let key = try SecureRandom.bytes(32)
             keys[epoch] = key
             directory.write(Array((toHex(key) + "\n").utf8), to: "\(epoch).key")

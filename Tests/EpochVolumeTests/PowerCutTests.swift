@@ -1,4 +1,5 @@
 import CLinux
+import EpochFormat
 import EpochVolume
 import Foundation
 import Glibc
@@ -21,7 +22,7 @@ import Testing
         /// The plaintext files by path after each change, once the first `calls` recorded calls
         /// had been made; `durable` where a sync (or rekey) that returned acknowledged it, with
         /// the epoch a reopened volume must be at least.
-        private(set) var versions: [(calls: Int, files: [String: [UInt8]], epoch: UInt32, durable: Bool)] = [(0, [:], 1, true)]
+        private(set) var versions: [(calls: Int, files: [String: [UInt8]], epoch: Epoch, durable: Bool)] = [(0, [:], 1, true)]
 
         /// Anchored (docs/FORMAT.md §3.8): the machine's anchor is kept inside the backing dir,
         /// under a name the volume ignores, so that each state a cut leaves holds both halves
@@ -52,7 +53,7 @@ import Testing
 
         /// What a cut after `calls` calls may leave: the last acknowledged version, any made since,
         /// and the one whose change was under way.
-        func acceptable(after calls: Int) -> (versions: [[String: [UInt8]]], epoch: UInt32) {
+        func acceptable(after calls: Int) -> (versions: [[String: [UInt8]]], epoch: Epoch) {
             let acknowledged = versions.lastIndex { $0.durable && $0.calls <= calls }!
             let later = versions[(acknowledged + 1)...]
             let made = later.prefix { $0.calls <= calls }
@@ -129,7 +130,7 @@ import Testing
         /// Checks that every file of the acknowledged version (the first) reads back whole, each
         /// 4 KiB block as that block of one of `versions` (zeros past a version's end), its size
         /// from the acknowledged one's to the largest.
-        private func verifyBlockwise(_ backing: String, versions: [[String: [UInt8]]], epoch: UInt32) -> String? {
+        private func verifyBlockwise(_ backing: String, versions: [[String: [UInt8]]], epoch: Epoch) -> String? {
             do {
                 let volume = try reopen(backing)
                 guard volume.header.epoch >= epoch else { return "opened at epoch \(volume.header.epoch), below \(epoch)" }
@@ -160,7 +161,7 @@ import Testing
         /// Checks the acknowledged `files` in the volume at `backing`; with `sparing`, not the
         /// blocks whose stored bytes overlap that backing byte range; with `prefixOnly`, only
         /// that each file begins with its content (what follows may not read).
-        private func verify(_ backing: String, files: [String: [UInt8]], epoch: UInt32, sparing: Range<Int>? = nil,
+        private func verify(_ backing: String, files: [String: [UInt8]], epoch: Epoch, sparing: Range<Int>? = nil,
                             prefixOnly: Bool = false) -> String? {
             do {
                 let volume = try reopen(backing)

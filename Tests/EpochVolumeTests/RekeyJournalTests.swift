@@ -7,8 +7,8 @@ import Testing
 /// What must survive any crash: the keyring's secrets, compared by value.
 struct KeyringFingerprint: Equatable {
     let nameKey: [UInt8]
-    let storageDEKs: [UInt32: [UInt8]]
-    let raftDEKs: [UInt32: [UInt8]]
+    let storageDEKs: [Epoch: [UInt8]]
+    let raftDEKs: [Epoch: [UInt8]]
 
     init(_ keyring: Keyring) {
         nameKey = keyring.nameKey.withUnsafeBytes { Array($0) }
@@ -31,7 +31,7 @@ struct KeyringFingerprint: Equatable {
             + stride(from: 0, through: HeaderSlot.size, by: 512).map { .tornWrite(durableBytes: $0) }
 
     /// The epoch a volume must come back at after the fault, per step.
-    static func expectedEpoch(after fault: FaultyHeaderStore.Fault, old: UInt32, new: UInt32) -> UInt32 {
+    static func expectedEpoch(after fault: FaultyHeaderStore.Fault, old: Epoch, new: Epoch) -> Epoch {
         switch fault {
         case .crashAfterSyncBeforeSwitch: new
         case let .tornWrite(bytes) where bytes == HeaderSlot.size: new
@@ -52,8 +52,8 @@ struct KeyringFingerprint: Equatable {
     @Test(arguments: [false, true])
     func crashAtEveryStepReopensAtOldOrNewEpochAndConverges(warm: Bool) throws {
         let keys = try KeyFiles()
-        let old: UInt32 = warm ? 2 : 1
-        let new: UInt32 = old + 3
+        let old: Epoch = warm ? 2 : 1
+        let new = Epoch(rawValue: old.rawValue + 3)
         for fault in Self.faults {
             let (store, journal) = try makeVolume(keys: keys, warm: warm)
             let before = try journal.open()

@@ -54,8 +54,8 @@ import Testing
             }
         }
         maker.start()
-        var seen: [(epoch: UInt32, symlinks: Set<String>, xattrs: Set<String>)] = []
-        for epoch in UInt32(2)...25 {
+        var seen: [(epoch: Epoch, symlinks: Set<String>, xattrs: Set<String>)] = []
+        for epoch in (UInt32(2)...25).map(Epoch.init(rawValue:)) {
             try volume.rekey(to: epoch)
             seen.append((epoch, Set(try names(backing, DT_LNK)), Set(try xattrNames(backing))))
             // Three items made wholly after this rekey returned (so under its epoch) before the
@@ -95,7 +95,7 @@ import Testing
         try names(backing, DT_REG).flatMap { file in try xattrNames(ofFile: backing + "/" + file).map { file + "/" + $0 } }
     }
 
-    private func symlinkEpoch(_ path: String) throws -> UInt32 {
+    private func symlinkEpoch(_ path: String) throws -> Epoch {
         let target = try FileManager.default.destinationOfSymbolicLink(atPath: path)
         let sealed = try #require(Base64URL.decode(target))
         return try Array(sealed.dropFirst(FileID.byteCount)).withUnsafeBytes { try Envelope.keyID(of: $0) }
@@ -109,7 +109,7 @@ import Testing
     }
 
     /// The epoch of the xattr `FILE/NAME` names.
-    private func xattrEpoch(_ fileAndName: String) throws -> UInt32 {
+    private func xattrEpoch(_ fileAndName: String) throws -> Epoch {
         let slash = fileAndName.lastIndex(of: "/")!
         let path = String(fileAndName[..<slash]), name = String(fileAndName[fileAndName.index(after: slash)...])
         var value = [UInt8](repeating: 0, count: 4096)

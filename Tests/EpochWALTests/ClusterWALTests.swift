@@ -82,7 +82,7 @@ import Testing
 
     /// Reads the whole WAL through `volume`'s keys and checks that it delivers exactly `plain`,
     /// every proposal above the cutover opened under the epoch `keyIDs` gives for its index.
-    static func expectReads(_ wal: String, through volume: LiveVolume, plain: [RaftEntry], keyIDs: (UInt64) -> UInt32,
+    static func expectReads(_ wal: String, through volume: LiveVolume, plain: [RaftEntry], keyIDs: (UInt64) -> Epoch,
                             _ member: String) throws {
         let (log, result) = readAll(wal, gate: gate(volume))
         let summary = try result.get()
@@ -135,7 +135,7 @@ import Testing
         #expect(writer.segments.count >= 4, "the log spans segments")
 
         let plain = before.plain + after.plain
-        let keyIDs: (UInt64) -> UInt32 = { $0 <= 40 ? 1 : 2 }
+        let keyIDs: (UInt64) -> Epoch = { $0 <= 40 ? 1 : 2 }
         try Self.expectReads(wal, through: leader, plain: plain, keyIDs: keyIDs, "leader, live")
         for (number, member) in members.enumerated() {
             let volume = try member.open()

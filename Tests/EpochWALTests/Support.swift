@@ -49,13 +49,13 @@ enum KnownAnswer {
 
 /// A raft key ring for tests: key ids to keys, some of them retired; counts lookups.
 final class TestRaftKeys: @unchecked Sendable {
-    var keys: [UInt32: AESGCMKey] = [:]
-    var retired: Set<UInt32> = []
+    var keys: [Epoch: AESGCMKey] = [:]
+    var retired: Set<Epoch> = []
     private(set) var lookups = 0
 
-    init(_ keys: [UInt32: AESGCMKey] = [:]) { self.keys = keys }
+    init(_ keys: [Epoch: AESGCMKey] = [:]) { self.keys = keys }
 
-    func lookup(_ keyID: UInt32) throws -> AESGCMKey {
+    func lookup(_ keyID: Epoch) throws -> AESGCMKey {
         lookups += 1
         if retired.contains(keyID) { throw EnvelopeError.retiredKey(keyID) }
         guard let key = keys[keyID] else { throw EnvelopeError.unknownKeyID(keyID) }
@@ -78,7 +78,7 @@ struct ReadLog {
     var entries: [RaftEntry] = []
     var events: [String] = []
     var hardStates: [HardState] = []
-    var keyIDs: [UInt64: UInt32] = [:]
+    var keyIDs: [UInt64: Epoch] = [:]
     var requestIDs: [UInt64: UInt64] = [:]
 
     /// The log after replay, as etcd's ReadAll would return it.

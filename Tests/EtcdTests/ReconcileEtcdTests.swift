@@ -176,7 +176,7 @@ import Testing
         let wal = directory.path + "/wal"
         let writer = try WALWriter(directory: wal, metadata: Array("reconcile".utf8), options: .init(segmentSize: 4096, sync: false))
         var plain: [RaftEntry] = []
-        func propose(_ range: ClosedRange<UInt64>, report: ClusterReport) throws -> UInt32 {
+        func propose(_ range: ClosedRange<UInt64>, report: ClusterReport) throws -> Epoch {
             let wrapper = try RaftPayloadWrapper(keyring: try keyring(backings[0]), memberEpochs: report.members.compactMap(\.heldEpoch))
             let entries = range.map { RaftEntry(term: 1, index: $0, data: proposalData(requestID: $0, Array("put k\($0)".utf8))) }
             plain += entries

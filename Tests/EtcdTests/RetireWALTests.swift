@@ -1,4 +1,5 @@
 import EpochCrypto
+import EpochFormat
 import EpochVolume
 import EpochWAL
 import Foundation
@@ -60,7 +61,7 @@ import Testing
     }
 }
 
-private func wrapper(_ header: VolumeHeader, epoch: UInt32) throws -> RaftPayloadWrapper {
+private func wrapper(_ header: VolumeHeader, epoch: Epoch) throws -> RaftPayloadWrapper {
     try RaftPayloadWrapper(keyID: epoch, raftDEK: AESGCMKey(try #require(try header.keyring.keys(for: epoch).raftDEK)))
 }
 

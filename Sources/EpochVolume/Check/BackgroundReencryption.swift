@@ -1,3 +1,4 @@
+import EpochFormat
 import EpochIO
 import Glibc
 import Synchronization
@@ -14,7 +15,7 @@ public struct ReencryptionStatus: Codable, Equatable, Sendable {
     public let state: ReencryptionState?
     /// The pace asked for, in MB/s of blocks looked at.
     public let rate: Double?
-    public let targetEpoch: UInt32?
+    public let targetEpoch: Epoch?
     public let blocksDone: Int?
     public let blocksTotal: Int?
     public let megabytesPerSecond: Double?
@@ -23,13 +24,13 @@ public struct ReencryptionStatus: Codable, Equatable, Sendable {
     /// counted when the current or last pass began, and kept exact since (`LiveCensus`).
     public let itemsByEpoch: [String: Int]?
     /// The epochs those items name, so also while a pass runs and after it stopped.
-    public let epochsReferenced: [UInt32]?
+    public let epochsReferenced: [Epoch]?
     /// Why the last walk stopped, if it failed.
     public let error: String?
 
-    public init(running: Bool, state: ReencryptionState? = nil, rate: Double? = nil, targetEpoch: UInt32? = nil, blocksDone: Int? = nil,
+    public init(running: Bool, state: ReencryptionState? = nil, rate: Double? = nil, targetEpoch: Epoch? = nil, blocksDone: Int? = nil,
                 blocksTotal: Int? = nil, megabytesPerSecond: Double? = nil, etaSeconds: Double? = nil, itemsByEpoch: [String: Int]? = nil,
-                epochsReferenced: [UInt32]? = nil, error: String? = nil) {
+                epochsReferenced: [Epoch]? = nil, error: String? = nil) {
         self.running = running
         self.state = state
         self.itemsByEpoch = itemsByEpoch
@@ -121,7 +122,7 @@ public final class BackgroundReencryption: Sendable {
         return ReencryptionStatus(running: isRunning, state: current, rate: Double(bitPattern: rate.load(ordering: .relaxed)),
                                   targetEpoch: progress.target, blocksDone: progress.blocksDone, blocksTotal: progress.blocksTotal,
                                   megabytesPerSecond: progress.megabytesPerSecond, etaSeconds: progress.secondsLeft,
-                                  itemsByEpoch: census.map { census in Dictionary(uniqueKeysWithValues: census.map { (String($0.key), $0.value) }) },
+                                  itemsByEpoch: census.map { census in Dictionary(uniqueKeysWithValues: census.map { ($0.key.description, $0.value) }) },
                                   epochsReferenced: census?.keys.sorted(), error: error)
     }
 

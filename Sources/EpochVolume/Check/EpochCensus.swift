@@ -1,3 +1,4 @@
+import EpochFormat
 import EpochIO
 import Glibc
 
@@ -7,17 +8,17 @@ import Glibc
 /// removed). Every change replaces what was counted for its object, so counts never drift.
 struct EpochCensus {
     /// Items by the epoch they name, for the whole volume.
-    private(set) var total: [UInt32: Int] = [:]
+    private(set) var total: [Epoch: Int] = [:]
     private var objects: [BackingNode.Identity: Counted] = [:]
 
     /// What was counted for one object.
     struct Counted {
         /// The key ids of its blocks in runs: each from its first block index on (nil: holes
         /// and blocks that name none).
-        private var blockRuns: [(first: Int, keyID: UInt32?)] = []
+        private var blockRuns: [(first: Int, keyID: Epoch?)] = []
         private var blockCount = 0
-        var xattrs: [UInt32: Int] = [:]
-        var symlink: UInt32?
+        var xattrs: [Epoch: Int] = [:]
+        var symlink: Epoch?
 
         /// Counted from the items a scan of one object emitted.
         init(_ items: [ScanItem] = []) {
@@ -38,7 +39,7 @@ struct EpochCensus {
         }
 
         /// Its items by epoch.
-        var keyIDs: [UInt32: Int] {
+        var keyIDs: [Epoch: Int] {
             var counts = xattrs
             if let symlink { counts[symlink, default: 0] += 1 }
             for (position, run) in blockRuns.enumerated() {
@@ -49,7 +50,7 @@ struct EpochCensus {
         }
 
         /// Blocks `first…` now name `keyIDs` (one each); the blocks after them stay as they were.
-        mutating func replaceBlocks(from first: Int, by keyIDs: [UInt32?]) {
+        mutating func replaceBlocks(from first: Int, by keyIDs: [Epoch?]) {
             let last = first + keyIDs.count
             var runs = blockRuns.filter { $0.first < first }
             for (offset, keyID) in keyIDs.enumerated() { runs.append((first + offset, keyID)) }
@@ -86,7 +87,7 @@ struct EpochCensus {
     }
 
     /// Blocks `first…` of the file `identity` now name `keyIDs`.
-    mutating func replaceBlocks(of identity: BackingNode.Identity, from first: Int, by keyIDs: [UInt32?]) {
+    mutating func replaceBlocks(of identity: BackingNode.Identity, from first: Int, by keyIDs: [Epoch?]) {
         var counted = objects[identity] ?? Counted()
         counted.replaceBlocks(from: first, by: keyIDs)
         set(identity, to: counted)
@@ -105,9 +106,9 @@ struct EpochCensus {
         set(node.identity, to: counted)
     }
 
-    private mutating func add(_ counts: [UInt32: Int]) { total.merge(counts, uniquingKeysWith: +) }
+    private mutating func add(_ counts: [Epoch: Int]) { total.merge(counts, uniquingKeysWith: +) }
 
-    private mutating func subtract(_ counts: [UInt32: Int]) {
+    private mutating func subtract(_ counts: [Epoch: Int]) {
         for (keyID, count) in counts {
             total[keyID, default: 0] -= count
             if total[keyID]! <= 0 { total[keyID] = nil }

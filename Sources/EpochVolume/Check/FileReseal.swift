@@ -29,7 +29,7 @@ extension FileContent {
     }
 
     /// The epochs the current copies of `blocks` name (`storedKeyID`), up to the end of the file.
-    func storedKeyIDs(fd: FileDescriptor, in blocks: Range<Int>) throws -> [UInt32?] {
+    func storedKeyIDs(fd: FileDescriptor, in blocks: Range<Int>) throws -> [Epoch?] {
         try access.withReadLock {
             try loadSlots(fd)
             let count = (try size(fd: fd) + layout.blockSize - 1) / layout.blockSize
@@ -39,7 +39,7 @@ extension FileContent {
 
     /// The epoch block `index`'s current copy (in a shadow slot, or in place) names; nil for a
     /// hole (all zeros) or a copy too damaged to name one. The slots must be loaded.
-    func storedKeyID(of index: Int, fd: FileDescriptor) throws -> UInt32? {
+    func storedKeyID(of index: Int, fd: FileDescriptor) throws -> Epoch? {
         let inPlace = try io.preadFully(fd, count: Envelope.overhead, at: layout.backingOffset(block: index))
         let current = try currentSlot(of: index, inPlace: inPlace).flatMap { try readSlot($0, fd: fd)?.sealed }
         // The envelope's first bytes name the epoch; a hole's are zeros, which name none.
@@ -194,7 +194,7 @@ extension FileContent {
     }
 
     /// `storedKeyID` for a block whose envelope in place was read already into `stored`.
-    func keyID(of block: Int, stored: UnsafeRawBufferPointer, fd: FileDescriptor) throws -> UInt32? {
+    func keyID(of block: Int, stored: UnsafeRawBufferPointer, fd: FileDescriptor) throws -> Epoch? {
         if let slot = currentSlot(of: block, inPlace: stored) { return try readSlot(slot, fd: fd)?.sealed.withUnsafeBytes { try? Envelope.keyID(of: $0) } }
         return try? Envelope.keyID(of: stored)
     }

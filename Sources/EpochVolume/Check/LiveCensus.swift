@@ -1,3 +1,4 @@
+import EpochFormat
 import Synchronization
 
 /// The census of a mounted volume (`EpochCensus`), kept exact while a re-encryption pass runs
@@ -60,8 +61,8 @@ public final class LiveCensus: Sendable {
     }
 
     /// Items of the whole volume by epoch, every change counted; nil before the first pass.
-    func total(in tree: BackingTree) -> [UInt32: Int]? {
-        census.withLock { census -> [UInt32: Int]? in
+    func total(in tree: BackingTree) -> [Epoch: Int]? {
+        census.withLock { census -> [Epoch: Int]? in
             guard census != nil else { return nil }
             let pending = changed.withLock { changed in
                 defer { changed = Changed() }

@@ -1,10 +1,11 @@
+import EpochFormat
 import EpochIO
 import Glibc
 
 /// How far a re-encryption got, and what it found.
 public struct ReencryptionProgress: Sendable {
     /// The epoch items are resealed under (the active one; a rekey during the walk moves it).
-    public var target: UInt32 = 0
+    public var target: Epoch = 0
     /// Blocks of regular files looked at in this pass (resealed, at the target already, holes or
     /// unreadable), of all there are (counted at the start of the pass).
     public var blocksDone = 0
@@ -15,7 +16,7 @@ public struct ReencryptionProgress: Sendable {
     public var xattrsResealed = 0
     /// Items left naming each epoch by this pass so far (blocks, symlink targets, xattr values);
     /// after a whole pass, the epochs the volume still references.
-    public var keyIDs: [UInt32: Int] = [:]
+    public var keyIDs: [Epoch: Int] = [:]
     /// Seconds since the walk started, and plaintext bytes of the blocks looked at meanwhile.
     public var seconds = 0.0
     public var bytesDone = 0

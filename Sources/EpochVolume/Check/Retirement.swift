@@ -1,3 +1,5 @@
+import EpochFormat
+
 /// What still names an epoch: items by category and a few of their locations.
 public struct EpochReferences: Sendable, CustomStringConvertible {
     /// How many locations `description` names.
@@ -24,7 +26,7 @@ public struct EpochReferences: Sendable, CustomStringConvertible {
     }
 
     /// Refuses to retire `epoch` (`RetireError.stillReferenced`) unless nothing was counted.
-    public func requireNone(retiring epoch: UInt32) throws {
+    public func requireNone(retiring epoch: Epoch) throws {
         guard total == 0 else { throw RetireError.stillReferenced(epoch: epoch, description) }
     }
 
@@ -36,9 +38,9 @@ public struct EpochReferences: Sendable, CustomStringConvertible {
 }
 
 public enum RetireError: Error, Equatable, Sendable, CustomStringConvertible {
-    case stillReferenced(epoch: UInt32, String)
+    case stillReferenced(epoch: Epoch, String)
     /// A raft cutover is set, so WAL entries above it may name the epoch, and no WAL was given to check.
-    case walNotChecked(epoch: UInt32, cutover: UInt64)
+    case walNotChecked(epoch: Epoch, cutover: UInt64)
 
     public var description: String {
         switch self {
@@ -55,7 +57,7 @@ public enum RetireError: Error, Equatable, Sendable, CustomStringConvertible {
 /// nothing names it any more, and never those of the active epoch.
 public enum Retirement {
     /// The blocks, symlink targets and xattr values of `tree`'s volume that name `epoch`.
-    public static func references(to epoch: UInt32, in tree: BackingTree) throws -> EpochReferences {
+    public static func references(to epoch: Epoch, in tree: BackingTree) throws -> EpochReferences {
         var references = EpochReferences()
         _ = try VolumeScan.run(tree, visit: { item in
             if item.keyID == epoch { references.add(item.kind.category, at: item.location) }
@@ -67,7 +69,7 @@ public enum Retirement {
     /// cutover is set, `walReferences`, which counts the WAL entries above it naming the epoch)
     /// found nothing naming it. Retiring a retired epoch writes nothing.
     @discardableResult
-    public static func retire(epoch: UInt32, in tree: BackingTree,
+    public static func retire(epoch: Epoch, in tree: BackingTree,
                               walReferences: ((VolumeHeader) throws -> EpochReferences)? = nil) throws -> VolumeHeader {
         try tree.volume.retire(epoch: epoch) { header in
             var found = try references(to: epoch, in: tree)

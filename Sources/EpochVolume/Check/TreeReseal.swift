@@ -11,15 +11,15 @@ extension BackingTree {
     /// one under the active epoch, with the same value; one setxattr each replaces it whole.
     /// Returns how many it resealed, and the values as left by the epoch they name; a value that
     /// does not open is left as it is.
-    func resealXattrs(_ node: BackingNode) throws -> (resealed: Int, keyIDs: [UInt32: Int]) {
+    func resealXattrs(_ node: BackingNode) throws -> (resealed: Int, keyIDs: [Epoch: Int]) {
         guard !node.isSymlink else { return (0, [:]) }
         var raw = [UInt8](repeating: 0, count: Self.maxXattrValue)
         let length = try raw.withUnsafeMutableBytes { try io.listxattr(node.fd, into: $0) }
         var resealed = 0
-        var keyIDs: [UInt32: Int] = [:]
+        var keyIDs: [Epoch: Int] = [:]
         for backingName in raw.prefix(length).split(separator: 0).map({ String(decoding: $0, as: UTF8.self) }) {
             guard let name = try? volume.xattrs.name(ofBacking: backingName) else { continue }
-            let left: UInt32? = try volume.sealing { epoch in try xattrChanges.withLock { _ in
+            let left: Epoch? = try volume.sealing { epoch in try xattrChanges.withLock { _ in
                 var sealed = [UInt8](repeating: 0, count: Self.maxXattrValue + 64)
                 let count: Int
                 do {
@@ -128,7 +128,7 @@ extension BackingTree {
     /// leaves the old one or the new one (docs/FORMAT.md §5.4). Returns whether it resealed, and
     /// the epoch the symlink's target names now (nil: gone, or too damaged to name one).
     /// Names hard-linked to the same symlink stay as they were: each becomes a symlink of its own.
-    func resealSymlink(_ name: String, in directory: BackingNode) throws -> (resealed: Bool, keyID: UInt32?, linkFile: String?) {
+    func resealSymlink(_ name: String, in directory: BackingNode) throws -> (resealed: Bool, keyID: Epoch?, linkFile: String?) {
         try namespace.withWriteLock { try volume.sealing { epoch in
             let node: BackingNode, info: stat
             do {

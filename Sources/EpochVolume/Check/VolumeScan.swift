@@ -58,10 +58,10 @@ public struct ScanItem: Sendable {
         /// Does not decode or authenticate (or cannot be read at all).
         case damaged(String)
         /// Names an epoch whose keys were retired.
-        case retiredKey(UInt32)
+        case retiredKey(Epoch)
         /// Names an epoch the keyring does not hold: the header may have lost a commit (a
         /// restored older header, a damaged newest slot), so a header backup may still open it.
-        case unknownKey(UInt32)
+        case unknownKey(Epoch)
         /// A directory IV missing or not 16 bytes.
         case lostIV(String)
         /// A side file no entry needs.
@@ -86,7 +86,7 @@ public struct ScanItem: Sendable {
     /// The object a block, symlink target or xattr value belongs to.
     public let object: BackingNode.Identity?
     /// The epoch the item is sealed under, where it names one.
-    public let keyID: UInt32?
+    public let keyID: Epoch?
     public let problem: Problem?
 
     /// The plaintext path if known, else the backing path.
@@ -98,7 +98,7 @@ public struct ScanSummary: Sendable {
     /// Items looked at, by `Kind.category`.
     public internal(set) var counts: [String: Int] = [:]
     /// Items naming each epoch, by key id.
-    public internal(set) var keyIDs: [UInt32: Int] = [:]
+    public internal(set) var keyIDs: [Epoch: Int] = [:]
     public internal(set) var problems: [ScanItem] = []
     /// Objects earlier repairs kept in `epochfs.lost/` (outside the plaintext tree).
     public internal(set) var keptByRepair = 0
@@ -177,7 +177,7 @@ public struct VolumeScan {
     }
 
     private mutating func emit(_ kind: ScanItem.Kind, path: String?, backingPath: String, object: BackingNode? = nil,
-                               keyID: UInt32? = nil, problem: ScanItem.Problem? = nil) {
+                               keyID: Epoch? = nil, problem: ScanItem.Problem? = nil) {
         let item = ScanItem(kind: kind, path: path, backingPath: backingPath, object: object?.identity, keyID: keyID, problem: problem)
         summary.counts[kind.category, default: 0] += 1
         if let keyID { summary.keyIDs[keyID, default: 0] += 1 }
@@ -313,7 +313,7 @@ public struct VolumeScan {
     }
 
     private mutating func scanSymlink(_ node: BackingNode, path: String?, backingPath: String) {
-        var keyID: UInt32?
+        var keyID: Epoch?
         var problem: ScanItem.Problem?
         do {
             let (sealed, linkFile) = try tree.sealedTarget(node)
@@ -339,7 +339,7 @@ public struct VolumeScan {
         }
         for backingName in backingNames where backingName.hasPrefix(XattrCodec.backingPrefix) {
             var name: String?
-            var keyID: UInt32?
+            var keyID: Epoch?
             var problem: ScanItem.Problem?
             do {
                 name = try volume.xattrs.name(ofBacking: backingName)

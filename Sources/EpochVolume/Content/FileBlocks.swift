@@ -62,7 +62,7 @@ extension FileContent {
     /// Re-seals block `index` with its plaintext cut or zero-extended to `newLength`, as a
     /// rewrite keeping stored bytes (through a shadow slot while the old copy may be durable;
     /// with `makeRoom`, never in place for want of a free slot). A hole is left as it is.
-    func rewriteBlock(_ index: Int, fileID: FileID, fd: FileDescriptor, currentSize: Int, newLength: Int, epoch: UInt32,
+    func rewriteBlock(_ index: Int, fileID: FileID, fd: FileDescriptor, currentSize: Int, newLength: Int, epoch: Epoch,
                       makeRoom: Bool = false) throws {
         let existing = max(0, min(layout.blockSize, currentSize - index * layout.blockSize))
         var (plain, wasHole) = try readBlock(index, fileID: fileID, fd: fd, length: existing)
@@ -74,7 +74,7 @@ extension FileContent {
     }
 
     /// Seals `plain` as block `index` under `epoch` and stores it (`store`).
-    func writeBlock(_ index: Int, _ plain: [UInt8], fileID: FileID, fd: FileDescriptor, epoch: UInt32, keepsStoredBytes: Bool,
+    func writeBlock(_ index: Int, _ plain: [UInt8], fileID: FileID, fd: FileDescriptor, epoch: Epoch, keepsStoredBytes: Bool,
                     makeRoom: Bool = false) throws {
         var sealed = [UInt8](repeating: 0, count: plain.count + Envelope.overhead)
         var key = try blockKey(epoch, fileID: fileID)
@@ -108,7 +108,7 @@ extension FileContent {
         var aad: StorageAAD
     }
 
-    func blockKey(_ keyID: UInt32, fileID: FileID) throws -> BlockKey {
+    func blockKey(_ keyID: Epoch, fileID: FileID) throws -> BlockKey {
         BlockKey(key: try fileKey(epoch: keyID, fileID: fileID), aad: StorageAAD(keyID: keyID, volumeID: volume.keys.volumeID, fileID: fileID))
     }
 
@@ -211,7 +211,7 @@ extension FileContent {
         volume.counters.blocksWritten.add(1, ordering: .relaxed)
     }
 
-    func fileKey(epoch: UInt32, fileID: FileID) throws -> AESGCMKey {
+    func fileKey(epoch: Epoch, fileID: FileID) throws -> AESGCMKey {
         let generation = volume.keys.generation
         if let key = cache.withLock({ $0.fileKeysGeneration == generation ? $0.fileKeys[epoch] : nil }) { return key }
         let key = try volume.keys.fileKey(epoch: epoch, fileID: fileID)

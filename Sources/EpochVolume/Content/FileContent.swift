@@ -48,7 +48,7 @@ public final class FileContent: Sendable {
         /// nil until read from (or written to) the backing file's header.
         private(set) var fileID: FileID?
         /// One initialised AEAD per epoch for `fileID`, derived once (docs/FORMAT.md §2.2).
-        var fileKeys: [UInt32: AESGCMKey] = [:]
+        var fileKeys: [Epoch: AESGCMKey] = [:]
         /// The keyring generation (VolumeKeys.generation) `fileKeys` were derived under.
         var fileKeysGeneration: UInt64 = 0
         var shadow = ShadowSlots()
@@ -283,7 +283,7 @@ public final class FileContent: Sendable {
         try volume.sealing { epoch in try access.withWriteLock { try truncateLocked(fd, to: newSize, epoch: epoch) } }
     }
 
-    func truncateLocked(_ fd: FileDescriptor, to newSize: Int, epoch: UInt32) throws {
+    func truncateLocked(_ fd: FileDescriptor, to newSize: Int, epoch: Epoch) throws {
         let backing = try io.fstat(fd)
         let size = layout.plaintextSize(backingSize: Int(backing.st_size))
         guard newSize != size else { return }

@@ -42,7 +42,7 @@ extension FileContent {
 
     /// Makes `range` (inside the file) read as zeros: whole blocks become holes (punched, or
     /// zeroed in place), partial ones at the edges are resealed.
-    func zero(_ range: Range<Int>, fd: FileDescriptor, size: Int, epoch: UInt32, punch: Bool) throws {
+    func zero(_ range: Range<Int>, fd: FileDescriptor, size: Int, epoch: Epoch, punch: Bool) throws {
         let blockSize = layout.blockSize
         let fileID = try loadFileID(fd)
         try requireCommittedSize(size)

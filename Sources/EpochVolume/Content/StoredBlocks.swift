@@ -4,7 +4,7 @@ import EpochFormat
 public struct StoredBlock: Sendable {
     public let index: Int
     /// The epoch its envelope names; nil for a hole (all zeros) or a block too damaged to name one.
-    public let keyID: UInt32?
+    public let keyID: Epoch?
     /// Plaintext bytes it holds.
     public let length: Int
     /// Why it does not open; nil when it does.
@@ -20,7 +20,7 @@ public struct ResealCount: Sendable, Equatable {
     /// Did not open: left as they were.
     public var unreadable = 0
     /// The blocks as left, by the epoch they name (holes name none).
-    public var keyIDs: [UInt32: Int] = [:]
+    public var keyIDs: [Epoch: Int] = [:]
 
     public init() {}
 

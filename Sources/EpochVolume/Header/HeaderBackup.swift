@@ -79,7 +79,7 @@ public enum HeaderBackup {
         var undone = ["\(newer.sequence - older.sequence) header commit(s) (sequence \(newer.sequence) back to \(older.sequence))"]
         if newer.epoch > older.epoch {
             undone.append("the rekey(s) from epoch \(older.epoch) to \(newer.epoch): whatever was written under epochs "
-                          + "\(older.epoch + 1)–\(newer.epoch) will not decrypt (EIO)")
+                          + "\(older.epoch.rawValue + 1)–\(newer.epoch) will not decrypt (EIO)")
         }
         if newer.raftCutover != older.raftCutover {
             undone.append("the raft cutover \(newer.raftCutover == .max ? "none" : String(newer.raftCutover)), back to "

@@ -10,7 +10,7 @@ public struct VolumeHeader: Sendable {
     public let slotIndex: Int
     public let keyring: Keyring
 
-    public var epoch: UInt32 { slot.epoch }
+    public var epoch: Epoch { slot.epoch }
     public var sequence: UInt64 { slot.sequence }
     public var volumeID: VolumeID { slot.volumeID }
 }
@@ -18,7 +18,7 @@ public struct VolumeHeader: Sendable {
 public enum RekeyResult: Sendable {
     /// Already at the requested epoch: nothing was written.
     case alreadyAtEpoch(VolumeHeader)
-    case rekeyed(from: UInt32, VolumeHeader)
+    case rekeyed(from: Epoch, VolumeHeader)
 
     public var header: VolumeHeader {
         switch self {
@@ -31,14 +31,14 @@ public enum JournalError: Error, Equatable, Sendable, CustomStringConvertible {
     case noValidSlot(slotA: String, slotB: String)
     /// The newest valid slot does not open with the key source's key for its epoch. There is no
     /// fallback to the older slot: that would silently undo a rekey.
-    case wrongKey(epoch: UInt32)
-    case epochBelowCurrent(current: UInt32, requested: UInt32)
+    case wrongKey(epoch: Epoch)
+    case epochBelowCurrent(current: Epoch, requested: Epoch)
     case reservedEpoch
-    case inconsistentKeyring(slotEpoch: UInt32, keyringEpoch: UInt32)
-    case epochUnrecoverable(tried: [UInt32], reason: String)
+    case inconsistentKeyring(slotEpoch: Epoch, keyringEpoch: Epoch)
+    case epochUnrecoverable(tried: [Epoch], reason: String)
     case readBackMismatch(slot: Int)
-    case epochNotInKeyring(UInt32)
-    case retiringActiveEpoch(UInt32)
+    case epochNotInKeyring(Epoch)
+    case retiringActiveEpoch(Epoch)
 
     public var description: String {
         switch self {
@@ -79,7 +79,7 @@ public final class HeaderJournal: Sendable {
 
     /// Writes the first header of a new volume (slot A, sequence 1) and makes it durable. A
     /// volume made with `clusterID` derives every epoch's raft DEK (docs/FORMAT.md §3.7).
-    public func create(epoch: UInt32, blockSize: UInt32, volumeID: VolumeID? = nil, clusterID: ClusterID? = nil,
+    public func create(epoch: Epoch, blockSize: UInt32, volumeID: VolumeID? = nil, clusterID: ClusterID? = nil,
                        formatVersion: UInt16 = HeaderSlot.formatVersion) throws -> VolumeHeader {
         guard epoch != 0 else { throw JournalError.reservedEpoch }
         let derivation = try source.keyDerivationForNewEpoch()
@@ -99,7 +99,7 @@ public final class HeaderJournal: Sendable {
     /// The change-key: refuse a lower epoch, do nothing at the current one, otherwise add
     /// new DEKs for `epoch` (a cluster member's raft DEK derived from the epoch's cluster
     /// secret), reseal the keyring under its wrapping key and commit.
-    public func rekey(to epoch: UInt32) throws -> RekeyResult {
+    public func rekey(to epoch: Epoch) throws -> RekeyResult {
         try withCommitLock {
             let current = try openCurrent()
             let from = current.header.epoch
@@ -126,7 +126,7 @@ public final class HeaderJournal: Sendable {
     /// over the other slot drops them there too. The caller has made sure nothing names the
     /// epoch any more (`Retirement`); `verify` runs under the commit lock against the header
     /// about to be changed, so that check and commit see the same keyring.
-    public func retire(epoch: UInt32, verify: (VolumeHeader) throws -> Void = { _ in }) throws -> VolumeHeader {
+    public func retire(epoch: Epoch, verify: (VolumeHeader) throws -> Void = { _ in }) throws -> VolumeHeader {
         try withCommitLock {
             let current = try openCurrent()
             let keyring = current.header.keyring

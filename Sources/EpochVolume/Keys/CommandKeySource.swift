@@ -20,11 +20,11 @@ public struct CommandKeySource: KeySource {
 
     public func keyDerivationForNewEpoch() throws -> KeyDerivation { .direct }
 
-    public func wrappingKey(epoch: UInt32, derivation: KeyDerivation) throws -> SecretBytes {
+    public func wrappingKey(epoch: Epoch, derivation: KeyDerivation) throws -> SecretBytes {
         try requireDirect(derivation)
         let outcome: Subprocess.Outcome
         do {
-            outcome = try Subprocess.runShell(command + " \"$@\"", arguments: [String(epoch)], timeout: timeout, limit: 4096)
+            outcome = try Subprocess.runShell(command + " \"$@\"", arguments: [epoch.description], timeout: timeout, limit: 4096)
         } catch let error as SystemError {
             throw KeySourceError.unavailable(epoch: epoch, reason: "command '\(command)': \(error)")
         }
@@ -39,5 +39,5 @@ public struct CommandKeySource: KeySource {
         }
     }
 
-    public func candidateEpochs() throws -> [UInt32]? { nil }
+    public func candidateEpochs() throws -> [Epoch]? { nil }
 }

@@ -17,11 +17,11 @@ public struct FileKeySource: KeySource {
 
     public var spec: String { "file:\(template)" }
 
-    public func path(for epoch: UInt32) -> String { template.replacing("%d", with: String(epoch)) }
+    public func path(for epoch: Epoch) -> String { template.replacing("%d", with: epoch.description) }
 
     public func keyDerivationForNewEpoch() throws -> KeyDerivation { .direct }
 
-    public func wrappingKey(epoch: UInt32, derivation: KeyDerivation) throws -> SecretBytes {
+    public func wrappingKey(epoch: Epoch, derivation: KeyDerivation) throws -> SecretBytes {
         try requireDirect(derivation)
         let path = path(for: epoch)
         let raw: SecretBytes
@@ -34,7 +34,7 @@ public struct FileKeySource: KeySource {
     }
 
     /// Key files present in the template's directory, newest epoch first.
-    public func candidateEpochs() throws -> [UInt32]? {
+    public func candidateEpochs() throws -> [Epoch]? {
         let slash = template.lastIndex(of: "/")!
         let directory = String(template[..<slash])
         let pattern = template[template.index(after: slash)...].split(separator: "%d", omittingEmptySubsequences: false)
@@ -45,12 +45,12 @@ public struct FileKeySource: KeySource {
         } catch let error as SystemError {
             throw KeySourceError.unavailable(epoch: 0, reason: error.description)
         }
-        var epochs: [UInt32] = []
+        var epochs: [Epoch] = []
         for name in entries.map(\.name) {
             guard name.hasPrefix(pattern[0]), name.hasSuffix(pattern[1]),
                   name.count > pattern[0].count + pattern[1].count else { continue }
             let middle = name.dropFirst(pattern[0].count).dropLast(pattern[1].count)
-            if middle.allSatisfy(\.isASCII), middle.allSatisfy(\.isNumber), let epoch = UInt32(middle), epoch != 0 {
+            if middle.allSatisfy(\.isASCII), middle.allSatisfy(\.isNumber), let epoch = Epoch(parsing: middle), epoch != 0 {
                 epochs.append(epoch)
             }
         }

@@ -6,9 +6,9 @@ import EpochFormat
 /// never key material.
 public enum KeySourceError: Error, Equatable, Sendable, CustomStringConvertible {
     case badSpec(spec: String, reason: String)
-    case unavailable(epoch: UInt32, reason: String)
-    case timedOut(epoch: UInt32, seconds: Double)
-    case badKeyMaterial(epoch: UInt32, reason: String)
+    case unavailable(epoch: Epoch, reason: String)
+    case timedOut(epoch: Epoch, seconds: Double)
+    case badKeyMaterial(epoch: Epoch, reason: String)
     case wrongDerivation(spec: String, reason: String)
     /// The header names a `command:` source and no operator did: the backing directory is
     /// what encryption at rest defends against, so a command found there is never run.
@@ -49,11 +49,11 @@ public protocol KeySource: Sendable {
     var spec: String { get }
     /// How a new epoch's wrapping key will be derived (a fresh scrypt salt for passphrases).
     func keyDerivationForNewEpoch() throws -> KeyDerivation
-    func wrappingKey(epoch: UInt32, derivation: KeyDerivation) throws -> SecretBytes
+    func wrappingKey(epoch: Epoch, derivation: KeyDerivation) throws -> SecretBytes
     /// The wrapping key of `epoch` and, when `clusterID` is set, its cluster secret.
-    func epochSecrets(epoch: UInt32, derivation: KeyDerivation, clusterID: ClusterID?) throws -> EpochSecrets
+    func epochSecrets(epoch: Epoch, derivation: KeyDerivation, clusterID: ClusterID?) throws -> EpochSecrets
     /// Epochs this source can name, newest first, for trial recovery; nil when it cannot list them.
-    func candidateEpochs() throws -> [UInt32]?
+    func candidateEpochs() throws -> [Epoch]?
 }
 
 /// Parses `file:TEMPLATE`, `command:CMD` and `passphrase:FILE` (docs/FORMAT.md §4; docs/OPERATIONS.md "Key sources").
@@ -121,7 +121,7 @@ func decodeKeyMaterial(_ raw: SecretBytes) throws -> SecretBytes {
 }
 
 /// The wrapping key of `epoch` in `raw`, its errors naming the epoch.
-func decodeWrappingKey(_ raw: SecretBytes, epoch: UInt32) throws -> SecretBytes {
+func decodeWrappingKey(_ raw: SecretBytes, epoch: Epoch) throws -> SecretBytes {
     do {
         return try decodeKeyMaterial(raw)
     } catch let error as KeyMaterialError {
@@ -132,7 +132,7 @@ func decodeWrappingKey(_ raw: SecretBytes, epoch: UInt32) throws -> SecretBytes 
 extension KeySource {
     /// Key files and commands: the key the source yields is the wrapping key and the cluster
     /// secret both, the same on every member that reads the same file or runs the same command.
-    public func epochSecrets(epoch: UInt32, derivation: KeyDerivation, clusterID: ClusterID?) throws -> EpochSecrets {
+    public func epochSecrets(epoch: Epoch, derivation: KeyDerivation, clusterID: ClusterID?) throws -> EpochSecrets {
         let key = try wrappingKey(epoch: epoch, derivation: derivation)
         return EpochSecrets(wrappingKey: key, clusterSecret: clusterID == nil ? nil : key)
     }

@@ -20,13 +20,13 @@ public struct PassphraseKeySource: KeySource {
 
     public func keyDerivationForNewEpoch() throws -> KeyDerivation { try .freshScrypt(parameters) }
 
-    public func wrappingKey(epoch: UInt32, derivation: KeyDerivation) throws -> SecretBytes {
+    public func wrappingKey(epoch: Epoch, derivation: KeyDerivation) throws -> SecretBytes {
         try epochSecrets(epoch: epoch, derivation: derivation, clusterID: nil).wrappingKey
     }
 
     /// The passphrase is read once; the wrapping key is scrypt with the slot's random salt, the
     /// cluster secret scrypt with the cluster's fixed salt, so that members agree on it.
-    public func epochSecrets(epoch: UInt32, derivation: KeyDerivation, clusterID: ClusterID?) throws -> EpochSecrets {
+    public func epochSecrets(epoch: Epoch, derivation: KeyDerivation, clusterID: ClusterID?) throws -> EpochSecrets {
         guard case let .scrypt(parameters, salt) = derivation else {
             throw KeySourceError.wrongDerivation(spec: spec, reason: "the volume was set up with a key file or command")
         }
@@ -37,18 +37,18 @@ public struct PassphraseKeySource: KeySource {
             clusterSecret: try clusterID.map { try parameters.derive(passphrase: passphrase, salt: $0.passphraseSalt, count: Keyring.dekSize) })
     }
 
-    public func candidateEpochs() throws -> [UInt32]? {
+    public func candidateEpochs() throws -> [Epoch]? {
         path.contains("%d") ? try FileKeySource(template: path).candidateEpochs() : nil
     }
 
     /// The passphrase without its line ending.
-    private func readPassphrase(epoch: UInt32) throws -> SecretBytes {
+    private func readPassphrase(epoch: Epoch) throws -> SecretBytes {
         let raw: SecretBytes
         do {
             if path == "-" {
                 raw = try readLine(fd: 0)
             } else {
-                raw = try readSecretFile(path.replacing("%d", with: String(epoch)))
+                raw = try readSecretFile(path.replacing("%d", with: epoch.description))
             }
         } catch let error as SystemError {
             throw KeySourceError.unavailable(epoch: epoch, reason: error.description)

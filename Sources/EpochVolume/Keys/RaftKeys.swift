@@ -13,7 +13,7 @@ public enum RaftKeys {
     }
 
     /// Raw raft keys by key id; any other id is unknown.
-    public static func lookup(_ keys: [UInt32: AESGCMKey]) -> EnvelopeKeyLookup {
+    public static func lookup(_ keys: [Epoch: AESGCMKey]) -> EnvelopeKeyLookup {
         { keyID in
             guard let key = keys[keyID] else { throw EnvelopeError.unknownKeyID(keyID) }
             return key

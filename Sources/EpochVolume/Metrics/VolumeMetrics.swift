@@ -84,7 +84,7 @@ public final class VolumeMetrics: Sendable {
     }
 
     /// The metrics in the Prometheus text format, as of now.
-    public func render(counters: VolumeCounters, epoch active: UInt32, reencryption: ReencryptionStatus) -> [UInt8] {
+    public func render(counters: VolumeCounters, epoch active: Epoch, reencryption: ReencryptionStatus) -> [UInt8] {
         exported.withLock { exported in
             for (index, counted) in countedTotals.enumerated() {
                 let total = counted.total(counters)
@@ -93,7 +93,7 @@ public final class VolumeMetrics: Sendable {
                 exported[index] = max(total, exported[index])
             }
         }
-        epoch.record(active)
+        epoch.record(active.rawValue)
         reencryptionRunning.record(reencryption.running ? 1 : 0)
         reencryptionBlocksDone.record(reencryption.blocksDone ?? 0)
         reencryptionBlocksTotal.record(reencryption.blocksTotal ?? 0)

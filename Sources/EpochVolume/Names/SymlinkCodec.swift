@@ -22,7 +22,7 @@ public struct SymlinkCodec: Sendable {
     /// The backing target for `target` sealed under `epoch`, and for a long one the side file
     /// (name, bytes) to write under `epochfs.links/` first. A reseal keeps the symlink's
     /// `targetID`, which its directory's record binds it by; a new symlink gets a fresh one.
-    public func encrypt(_ target: [UInt8], epoch: UInt32, targetID: FileID? = nil) throws
+    public func encrypt(_ target: [UInt8], epoch: Epoch, targetID: FileID? = nil) throws
         -> (backingTarget: String, sideFile: (name: String, bytes: [UInt8])?) {
         let sealed = try seal(target, epoch: epoch, targetID: targetID ?? FileID.random())
         let inline = Base64URL.encode(sealed)
@@ -37,7 +37,7 @@ public struct SymlinkCodec: Sendable {
         return text.hasPrefix(sidePrefix) ? String(text.dropFirst(sidePrefix.count)) : nil
     }
 
-    private func seal(_ target: [UInt8], epoch: UInt32, targetID: FileID) throws -> [UInt8] {
+    private func seal(_ target: [UInt8], epoch: Epoch, targetID: FileID) throws -> [UInt8] {
         let key = try keys.fileKey(epoch: epoch, fileID: targetID)
         return targetID.bytes + (try StorageEnvelope.seal(target, keyID: epoch, fileKey: key, location: location(targetID)))
     }
@@ -60,7 +60,7 @@ public struct SymlinkCodec: Sendable {
     }
 
     /// The epoch a sealed target names, without opening it; nil when too short to name one.
-    public static func keyID(ofSealed sealed: [UInt8]) -> UInt32? {
+    public static func keyID(ofSealed sealed: [UInt8]) -> Epoch? {
         guard sealed.count >= FileID.byteCount + Envelope.overhead else { return nil }
         return try? sealed[FileID.byteCount...].withUnsafeBytes { try Envelope.keyID(of: $0) }
     }

@@ -36,7 +36,7 @@ public struct XattrCodec: Sendable {
         }
     }
 
-    public func sealValue(_ value: [UInt8], name: String, epoch: UInt32) throws -> [UInt8] {
+    public func sealValue(_ value: [UInt8], name: String, epoch: Epoch) throws -> [UInt8] {
         let id = try pseudoFileID(name)
         return try StorageEnvelope.seal(value, keyID: epoch, fileKey: try key(epoch: epoch, id: id), location: location(id))
     }
@@ -50,7 +50,7 @@ public struct XattrCodec: Sendable {
         try FileID(SHA256.hash(Self.nameAD + Array(name.utf8)).prefix(FileID.byteCount))
     }
 
-    private func key(epoch: UInt32, id: FileID) throws -> AESGCMKey {
+    private func key(epoch: Epoch, id: FileID) throws -> AESGCMKey {
         try keys.fileKey(epoch: epoch, fileID: id)
     }
 
