@@ -145,7 +145,7 @@ public final class MountedVolume: @unchecked Sendable {
 
     /// Writes one command to the control file; returns the errno (0 on success).
     public func control(_ command: String) -> Int32 {
-        let fd = open(path(".epochfs/control"), O_WRONLY)
+        let fd = open(path(".epochfs/control"), O_WRONLY | O_CLOEXEC)
         guard fd >= 0 else { return errno }
         defer { close(fd) }
         let bytes = Array(command.utf8)

@@ -14,6 +14,10 @@ public func productPath(_ name: String) -> String {
     return testBinary.deletingLastPathComponent().appendingPathComponent(name).path
 }
 
+/// posix_spawn_file_actions_addclosefrom_np (glibc 2.34), which Swift's Glibc module leaves out.
+private let addCloseFrom = unsafeBitCast(dlsym(nil, "posix_spawn_file_actions_addclosefrom_np")!,
+                                         to: (@convention(c) (UnsafeMutablePointer<posix_spawn_file_actions_t>, Int32) -> Int32).self)
+
 /// A child process started with posix_spawn, stdout and stderr going to files, reaped with
 /// waitpid. Signals go only to its own pid, and never after it was reaped (the pid could be
 /// reused by then). Foundation's Process is not used: it can miss the exit of a child whose
@@ -36,6 +40,10 @@ public final class ChildProcess: @unchecked Sendable {
         posix_spawn_file_actions_addopen(&actions, 0, stdinPath, O_RDONLY, 0)
         posix_spawn_file_actions_addopen(&actions, 1, stdoutPath, O_WRONLY | O_CREAT | O_APPEND, 0o600)
         posix_spawn_file_actions_addopen(&actions, 2, stderrPath, O_WRONLY | O_CREAT | O_APPEND, 0o600)
+        // Nothing else of this process: a descriptor another test holds open on its mount
+        // (a control file, a file it writes) would keep that mount busy for as long as the
+        // child lives, and its unmount would fail.
+        _ = addCloseFrom(&actions, 3)
         // The spawning thread may block signals (test runner threads do); the child must not
         // inherit that, or SIGTERM would never reach it.
         var attributes = posix_spawnattr_t()
