@@ -81,9 +81,10 @@ final class RingTransport: @unchecked Sendable {
 
     /// The INIT reply announcing the transport reached the kernel: the queues register.
     func register() {
+        // Before the queues register: the first request the rings serve may be a status read.
+        status.ring.store(true, ordering: .relaxed)
         for (queue, entries) in zip(queues, prepared) { queue.register(entries) }
         prepared = []
-        status.ring.store(true, ordering: .relaxed)
         logger.notice("FUSE transport: io_uring, \(queues.count) queues of \(Self.entriesPerQueue) requests")
     }
 
