@@ -106,11 +106,6 @@ import Testing
                 try state.tree.write(to: scratch.path + "/backing")
                 let problems = candidates.map { verify(scratch.path + "/backing", files: $0, epoch: epoch) }
                 guard !problems.contains(where: { $0 == nil }), let problem = problems.first! else { continue }
-                // A write that tore where no acknowledged byte was (a fresh block of an
-                // unacknowledged append) may read as EIO: acknowledged bytes must all be there.
-                if state.torn != nil, verify(scratch.path + "/backing", files: candidates[0], epoch: epoch, prefixOnly: true) == nil {
-                    continue
-                }
                 // A write no sync acknowledged may have reached the disk for some of its blocks
                 // and not others: each block as in one of the versions will do.
                 if verifyBlockwise(scratch.path + "/backing", versions: candidates, epoch: epoch) == nil { continue }
@@ -159,10 +154,8 @@ import Testing
         }
 
         /// Checks the acknowledged `files` in the volume at `backing`; with `sparing`, not the
-        /// blocks whose stored bytes overlap that backing byte range; with `prefixOnly`, only
-        /// that each file begins with its content (what follows may not read).
-        private func verify(_ backing: String, files: [String: [UInt8]], epoch: Epoch, sparing: Range<Int>? = nil,
-                            prefixOnly: Bool = false) -> String? {
+        /// blocks whose stored bytes overlap that backing byte range.
+        private func verify(_ backing: String, files: [String: [UInt8]], epoch: Epoch, sparing: Range<Int>? = nil) -> String? {
             do {
                 let volume = try reopen(backing)
                 guard volume.header.epoch >= epoch else { return "opened at epoch \(volume.header.epoch), below \(epoch)" }
@@ -188,7 +181,7 @@ import Testing
                         }
                         continue
                     }
-                    let stored = try tree.read(node, through: handle, offset: 0, count: prefixOnly ? content.count : 1 << 20) { Array($0) }
+                    let stored = try tree.read(node, through: handle, offset: 0, count: 1 << 20) { Array($0) }
                     // A cut may keep the growth of a file by an append that no sync acknowledged
                     // without the appended bytes: they read as zeros (FORMAT.md §6).
                     let zeroFilled = stored.count > content.count && Array(stored.prefix(content.count)) == content

@@ -151,12 +151,36 @@ extension FileContent {
                         try openSlotCopy($0.slot, index, fileID: fileID, fd: fd, into: output, key: &key)
                     }) ?? false
             else {
+                // A retired key is never a tear: a copy from before the retire put back fails closed.
+                let retired = if case .retiredKey = error { true } else { false }
+                if claimed == nil, !retired, isTornWrite(index, sealed: sealed) {
+                    output.initializeMemory(as: UInt8.self, repeating: 0)
+                    return true
+                }
                 volume.counters.authenticationFailures.add(1, ordering: .relaxed)
                 throw ContentError.block(index: index, error)
             }
         }
         volume.counters.blocksRead.add(1, ordering: .relaxed)
         return false
+    }
+
+    /// Whether a copy in place that does not open is what a write torn by a power cut or a
+    /// killed daemon may leave where the block held nothing acknowledged: then the block is the
+    /// hole it was (docs/FORMAT.md §6, reader step 5). The last commit did not find data in it
+    /// (it is at or past `dense_blocks`, format 3), and either no sync acknowledged any byte of
+    /// it (it lies past `committed_size`), or the copy stops at a 512-byte boundary of the
+    /// backing file: the file ends there (a torn append: only the last block is short), or each
+    /// byte from there to its end is zero (a torn write into a hole). Any other damage is an error.
+    func isTornWrite(_ index: Int, sealed: UnsafeRawBufferPointer) -> Bool {
+        guard let record = cache.withLock({ $0.commits.record }), index >= record.denseBlocks,
+              let lastNonZero = sealed.lastIndex(where: { $0 != 0 }) else { return false }
+        if index * layout.blockSize >= record.committedSize { return true }
+        let start = layout.backingOffset(block: index), end = start + sealed.count
+        let sector = ContentLayout.sectorSize
+        if sealed.count < layout.sealedBlockSize && end % sector == 0 { return true }
+        let zerosFrom = start + lastNonZero + 1
+        return (zerosFrom + sector - 1) / sector * sector < end
     }
 
     func openEnvelope(_ sealed: UnsafeRawBufferPointer, block index: Int, fileID: FileID, into output: UnsafeMutableRawBufferPointer,

@@ -106,15 +106,16 @@ extension FileContent {
         guard layout.hasRecord else { return nil }
         let backingSize = try io.size(fd)
         guard backingSize >= layout.dataOffset else { return nil }
-        _ = try loadFileID(fd)
+        let fileID = try loadFileID(fd)
         let size = layout.plaintextSize(backingSize: backingSize)
         try requireCommittedSize(size)
         let blocks = (size + layout.blockSize - 1) / layout.blockSize
         if !cache.withLock({ $0.commits.scanned }) {
-            let stored = try storedPrefix(fd, from: cache.withLock { $0.commits.storedBlocks }, below: blocks)
+            try loadSlots(fd)
+            let (stored, complete) = try storedPrefix(fd, fileID: fileID, from: cache.withLock { $0.commits.storedBlocks }, below: blocks, size: size)
             cache.withLock {
                 $0.commits.storedBlocks = max($0.commits.storedBlocks, stored)
-                $0.commits.scanned = true
+                $0.commits.scanned = complete
             }
         }
         // Every copy now in a slot, and in place, was written before the sync begins: it covers them.
@@ -213,13 +214,36 @@ extension FileContent {
         return error
     }
 
-    /// How many leading blocks, from `start` on and below `end`, hold data: a stored envelope
-    /// begins with its version byte, a hole with zero.
-    private func storedPrefix(_ fd: FileDescriptor, from start: Int, below end: Int) throws -> Int {
+    /// How many leading blocks, from `start` on and below `end`, hold data. Each is opened: one
+    /// that does not open is not counted (its reads fail anyway), nor is one a crash tore where
+    /// it held nothing (`isTornWrite`). That one is made the hole it reads as (zeros written over
+    /// it, made durable by the sync that follows), so that no later commit, covering it with
+    /// `committed_size`, turns it into an error. Only blocks this process has not written since
+    /// the file id became known are looked at, once: after a crash, the writes no sync acknowledged.
+    /// Not `complete` where a torn block could not be mended through a read-only handle: the
+    /// next sync looks again.
+    private func storedPrefix(_ fd: FileDescriptor, fileID: FileID, from start: Int, below end: Int, size: Int) throws
+        -> (blocks: Int, complete: Bool) {
         var block = start
-        while block < end, try io.preadFully(fd, count: 1, at: layout.backingOffset(block: block)).first.map({ $0 != 0 }) ?? false {
-            block += 1
+        while block < end {
+            let length = min(layout.blockSize, size - block * layout.blockSize)
+            let stored = try io.preadFully(fd, count: length + Envelope.overhead, at: layout.backingOffset(block: block))
+            guard stored.contains(where: { $0 != 0 }) else { break }
+            do {
+                guard try readBlock(block, fileID: fileID, fd: fd, length: length).wasHole else {
+                    block += 1
+                    continue
+                }
+            } catch is ContentError {
+                break
+            }
+            do {
+                try io.pwriteFully(fd, [UInt8](repeating: 0, count: stored.count), at: layout.backingOffset(block: block))
+            } catch let error as SystemError where error.errno == EBADF {
+                return (block, false)
+            }
+            break
         }
-        return block
+        return (block, true)
     }
 }
