@@ -36,8 +36,11 @@ let package = Package(
         .target(name: "EpochIO", dependencies: ["CLinux", .product(name: "SystemPackage", package: "swift-system")]),
         .target(name: "EpochCrypto", dependencies: ["COpenSSL"]),
         .target(name: "EpochFormat", dependencies: ["EpochCrypto"]),
+        // What the volume layers share below them: locks, buffers, the shell, the mount table,
+        // the backing directory's owner file.
+        .target(name: "EpochSystem", dependencies: ["CLinux", "EpochCrypto", "EpochIO"]),
         .target(name: "EpochVolume", dependencies: [
-            "CLinux", "EpochCrypto", "EpochFormat", "EpochIO",
+            "CLinux", "EpochCrypto", "EpochFormat", "EpochIO", "EpochSystem",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "CoreMetrics", package: "swift-metrics"),
             .product(name: "Prometheus", package: "swift-prometheus"),
@@ -46,13 +49,13 @@ let package = Package(
         .target(name: "CCRC32C"),
         .target(name: "EpochWAL", dependencies: ["CCRC32C", "EpochCrypto", "EpochFormat", "EpochIO"]),
         .target(name: "EpochFUSE", dependencies: [
-            "CFuse3", "CLinux", "CURing", "EpochVolume",
+            "CFuse3", "CLinux", "CURing", "EpochSystem", "EpochVolume",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "CoreMetrics", package: "swift-metrics"),
         ]),
         // `epochfs reconcile`: volumes follow a committed epoch from a file, a command or etcd.
         .target(name: "EpochReconcile", dependencies: [
-            "EpochVolume",
+            "EpochFormat", "EpochSystem", "EpochVolume",
             .product(name: "AsyncHTTPClient", package: "async-http-client"),
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "Logging", package: "swift-log"),
@@ -60,7 +63,7 @@ let package = Package(
         // The text escaping of `epochfs wal dump`, sixteen bytes at a time with SSE2.
         .target(name: "CEscape"),
         .executableTarget(name: "epochfs", dependencies: [
-            "CEscape", "EpochVolume", "EpochWAL", "EpochFUSE", "EpochReconcile",
+            "CEscape", "EpochCrypto", "EpochFormat", "EpochSystem", "EpochVolume", "EpochWAL", "EpochFUSE", "EpochReconcile",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),
@@ -73,7 +76,7 @@ let package = Package(
         .testTarget(name: "EpochIOTests", dependencies: ["EpochIO", "Support"]),
         .testTarget(name: "EpochCryptoTests", dependencies: ["EpochCrypto", "Support"]),
         .testTarget(name: "EpochFormatTests", dependencies: ["EpochFormat", "Support"]),
-        .testTarget(name: "EpochVolumeTests", dependencies: ["CLinux", "EpochVolume", "Support"]),
+        .testTarget(name: "EpochVolumeTests", dependencies: ["CLinux", "EpochSystem", "EpochVolume", "Support"]),
         .testTarget(name: "EpochWALTests", dependencies: ["EpochWAL", "EpochVolume", "Support"]),
         .testTarget(name: "CLITests", dependencies: ["epochfs", "Support"]),
         .testTarget(name: "CFuse3Tests", dependencies: ["CFuse3"]),

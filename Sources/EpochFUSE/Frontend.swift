@@ -1,4 +1,5 @@
 import CFuse3
+import EpochSystem
 import EpochVolume
 import Glibc
 import Logging

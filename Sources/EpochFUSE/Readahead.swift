@@ -1,3 +1,4 @@
+import EpochSystem
 import EpochVolume
 import Foundation
 import Glibc

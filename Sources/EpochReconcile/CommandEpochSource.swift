@@ -1,4 +1,5 @@
 import EpochFormat
+import EpochSystem
 import EpochVolume
 
 /// `command:CMD`: the epoch is what CMD prints (through /bin/sh, within 30 s, exit 0). It is

@@ -1,4 +1,5 @@
 import EpochFormat
+import EpochSystem
 import EpochVolume
 import Foundation
 import Synchronization

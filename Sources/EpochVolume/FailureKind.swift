@@ -1,4 +1,5 @@
 import EpochIO
+import EpochSystem
 import Glibc
 
 /// How a failure reaches the operator, decided in this one place: the errno a control write

@@ -1,5 +1,6 @@
 import EpochFormat
 import EpochIO
+import EpochSystem
 import Synchronization
 
 /// A volume opened for use: its header journal, the live keyring, the counters, and the epoch

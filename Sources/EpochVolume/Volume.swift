@@ -1,5 +1,6 @@
 import EpochFormat
 import EpochIO
+import EpochSystem
 import Glibc
 
 /// Entry points the CLI uses to create a volume and to open its header.

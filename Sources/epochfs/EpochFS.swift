@@ -1,6 +1,7 @@
 import ArgumentParser
 import EpochFormat
 import EpochReconcile
+import EpochSystem
 import EpochVolume
 import Foundation
 import Logging

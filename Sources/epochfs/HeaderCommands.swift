@@ -1,4 +1,5 @@
 import ArgumentParser
+import EpochSystem
 import EpochVolume
 import Glibc
 

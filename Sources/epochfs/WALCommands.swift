@@ -2,6 +2,7 @@ import ArgumentParser
 import EpochCrypto
 import EpochFormat
 import EpochReconcile
+import EpochSystem
 import EpochVolume
 import EpochWAL
 import Foundation

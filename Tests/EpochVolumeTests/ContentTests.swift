@@ -1,6 +1,7 @@
 import CLinux
 import EpochCrypto
 import EpochFormat
+import EpochSystem
 @testable import EpochVolume
 import Glibc
 import Support

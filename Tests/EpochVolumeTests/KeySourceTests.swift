@@ -1,5 +1,6 @@
 import EpochCrypto
 import EpochFormat
+import EpochSystem
 @testable import EpochVolume
 import Support
 import Testing

@@ -1,4 +1,4 @@
-@testable import EpochVolume
+import EpochSystem
 import Testing
 
 @Suite struct MountTableTests {

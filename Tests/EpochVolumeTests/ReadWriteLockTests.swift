@@ -1,4 +1,4 @@
-@testable import EpochVolume
+@testable import EpochSystem
 import Foundation
 import Glibc
 import Synchronization

@@ -1,4 +1,4 @@
-import EpochVolume
+import EpochSystem
 import Testing
 
 /// The limiter of the mount's integrity log lines, driven with made-up times.

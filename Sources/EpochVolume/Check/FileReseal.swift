@@ -2,6 +2,7 @@ import CLinux
 import EpochCrypto
 import EpochFormat
 import EpochIO
+import EpochSystem
 import Glibc
 
 /// Re-encryption of one file's blocks, in place or by copy-on-write (docs/FORMAT.md §6.1), and

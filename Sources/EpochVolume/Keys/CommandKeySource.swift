@@ -1,6 +1,7 @@
 import EpochIO
 import EpochCrypto
 import EpochFormat
+import EpochSystem
 
 /// `command:CMD`: runs CMD through `/bin/sh` with the epoch as its last argument; the key
 /// (32 raw bytes or 64 hex digits) is what it prints on stdout. The way a trust-quorum key

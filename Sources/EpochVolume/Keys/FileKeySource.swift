@@ -1,6 +1,7 @@
 import EpochIO
 import EpochCrypto
 import EpochFormat
+import EpochSystem
 import Glibc
 
 /// `file:TEMPLATE`: one key file per epoch, `%d` in the template replaced by the epoch

@@ -1,6 +1,7 @@
 import EpochIO
 import EpochCrypto
 import EpochFormat
+import EpochSystem
 
 /// Why a key source did not yield a key. Messages name the epoch and the path or command,
 /// never key material.

@@ -1,6 +1,7 @@
 import EpochIO
 import EpochCrypto
 import EpochFormat
+import EpochSystem
 import Glibc
 
 /// `passphrase:FILE`: the wrapping key is scrypt(passphrase, salt) with the salt and cost in

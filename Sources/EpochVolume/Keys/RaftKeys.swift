@@ -1,5 +1,6 @@
 import EpochCrypto
 import EpochFormat
+import EpochSystem
 
 /// The raft keys that open WAL entries' raft envelopes: a volume's keyring, or raw key files.
 /// Lookups fail with the envelope layer's errors for unknown and retired key ids.

@@ -2,6 +2,7 @@ import CLinux
 import EpochCrypto
 import EpochFormat
 import EpochIO
+import EpochSystem
 import Glibc
 import Synchronization
 

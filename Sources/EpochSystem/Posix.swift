@@ -2,7 +2,7 @@ import EpochCrypto
 import EpochIO
 import Glibc
 
-func currentDirectory() -> String {
+package func currentDirectory() -> String {
     guard let cwd = getcwd(nil, 0) else { return "." }
     defer { free(cwd) }
     return String(cString: cwd)
@@ -11,7 +11,7 @@ func currentDirectory() -> String {
 /// Reads a whole file of at most `limit` bytes straight into `SecretBytes`, so key material
 /// never passes through an ordinary array. (Key files live outside the backing directory, so
 /// these reads do not go through `BackingIO`.)
-func readSecretFile(_ path: String, limit: Int = 4096) throws -> SecretBytes {
+package func readSecretFile(_ path: String, limit: Int = 4096) throws -> SecretBytes {
     let fd = retryingEINTR { open(path, O_RDONLY | O_CLOEXEC) }
     guard fd >= 0 else { throw SystemError("open", path: path) }
     defer { close(fd) }
@@ -19,7 +19,7 @@ func readSecretFile(_ path: String, limit: Int = 4096) throws -> SecretBytes {
 }
 
 /// Reads everything from `fd` until EOF, failing if there is more than `limit` bytes.
-func readSecret(from fd: Int32, limit: Int, what: String) throws -> SecretBytes {
+package func readSecret(from fd: Int32, limit: Int, what: String) throws -> SecretBytes {
     var filled = 0
     let scratch = try SecretBytes(count: limit + 1) { buffer in
         while filled < buffer.count {

@@ -5,8 +5,8 @@ import Synchronization
 /// faults and zero-filling that topped the profile of a sequential read. Each buffer is one
 /// 2 MiB transparent huge page where the kernel allows it, so that the kernel pins one page,
 /// not 256, when it copies a 1 MiB reply out of it.
-final class ScratchPool: Sendable {
-    static let shared = ScratchPool()
+package final class ScratchPool: Sendable {
+    package static let shared = ScratchPool()
     private static let hugePageSize = 2 << 20
     private static let keep = 16
 
@@ -17,7 +17,7 @@ final class ScratchPool: Sendable {
     private let free = Mutex<[Buffer]>([])
 
     /// Lends a buffer of at least `size` bytes (uninitialised) for the duration of `body`.
-    func with<R>(size: Int, _ body: (UnsafeMutableRawBufferPointer) throws -> R) rethrows -> R {
+    package func with<R>(size: Int, _ body: (UnsafeMutableRawBufferPointer) throws -> R) rethrows -> R {
         let buffer = free.withLock { pool in pool.firstIndex { $0.memory.count >= size }.map { pool.remove(at: $0) } }
             ?? Self.allocate(atLeast: size)
         defer {

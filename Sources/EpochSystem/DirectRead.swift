@@ -6,7 +6,7 @@ import Glibc
 /// opened for the one read, for ranges none of which is cached: a file read once through the
 /// mount then is not cached twice, as ciphertext and as plaintext. (Had the range dirty pages,
 /// the kernel would write them out first, so a direct read would still see every write.)
-enum DirectRead {
+package enum DirectRead {
     /// Offsets, lengths and buffer addresses are multiples of this: the page size, which covers
     /// the logical block size of the disks Linux supports.
     private static let alignment = 4096
@@ -15,7 +15,7 @@ enum DirectRead {
     /// without calling it where a read through the page cache is the better one or the only
     /// one: part of the range is cached, the kernel cannot tell (before Linux 6.5), or the
     /// backing file system (or the file's mode) allows no direct read.
-    static func with<R>(io: any BackingIO, fd: FileDescriptor, offset: Int, count: Int,
+    package static func with<R>(io: any BackingIO, fd: FileDescriptor, offset: Int, count: Int,
                         _ body: (UnsafeRawBufferPointer) throws -> R) throws -> R? {
         // With O_NOATIME if `fd` has it (a noatime mount's reads): a flag of our own descriptor.
         guard let pages = io.cachestat(fd, offset: offset, length: count), pages.cached == 0,

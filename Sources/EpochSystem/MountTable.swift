@@ -1,3 +1,4 @@
+import EpochIO
 import Glibc
 
 /// One mount as /proc/self/mountinfo lists it (proc(5)), with the kernel's `\ooo` escapes
