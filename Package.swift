@@ -39,8 +39,13 @@ let package = Package(
         // What the volume layers share below them: locks, buffers, the shell, the mount table,
         // the backing directory's owner file.
         .target(name: "EpochSystem", dependencies: ["CLinux", "EpochCrypto", "EpochIO"]),
+        // The volume's header: key sources, the header journal and its backups, the anchor.
+        .target(name: "EpochHeader", dependencies: [
+            "EpochCrypto", "EpochFormat", "EpochIO", "EpochSystem",
+            .product(name: "Logging", package: "swift-log"),
+        ]),
         .target(name: "EpochVolume", dependencies: [
-            "CLinux", "EpochCrypto", "EpochFormat", "EpochIO", "EpochSystem",
+            "CLinux", "EpochCrypto", "EpochFormat", "EpochHeader", "EpochIO", "EpochSystem",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "CoreMetrics", package: "swift-metrics"),
             .product(name: "Prometheus", package: "swift-prometheus"),
@@ -49,13 +54,13 @@ let package = Package(
         .target(name: "CCRC32C"),
         .target(name: "EpochWAL", dependencies: ["CCRC32C", "EpochCrypto", "EpochFormat", "EpochIO"]),
         .target(name: "EpochFUSE", dependencies: [
-            "CFuse3", "CLinux", "CURing", "EpochSystem", "EpochVolume",
+            "CFuse3", "CLinux", "CURing", "EpochHeader", "EpochSystem", "EpochVolume",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "CoreMetrics", package: "swift-metrics"),
         ]),
         // `epochfs reconcile`: volumes follow a committed epoch from a file, a command or etcd.
         .target(name: "EpochReconcile", dependencies: [
-            "EpochFormat", "EpochSystem", "EpochVolume",
+            "EpochFormat", "EpochHeader", "EpochSystem", "EpochVolume",
             .product(name: "AsyncHTTPClient", package: "async-http-client"),
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "Logging", package: "swift-log"),
@@ -63,7 +68,7 @@ let package = Package(
         // The text escaping of `epochfs wal dump`, sixteen bytes at a time with SSE2.
         .target(name: "CEscape"),
         .executableTarget(name: "epochfs", dependencies: [
-            "CEscape", "EpochCrypto", "EpochFormat", "EpochSystem", "EpochVolume", "EpochWAL", "EpochFUSE", "EpochReconcile",
+            "CEscape", "EpochCrypto", "EpochFormat", "EpochHeader", "EpochSystem", "EpochVolume", "EpochWAL", "EpochFUSE", "EpochReconcile",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),
@@ -76,12 +81,12 @@ let package = Package(
         .testTarget(name: "EpochIOTests", dependencies: ["EpochIO", "Support"]),
         .testTarget(name: "EpochCryptoTests", dependencies: ["EpochCrypto", "Support"]),
         .testTarget(name: "EpochFormatTests", dependencies: ["EpochFormat", "Support"]),
-        .testTarget(name: "EpochVolumeTests", dependencies: ["CLinux", "EpochSystem", "EpochVolume", "Support"]),
-        .testTarget(name: "EpochWALTests", dependencies: ["EpochWAL", "EpochVolume", "Support"]),
+        .testTarget(name: "EpochVolumeTests", dependencies: ["CLinux", "EpochHeader", "EpochSystem", "EpochVolume", "Support"]),
+        .testTarget(name: "EpochWALTests", dependencies: ["EpochHeader", "EpochWAL", "EpochVolume", "Support"]),
         .testTarget(name: "CLITests", dependencies: ["epochfs", "Support"]),
         .testTarget(name: "CFuse3Tests", dependencies: ["CFuse3"]),
         .testTarget(name: "EpochFUSETests", dependencies: ["epochfs", "CLinux", "EpochVolume", "Support"]),
-        .testTarget(name: "EtcdTests", dependencies: ["epochfs", "EpochVolume", "EpochWAL", "EpochReconcile", "Support"]),
+        .testTarget(name: "EtcdTests", dependencies: ["epochfs", "EpochHeader", "EpochVolume", "EpochWAL", "EpochReconcile", "Support"]),
         .testTarget(name: "EpochReconcileTests", dependencies: ["epochfs", "EpochReconcile", "EpochVolume", "Support"]),
     ],
     swiftLanguageModes: [.v6]

@@ -1,4 +1,5 @@
 import CFuse3
+import EpochHeader
 import EpochSystem
 import EpochVolume
 import Foundation

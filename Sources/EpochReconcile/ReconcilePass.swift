@@ -1,4 +1,5 @@
 import EpochFormat
+import EpochHeader
 import EpochSystem
 import EpochVolume
 import Foundation

@@ -1,3 +1,4 @@
+import EpochHeader
 import EpochIO
 import EpochSystem
 import Glibc

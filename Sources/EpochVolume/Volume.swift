@@ -1,4 +1,5 @@
 import EpochFormat
+import EpochHeader
 import EpochIO
 import EpochSystem
 import Glibc

@@ -1,4 +1,5 @@
 import EpochFormat
+import EpochHeader
 
 /// What `info --json` and the mount's `.epochfs/status` report, in one JSON shape.
 public struct VolumeStatus: Codable, Equatable, Sendable {

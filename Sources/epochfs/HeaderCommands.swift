@@ -1,4 +1,5 @@
 import ArgumentParser
+import EpochHeader
 import EpochSystem
 import EpochVolume
 import Glibc

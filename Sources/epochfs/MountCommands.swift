@@ -1,5 +1,6 @@
 import ArgumentParser
 import EpochFUSE
+import EpochHeader
 import EpochReconcile
 import EpochVolume
 import Foundation

@@ -1,5 +1,6 @@
 import ArgumentParser
 import EpochFormat
+import EpochHeader
 import EpochReconcile
 import EpochVolume
 import EpochWAL

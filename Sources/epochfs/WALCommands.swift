@@ -1,6 +1,7 @@
 import ArgumentParser
 import EpochCrypto
 import EpochFormat
+import EpochHeader
 import EpochReconcile
 import EpochSystem
 import EpochVolume

@@ -1,5 +1,6 @@
 import EpochCrypto
 import EpochFormat
+@testable import EpochHeader
 @testable import EpochVolume
 import Foundation
 import Support

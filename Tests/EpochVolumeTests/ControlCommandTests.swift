@@ -1,4 +1,5 @@
 import EpochFormat
+import EpochHeader
 import EpochIO
 import EpochVolume
 import Glibc

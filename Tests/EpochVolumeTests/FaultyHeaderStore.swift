@@ -1,3 +1,4 @@
+import EpochHeader
 import Support
 import EpochFormat
 import EpochVolume

@@ -1,5 +1,6 @@
 import EpochCrypto
 import EpochFormat
+@testable import EpochHeader
 import EpochSystem
 @testable import EpochVolume
 import Support

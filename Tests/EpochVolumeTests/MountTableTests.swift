@@ -1,4 +1,4 @@
-import EpochSystem
+@testable import EpochSystem
 import Testing
 
 @Suite struct MountTableTests {

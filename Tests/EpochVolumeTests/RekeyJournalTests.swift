@@ -1,3 +1,4 @@
+@testable import EpochHeader
 import Support
 import EpochCrypto
 import EpochFormat

@@ -1,4 +1,5 @@
 import EpochFormat
+import EpochHeader
 import EpochVolume
 import Foundation
 import Glibc

@@ -1,3 +1,4 @@
+@testable import EpochHeader
 @testable import EpochVolume
 import Foundation
 import Support

@@ -1,5 +1,6 @@
 import EpochCrypto
 import EpochFormat
+import EpochHeader
 import EpochVolume
 import Support
 import Testing

@@ -1,4 +1,5 @@
 import EpochFormat
+import EpochHeader
 
 /// What still names an epoch: items by category and a few of their locations.
 public struct EpochReferences: Sendable, CustomStringConvertible {

@@ -1,6 +1,7 @@
 import CLinux
 import EpochCrypto
 import EpochFormat
+import EpochHeader
 import EpochIO
 import Glibc
 

@@ -70,7 +70,7 @@ public final class VolumeAnchor: @unchecked Sendable {
     /// Opens the anchor of the volume in `backing`, checking the backing sequence against the
     /// machine's copy (throws `AnchorError.rolledBack` when it is lower, unless the options
     /// accept that once). The first anchoring trusts the backing dir as it is.
-    init(backing: String, volumeID: VolumeID, nameKey: SecretBytes, options: AnchorOptions, io: any BackingIO) throws {
+    package init(backing: String, volumeID: VolumeID, nameKey: SecretBytes, options: AnchorOptions, io: any BackingIO) throws {
         self.io = io
         self.volumeID = volumeID
         key = try AnchorRecord.key(nameKey: nameKey, volumeID: volumeID)
@@ -193,7 +193,7 @@ public final class VolumeAnchor: @unchecked Sendable {
     /// The backing sequence: nil without a record, or with an empty one (made, and cut before
     /// its first write: no round was covered); `AnchorError.damagedRecord` when it does not
     /// authenticate.
-    static func readRecord(backing: String, volumeID: VolumeID, key: AESGCMKey, io: any BackingIO) throws -> UInt64? {
+    package static func readRecord(backing: String, volumeID: VolumeID, key: AESGCMKey, io: any BackingIO) throws -> UInt64? {
         let bytes: [UInt8]
         do {
             bytes = try io.readFile(backing + "/" + fileName, in: .currentDirectory, limit: 4096)
@@ -206,30 +206,5 @@ public final class VolumeAnchor: @unchecked Sendable {
         } catch {
             throw AnchorError.damagedRecord(error)
         }
-    }
-
-    /// fsck: what is wrong with the volume's anchor in `directory`; nil when the backing dir is
-    /// not older than the machine's copy, or when the machine has none. Writes nothing.
-    public static func finding(in volume: LiveVolume, directory: String) -> String? {
-        let header = volume.header
-        do {
-            let key = try AnchorRecord.key(nameKey: header.keyring.nameKey, volumeID: header.volumeID)
-            let recorded = try readRecord(backing: volume.backing, volumeID: header.volumeID, key: key, io: volume.io)
-            guard let local = try LocalAnchor(directory: directory, volumeID: header.volumeID, io: volume.io) else { return nil }
-            defer { local.close() }
-            let anchored = try local.read()
-            guard (recorded ?? 0) < anchored else { return nil }
-            return "\(AnchorError.rolledBack(found: recorded, anchored: anchored, localPath: local.path))"
-        } catch {
-            return "\(error)"
-        }
-    }
-
-    /// fsck --repair: anchors the volume again as the backing dir holds it now; what it did.
-    public static func reanchor(_ volume: LiveVolume, directory: String) throws -> String {
-        let header = volume.header
-        let anchor = try VolumeAnchor(backing: volume.backing, volumeID: header.volumeID, nameKey: header.keyring.nameKey,
-                                      options: AnchorOptions(directory: directory, acceptRollback: true), io: volume.io)
-        return anchor.note ?? "anchor in \(directory) agrees"
     }
 }

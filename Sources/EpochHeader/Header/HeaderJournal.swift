@@ -202,7 +202,7 @@ public final class HeaderJournal: Sendable {
     }
 
     /// The valid slot with the highest sequence, and where it lives; unopened.
-    static func newestValidSlot(in store: any HeaderStore) throws -> (index: Int, slot: HeaderSlot) {
+    package static func newestValidSlot(in store: any HeaderStore) throws -> (index: Int, slot: HeaderSlot) {
         var problems = ["", ""]
         var valid: [(Int, HeaderSlot)] = []
         for index in 0..<2 {

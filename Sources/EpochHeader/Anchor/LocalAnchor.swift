@@ -6,7 +6,7 @@ import Glibc
 /// `DIRECTORY/<volume id in hex>`, outside the backing dir, where whoever can write the backing
 /// dir cannot reach. Its text has a fixed length, so that each update is one in-place write of
 /// a few bytes within one sector, made durable with fdatasync.
-struct LocalAnchor {
+package struct LocalAnchor {
     /// `epochfs anchor\nvolume <32 hex digits>\nsequence <20 decimal digits>\n`.
     static func text(volumeID: VolumeID, sequence: UInt64) -> [UInt8] {
         let digits = String(sequence)
@@ -15,13 +15,13 @@ struct LocalAnchor {
 
     static func path(in directory: String, volumeID: VolumeID) -> String { directory + "/" + volumeID.bytes.hexString }
 
-    let path: String
+    package let path: String
     private let io: any BackingIO
     private let volumeID: VolumeID
     private let fd: FileDescriptor
 
     /// Opens the machine's file for `volumeID` in `directory`; nil when there is none yet.
-    init?(directory: String, volumeID: VolumeID, io: any BackingIO) throws {
+    package init?(directory: String, volumeID: VolumeID, io: any BackingIO) throws {
         path = Self.path(in: directory, volumeID: volumeID)
         self.io = io
         self.volumeID = volumeID
@@ -55,7 +55,7 @@ struct LocalAnchor {
     }
 
     /// The sequence the file holds.
-    func read() throws -> UInt64 {
+    package func read() throws -> UInt64 {
         let bytes = try io.preadFully(fd, count: 128, at: 0)
         let expected = Self.text(volumeID: volumeID, sequence: 0)
         let prefix = expected.count - 21 // up to the sequence's digits
@@ -72,5 +72,5 @@ struct LocalAnchor {
         try io.fdatasync(fd)
     }
 
-    func close() { io.close(fd) }
+    package func close() { io.close(fd) }
 }
