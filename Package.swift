@@ -15,7 +15,7 @@ let package = Package(
         .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
         // The mount's metrics: recorded through swift-metrics, kept and rendered in the
-        // Prometheus text format by swift-prometheus (Sources/EpochVolume/Metrics).
+        // Prometheus text format by swift-prometheus (Sources/EpochMetrics).
         .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
     ],
@@ -44,17 +44,21 @@ let package = Package(
             "EpochCrypto", "EpochFormat", "EpochIO", "EpochSystem",
             .product(name: "Logging", package: "swift-log"),
         ]),
-        .target(name: "EpochVolume", dependencies: [
-            "CLinux", "EpochCrypto", "EpochFormat", "EpochHeader", "EpochIO", "EpochSystem",
-            .product(name: "Logging", package: "swift-log"),
+        // What a mount reports: its counters, its metrics (recorded through swift-metrics, kept
+        // and rendered in the Prometheus text format by swift-prometheus), re-encryption's status.
+        .target(name: "EpochMetrics", dependencies: [
+            "EpochFormat",
             .product(name: "CoreMetrics", package: "swift-metrics"),
             .product(name: "Prometheus", package: "swift-prometheus"),
+        ]),
+        .target(name: "EpochVolume", dependencies: [
+            "CLinux", "EpochCrypto", "EpochFormat", "EpochHeader", "EpochIO", "EpochMetrics", "EpochSystem",
         ]),
         // CRC-32C for the WAL reader: SSE4.2 when the CPU has it, a table otherwise.
         .target(name: "CCRC32C"),
         .target(name: "EpochWAL", dependencies: ["CCRC32C", "EpochCrypto", "EpochFormat", "EpochIO"]),
         .target(name: "EpochFUSE", dependencies: [
-            "CFuse3", "CLinux", "CURing", "EpochHeader", "EpochSystem", "EpochVolume",
+            "CFuse3", "CLinux", "CURing", "EpochHeader", "EpochMetrics", "EpochSystem", "EpochVolume",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "CoreMetrics", package: "swift-metrics"),
         ]),
@@ -68,7 +72,7 @@ let package = Package(
         // The text escaping of `epochfs wal dump`, sixteen bytes at a time with SSE2.
         .target(name: "CEscape"),
         .executableTarget(name: "epochfs", dependencies: [
-            "CEscape", "EpochCrypto", "EpochFormat", "EpochHeader", "EpochSystem", "EpochVolume", "EpochWAL", "EpochFUSE", "EpochReconcile",
+            "CEscape", "EpochCrypto", "EpochFormat", "EpochHeader", "EpochMetrics", "EpochSystem", "EpochVolume", "EpochWAL", "EpochFUSE", "EpochReconcile",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),
@@ -81,7 +85,7 @@ let package = Package(
         .testTarget(name: "EpochIOTests", dependencies: ["EpochIO", "Support"]),
         .testTarget(name: "EpochCryptoTests", dependencies: ["EpochCrypto", "Support"]),
         .testTarget(name: "EpochFormatTests", dependencies: ["EpochFormat", "Support"]),
-        .testTarget(name: "EpochVolumeTests", dependencies: ["CLinux", "EpochHeader", "EpochSystem", "EpochVolume", "Support"]),
+        .testTarget(name: "EpochVolumeTests", dependencies: ["CLinux", "EpochHeader", "EpochMetrics", "EpochSystem", "EpochVolume", "Support"]),
         .testTarget(name: "EpochWALTests", dependencies: ["EpochHeader", "EpochWAL", "EpochVolume", "Support"]),
         .testTarget(name: "CLITests", dependencies: ["epochfs", "Support"]),
         .testTarget(name: "CFuse3Tests", dependencies: ["CFuse3"]),

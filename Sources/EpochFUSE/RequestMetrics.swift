@@ -1,5 +1,6 @@
 import CLinux
 import CoreMetrics
+import EpochMetrics
 import EpochVolume
 import Synchronization
 

@@ -1,6 +1,7 @@
 import EpochFormat
 import EpochHeader
 import EpochIO
+import EpochMetrics
 import EpochSystem
 import Synchronization
 

@@ -1,5 +1,6 @@
 import EpochFormat
 import EpochHeader
+import EpochMetrics
 
 /// What `info --json` and the mount's `.epochfs/status` report, in one JSON shape.
 public struct VolumeStatus: Codable, Equatable, Sendable {

@@ -1,5 +1,6 @@
 import ArgumentParser
 import EpochFormat
+import EpochMetrics
 import EpochReconcile
 import EpochVolume
 import Foundation

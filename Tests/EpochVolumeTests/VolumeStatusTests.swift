@@ -1,4 +1,5 @@
 @testable import EpochHeader
+import EpochMetrics
 @testable import EpochVolume
 import Foundation
 import Support

@@ -75,7 +75,7 @@ public final class VolumeMetrics: Sendable {
     }
 
     /// Runs a rekey, counting it and its duration when it commits.
-    func timeRekey<R>(_ body: () throws -> R) rethrows -> R {
+    package func timeRekey<R>(_ body: () throws -> R) rethrows -> R {
         let start = ContinuousClock.now
         let result = try body()
         rekeyDuration.record(duration: start.duration(to: .now))
