@@ -51,14 +51,19 @@ let package = Package(
             .product(name: "CoreMetrics", package: "swift-metrics"),
             .product(name: "Prometheus", package: "swift-prometheus"),
         ]),
-        .target(name: "EpochVolume", dependencies: [
+        // The stored volume: names, file content, the backing tree, and the opened volume
+        // (LiveVolume) they share.
+        .target(name: "EpochStore", dependencies: [
             "CLinux", "EpochCrypto", "EpochFormat", "EpochHeader", "EpochIO", "EpochMetrics", "EpochSystem",
+        ]),
+        .target(name: "EpochVolume", dependencies: [
+            "CLinux", "EpochCrypto", "EpochFormat", "EpochHeader", "EpochIO", "EpochMetrics", "EpochStore", "EpochSystem",
         ]),
         // CRC-32C for the WAL reader: SSE4.2 when the CPU has it, a table otherwise.
         .target(name: "CCRC32C"),
         .target(name: "EpochWAL", dependencies: ["CCRC32C", "EpochCrypto", "EpochFormat", "EpochIO"]),
         .target(name: "EpochFUSE", dependencies: [
-            "CFuse3", "CLinux", "CURing", "EpochHeader", "EpochMetrics", "EpochSystem", "EpochVolume",
+            "CFuse3", "CLinux", "CURing", "EpochHeader", "EpochMetrics", "EpochStore", "EpochSystem", "EpochVolume",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "CoreMetrics", package: "swift-metrics"),
         ]),
@@ -72,7 +77,7 @@ let package = Package(
         // The text escaping of `epochfs wal dump`, sixteen bytes at a time with SSE2.
         .target(name: "CEscape"),
         .executableTarget(name: "epochfs", dependencies: [
-            "CEscape", "EpochCrypto", "EpochFormat", "EpochHeader", "EpochMetrics", "EpochSystem", "EpochVolume", "EpochWAL", "EpochFUSE", "EpochReconcile",
+            "CEscape", "EpochCrypto", "EpochFormat", "EpochHeader", "EpochMetrics", "EpochStore", "EpochSystem", "EpochVolume", "EpochWAL", "EpochFUSE", "EpochReconcile",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),
@@ -85,11 +90,11 @@ let package = Package(
         .testTarget(name: "EpochIOTests", dependencies: ["EpochIO", "Support"]),
         .testTarget(name: "EpochCryptoTests", dependencies: ["EpochCrypto", "Support"]),
         .testTarget(name: "EpochFormatTests", dependencies: ["EpochFormat", "Support"]),
-        .testTarget(name: "EpochVolumeTests", dependencies: ["CLinux", "EpochHeader", "EpochMetrics", "EpochSystem", "EpochVolume", "Support"]),
-        .testTarget(name: "EpochWALTests", dependencies: ["EpochHeader", "EpochWAL", "EpochVolume", "Support"]),
+        .testTarget(name: "EpochVolumeTests", dependencies: ["CLinux", "EpochHeader", "EpochMetrics", "EpochStore", "EpochSystem", "EpochVolume", "Support"]),
+        .testTarget(name: "EpochWALTests", dependencies: ["EpochHeader", "EpochStore", "EpochWAL", "EpochVolume", "Support"]),
         .testTarget(name: "CLITests", dependencies: ["epochfs", "Support"]),
         .testTarget(name: "CFuse3Tests", dependencies: ["CFuse3"]),
-        .testTarget(name: "EpochFUSETests", dependencies: ["epochfs", "CLinux", "EpochVolume", "Support"]),
+        .testTarget(name: "EpochFUSETests", dependencies: ["epochfs", "CLinux", "EpochStore", "EpochVolume", "Support"]),
         .testTarget(name: "EtcdTests", dependencies: ["epochfs", "EpochHeader", "EpochVolume", "EpochWAL", "EpochReconcile", "Support"]),
         .testTarget(name: "EpochReconcileTests", dependencies: ["epochfs", "EpochReconcile", "EpochVolume", "Support"]),
     ],

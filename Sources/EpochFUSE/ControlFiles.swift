@@ -1,4 +1,5 @@
 import CFuse3
+import EpochStore
 import EpochVolume
 import Foundation
 import Glibc

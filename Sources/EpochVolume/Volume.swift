@@ -1,6 +1,7 @@
 import EpochFormat
 import EpochHeader
 import EpochIO
+import EpochStore
 import EpochSystem
 import Glibc
 
@@ -70,5 +71,14 @@ public enum Volume {
         } catch let error as SystemError where error.errno == EEXIST {
             return false
         }
+    }
+}
+
+extension LiveVolume {
+    /// Opens the volume in `backing` with its remembered key source, or `keySourceOverride`.
+    public convenience init(backing: String, keySourceOverride: String? = nil, io: any BackingIO = SystemIO(),
+                            anchoring: AnchorOptions? = nil) throws {
+        try self.init(backing: backing, journal: try Volume.journal(backing: backing, keySourceOverride: keySourceOverride, io: io), io: io,
+                      anchoring: anchoring)
     }
 }

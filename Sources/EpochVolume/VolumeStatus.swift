@@ -1,6 +1,7 @@
 import EpochFormat
 import EpochHeader
 import EpochMetrics
+import EpochStore
 
 /// What `info --json` and the mount's `.epochfs/status` report, in one JSON shape.
 public struct VolumeStatus: Codable, Equatable, Sendable {
@@ -133,5 +134,17 @@ public struct VolumeStatus: Codable, Equatable, Sendable {
         try container.encode(lastError, forKey: .lastError)
         try container.encode(reencryption, forKey: .reencryption)
         try container.encodeIfPresent(transport, forKey: .transport)
+    }
+}
+
+extension LiveVolume {
+    /// What the mount's status file shows: the header, the counters, the last control error, re-encryption.
+    public func status(lastError: String?, reencryption: ReencryptionStatus, transport: VolumeStatus.Transport) -> VolumeStatus {
+        VolumeStatus(header, counters: counters, lastError: lastError, reencryption: reencryption, transport: transport)
+    }
+
+    /// What the mount's metrics file shows, in the Prometheus text format.
+    public func metricsText(reencryption: ReencryptionStatus) -> [UInt8] {
+        metrics.render(counters: counters, epoch: header.epoch, reencryption: reencryption)
     }
 }

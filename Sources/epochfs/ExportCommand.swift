@@ -1,4 +1,5 @@
 import ArgumentParser
+import EpochStore
 import EpochVolume
 import Foundation
 

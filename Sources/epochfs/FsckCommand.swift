@@ -1,6 +1,7 @@
 import ArgumentParser
 import EpochFormat
 import EpochHeader
+import EpochStore
 import EpochVolume
 import Foundation
 

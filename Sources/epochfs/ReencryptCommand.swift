@@ -2,6 +2,7 @@ import ArgumentParser
 import EpochFormat
 import EpochMetrics
 import EpochReconcile
+import EpochStore
 import EpochVolume
 import Foundation
 

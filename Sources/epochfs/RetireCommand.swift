@@ -2,6 +2,7 @@ import ArgumentParser
 import EpochFormat
 import EpochHeader
 import EpochReconcile
+import EpochStore
 import EpochVolume
 import EpochWAL
 

@@ -1,6 +1,7 @@
 import EpochCrypto
 import EpochFormat
 import EpochHeader
+import EpochStore
 import EpochVolume
 import Foundation
 import Glibc

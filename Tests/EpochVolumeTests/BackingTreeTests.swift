@@ -1,5 +1,6 @@
 import CLinux
 import EpochFormat
+import EpochStore
 import EpochVolume
 import Foundation
 import Glibc

@@ -1,3 +1,4 @@
+@testable import EpochStore
 @testable import EpochVolume
 import EpochFormat
 import Glibc
@@ -44,7 +45,8 @@ struct EpochCensusTests {
         }
         func scanned() throws -> [Epoch: Int] { try VolumeScan.run(tree, opening: false).keyIDs }
 
-        let census = LiveCensus(heldLimit: 2)
+        let changes = TreeChanges(heldLimit: 2)
+        let census = LiveCensus(tracking: changes)
         #expect(census.total(in: tree) == nil, "no census before a pass")
         let first = try file("a", blocks: 3)
         try census.begin(tree)
@@ -53,16 +55,16 @@ struct EpochCensusTests {
         // Unnoted changes are not seen: what the test shows the notes do.
         let second = try file("b", blocks: 2)
         #expect(census.total(in: tree) == [1: 3])
-        census.noteChanged(second)
+        changes.noteChanged(second)
         #expect(census.total(in: tree) == [1: 5])
         try tree.unlink(Array("a".utf8), in: tree.root)
-        census.noteChanged(first)
+        changes.noteChanged(first)
         #expect(census.total(in: tree) == [1: 2])
         #expect(try scanned() == [1: 2])
 
         // Three changed objects with room for two: the whole volume is counted again.
         let more = try (0..<3).map { try file("c\($0)", blocks: 1) }
-        for node in more { census.noteChanged(node) }
+        for node in more { changes.noteChanged(node) }
         _ = try file("unnoted", blocks: 4)
         #expect(census.total(in: tree) == [1: 9])
         #expect(try scanned() == [1: 9])

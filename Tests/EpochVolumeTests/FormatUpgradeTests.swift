@@ -1,6 +1,7 @@
 import CLinux
 import EpochFormat
 import EpochIO
+import EpochStore
 import EpochVolume
 import Foundation
 import Glibc

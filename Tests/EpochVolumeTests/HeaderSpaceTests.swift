@@ -1,6 +1,7 @@
 import CLinux
 import EpochFormat
 import EpochHeader
+import EpochStore
 import EpochVolume
 import Foundation
 import Glibc

@@ -1,4 +1,5 @@
 import CLinux
+import EpochStore
 import EpochVolume
 import Foundation
 import Glibc

@@ -1,3 +1,4 @@
+@testable import EpochStore
 @testable import EpochVolume
 import Testing
 

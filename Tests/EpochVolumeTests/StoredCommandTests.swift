@@ -1,5 +1,6 @@
 import EpochFormat
 import EpochHeader
+import EpochStore
 import EpochVolume
 import Foundation
 import Glibc

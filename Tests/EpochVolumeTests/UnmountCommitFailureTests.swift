@@ -1,4 +1,5 @@
 import EpochIO
+import EpochStore
 import EpochVolume
 import Glibc
 import Support

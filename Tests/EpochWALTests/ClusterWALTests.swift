@@ -1,6 +1,7 @@
 import EpochCrypto
 import EpochFormat
 import EpochHeader
+import EpochStore
 import EpochVolume
 import Support
 import Testing

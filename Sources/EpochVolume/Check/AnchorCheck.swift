@@ -1,5 +1,6 @@
 import EpochFormat
 import EpochHeader
+import EpochStore
 
 /// The anchor as fsck sees it: checked against the machine's copy, and anchored again by a repair.
 extension VolumeAnchor {

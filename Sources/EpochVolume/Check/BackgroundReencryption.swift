@@ -1,6 +1,7 @@
 import EpochFormat
 import EpochIO
 import EpochMetrics
+import EpochStore
 import Glibc
 import Synchronization
 
@@ -25,13 +26,18 @@ public final class BackgroundReencryption: Sendable {
     }
 
     private let tree: BackingTree
+    /// The items by epoch the walks count, kept exact through the tree's changes.
+    private let census: LiveCensus
     private let state = Mutex(State())
     private let running = Atomic(false)
     private let stopRequested = Atomic(false)
     /// MB/s, as a bit pattern (Atomic has no Double).
     private let rate = Atomic(defaultRate.bitPattern)
 
-    public init(tree: BackingTree) { self.tree = tree }
+    public init(tree: BackingTree) {
+        self.tree = tree
+        census = LiveCensus(tracking: tree.changes)
+    }
 
     /// Starts the walk, or sets the pace of the one running.
     public func start(rate megabytesPerSecond: Double = defaultRate) throws {
@@ -71,7 +77,7 @@ public final class BackgroundReencryption: Sendable {
         guard let progress else {
             return ReencryptionStatus(running: isRunning, state: current, error: error)
         }
-        let census = tree.census.total(in: tree)
+        let census = self.census.total(in: tree)
         return ReencryptionStatus(running: isRunning, state: current, rate: Double(bitPattern: rate.load(ordering: .relaxed)),
                                   targetEpoch: progress.target, blocksDone: progress.blocksDone, blocksTotal: progress.blocksTotal,
                                   megabytesPerSecond: progress.megabytesPerSecond, etaSeconds: progress.secondsLeft,
@@ -105,7 +111,7 @@ public final class BackgroundReencryption: Sendable {
         defer { running.store(false, ordering: .releasing) }
         var stopped = false
         do {
-            try Reencryption.run(tree, chunk: Self.chunk, copyLimit: Self.copyLimit, census: tree.census) { progress in
+            try Reencryption.run(tree, chunk: Self.chunk, copyLimit: Self.copyLimit, census: census) { progress in
                 self.state.withLock { $0.progress = progress }
                 self.waitUntilDue(progress)
                 stopped = self.stopRequested.load(ordering: .relaxed)

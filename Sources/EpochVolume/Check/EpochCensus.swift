@@ -1,5 +1,6 @@
 import EpochFormat
 import EpochIO
+import EpochStore
 import Glibc
 
 /// The items of a whole volume (file blocks, symlink targets, xattr values) by the epoch they

@@ -1,6 +1,7 @@
 import EpochFormat
 import EpochHeader
 import EpochIO
+import EpochStore
 import Glibc
 
 /// `epochfs upgrade` (docs/FORMAT.md §3.1): a format-3 volume becomes format 4, offline and

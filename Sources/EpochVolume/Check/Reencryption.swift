@@ -1,5 +1,6 @@
 import EpochFormat
 import EpochIO
+import EpochStore
 import Glibc
 
 /// How far a re-encryption got, and what it found.

@@ -1,5 +1,6 @@
 import EpochFormat
 import EpochHeader
+import EpochStore
 
 /// What still names an epoch: items by category and a few of their locations.
 public struct EpochReferences: Sendable, CustomStringConvertible {

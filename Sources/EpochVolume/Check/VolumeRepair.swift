@@ -1,6 +1,7 @@
 import CLinux
 import EpochFormat
 import EpochIO
+import EpochStore
 import Glibc
 
 /// `fsck --repair` (docs/OPERATIONS.md, "fsck and --repair"): only what is safe, each step said in words.

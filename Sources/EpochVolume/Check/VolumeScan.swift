@@ -3,6 +3,7 @@ import EpochCrypto
 import EpochFormat
 import EpochHeader
 import EpochIO
+import EpochStore
 import Glibc
 
 /// One thing a volume scan looked at: a header slot, a directory IV, a name, a block, a symlink

@@ -86,7 +86,7 @@ public struct DirectoryIV: Sendable {
     /// directory's access and modification times stay as they were: a commit (an fsync, or the
     /// unmount's) changes no entry the mount shows. (A create racing with a commit of the same
     /// directory may see its change of them undone; its entry is there all the same.)
-    func replaceRecord(_ record: DirectoryRecord, iv: [UInt8], in directory: FileDescriptor) throws {
+    package func replaceRecord(_ record: DirectoryRecord, iv: [UInt8], in directory: FileDescriptor) throws {
         let times = try? io.fstat(directory)
         defer { if let times { try? io.utimensat(directory, access: times.st_atim, modification: times.st_mtim) } }
         do {

@@ -9,6 +9,11 @@ public final class BackingNode: Sendable {
     public struct Identity: Hashable, Sendable {
         public let device: UInt64
         public let inode: UInt64
+
+        package init(device: UInt64, inode: UInt64) {
+            self.device = device
+            self.inode = inode
+        }
     }
 
     public let fd: FileDescriptor
@@ -16,7 +21,7 @@ public final class BackingNode: Sendable {
     /// S_IFREG, S_IFDIR, S_IFLNK, ...
     public let fileType: mode_t
     /// The plaintext view of a regular file; nil for everything else.
-    let content: FileContent?
+    package let content: FileContent?
     /// What is known of a directory's record; nil for everything else, and on volumes older
     /// than format 4.
     let directory: DirectoryCommits?
@@ -45,7 +50,7 @@ public final class BackingNode: Sendable {
 
     public var isSymlink: Bool { fileType == S_IFLNK }
 
-    func directoryIV() throws -> [UInt8] {
+    package func directoryIV() throws -> [UInt8] {
         if let iv = cachedIV.withLock({ $0 }) { return iv }
         // With its record, in the same read: a directory's first lookup reads one file, as before.
         let iv = try directory?.record(in: fd, ivs: ivs).iv ?? ivs.read(in: fd)

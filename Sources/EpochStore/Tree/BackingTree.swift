@@ -72,15 +72,15 @@ public final class BackingTree: Sendable {
     static let resealName = "epochfs.reseal"
     /// The backing file system's largest file, for `maxFileSize` (RequestLimits.swift).
     let backingSizeLimit = BackingSizeLimit()
-    /// The items by epoch a re-encryption of the mount counts (`LiveCensus`): every change made
-    /// here is noted to it.
-    public let census = LiveCensus()
+    /// Every change made here, noted for the census a re-encryption of the mount keeps
+    /// (EpochCheck's `LiveCensus`).
+    package let changes = TreeChanges()
     /// A `noatime` mount's: backing files and directories are read with O_NOATIME. The kernel
     /// leaves a FUSE file's atime to the daemon, so the backing reads would set it otherwise.
     let keepsAccessTimes: Bool
 
     var io: any BackingIO { volume.io }
-    var ivs: DirectoryIV { volume.directoryIVs }
+    package var ivs: DirectoryIV { volume.directoryIVs }
 
     /// The tree of `volume`. A root without an IV gets one while it holds no entry, unless
     /// `writing` is false (fsck without --repair writes nothing; it reports the IV instead).
@@ -116,7 +116,7 @@ public final class BackingTree: Sendable {
     /// The object stored as `backingPath` (a name, or a path relative to the directory open at
     /// `directory`) and its backing attributes: for a scan, which must reach objects whose
     /// plaintext attributes (a symlink's target length) do not decrypt.
-    func backingNode(_ backingPath: String, in directory: FileDescriptor) throws -> (node: BackingNode, info: stat) {
+    package func backingNode(_ backingPath: String, in directory: FileDescriptor) throws -> (node: BackingNode, info: stat) {
         let fd = try io.open(backingPath, in: directory, flags: epochfs_O_PATH | O_NOFOLLOW | O_CLOEXEC, mode: 0)
         return try Self.node(openedAt: fd, volume: volume)
     }

@@ -18,7 +18,7 @@ extension BackingTree {
             }
             if flags & O_TRUNC != 0, let content = node.content, info.st_size > 0 {
                 try content.truncate(fd: handle!, to: 0)
-                census.noteChanged(node)
+                changes.noteChanged(node)
                 info.st_size = 0
             }
             return (handle!, node, info)
@@ -69,7 +69,7 @@ extension BackingTree {
                 }
             }
         }
-        census.noteChanged(made.0)
+        changes.noteChanged(made.0)
         return made
     }
 
@@ -86,9 +86,9 @@ extension BackingTree {
     private func unlinkEntry(_ name: [UInt8], in directory: BackingNode) throws {
         let backing = try backingName(name, in: directory)
         let sideFile = longSymlinkSideFile(ifLastLinkOf: backing.name, in: directory)
-        let removed = census.objectBeforeRemoval(backing.name, in: directory, of: self)
+        let removed = changes.objectBeforeRemoval(backing.name, in: directory, of: self)
         try removing([(backing.name, directory)]) { try io.unlinkat(backing.name, in: directory.fd, removeDirectory: false) }
-        census.noteChanged(removed)
+        changes.noteChanged(removed)
         discardSideFile(of: backing, in: directory)
         removeLinkFile(sideFile)
     }
@@ -99,7 +99,7 @@ extension BackingTree {
 
     func removeDirectory(_ name: [UInt8], in directory: BackingNode) throws {
         let backing = try backingName(name, in: directory)
-        let removedObject = census.objectBeforeRemoval(backing.name, in: directory, of: self)
+        let removedObject = changes.objectBeforeRemoval(backing.name, in: directory, of: self)
         try io.withOpened(backing.name, in: directory.fd, flags: O_RDONLY | O_DIRECTORY | O_NOFOLLOW) { removed in
             // Only the IV may be left: then it goes, and the directory with it.
             guard try io.readdir(removed).allSatisfy({ DirectoryIV.isOwnFile($0.name) }) else {
@@ -118,7 +118,7 @@ extension BackingTree {
                 }
             }
         }
-        census.noteChanged(removedObject)
+        changes.noteChanged(removedObject)
         discardSideFile(of: backing, in: directory)
     }
 
@@ -133,7 +133,7 @@ extension BackingTree {
         try writeLongNameSideFile(of: new, in: to)
         let moving = flags & epochfs_RENAME_EXCHANGE == 0 && !(from === to && old == new)
         let replacedLinkFile = moving ? longSymlinkSideFile(ifLastLinkOf: new.name, in: to) : nil
-        let replaced = moving ? census.objectBeforeRemoval(new.name, in: to, of: self) : nil
+        let replaced = moving ? changes.objectBeforeRemoval(new.name, in: to, of: self) : nil
         // The old name leaves (or becomes a whiteout, or the other entry) and the new one names
         // another object: both are let go first, before anything of theirs changes.
         let changed = old == new && from === to ? [] : [(old.name, from), (new.name, to)]
@@ -155,7 +155,7 @@ extension BackingTree {
         }
         // An exchange keeps both names in place; a move leaves the old name unused, unless a
         // whiteout (RENAME_WHITEOUT, as overlayfs asks) now takes it: a long one keeps its side file.
-        census.noteChanged(replaced)
+        changes.noteChanged(replaced)
         if moving {
             if flags & epochfs_RENAME_WHITEOUT == 0 { discardSideFile(of: old, in: from) }
             removeLinkFile(replacedLinkFile)
@@ -203,7 +203,7 @@ extension BackingTree {
 
     /// The sealed target of the symlink `node` (docs/FORMAT.md §5.4), from the backing target
     /// or its link file, whose name comes with it.
-    func sealedTarget(_ node: BackingNode) throws -> (sealed: [UInt8], linkFile: String?) {
+    package func sealedTarget(_ node: BackingNode) throws -> (sealed: [UInt8], linkFile: String?) {
         let backingTarget = try io.readlinkat("", in: node.fd)
         guard let sideFile = SymlinkCodec.sideFileName(backingTarget) else {
             return (try SymlinkCodec.decode(inline: backingTarget), nil)

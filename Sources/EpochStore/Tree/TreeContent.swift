@@ -14,7 +14,7 @@ extension BackingTree {
             if flags & O_TRUNC != 0 {
                 try dropSetIDBits(fd, caller: caller)
                 try content.truncate(fd: fd, to: 0)
-                census.noteChanged(node)
+                changes.noteChanged(node)
             } else {
                 try content.reloadHeader(fd: fd)
             }
@@ -44,7 +44,7 @@ extension BackingTree {
         let count = try writableCount(at: offset ?? content.size(fd: handle), data.count)
         try dropSetIDBits(handle, caller: caller)
         try content.write(fd: handle, offset: offset, data: UnsafeRawBufferPointer(rebasing: data[0..<count]))
-        census.noteChanged(node)
+        changes.noteChanged(node)
         return count
     }
 
@@ -56,7 +56,7 @@ extension BackingTree {
         defer { if handle == nil { io.close(fd) } }
         try dropSetIDBits(fd, caller: caller)
         try content.truncate(fd: fd, to: size)
-        census.noteChanged(node)
+        changes.noteChanged(node)
     }
 
     /// fallocate(2) on the plaintext (FileContent.allocate).
@@ -67,7 +67,7 @@ extension BackingTree {
         let content = try content(node)
         try dropSetIDBits(handle, caller: caller)
         try content.allocate(fd: handle, mode: mode, offset: offset, length: length)
-        census.noteChanged(node)
+        changes.noteChanged(node)
     }
 
     /// fsync(2) or fdatasync(2) of a handle of `node` (a file or directory), after the side

@@ -11,7 +11,7 @@ extension BackingTree {
     /// one under the active epoch, with the same value; one setxattr each replaces it whole.
     /// Returns how many it resealed, and the values as left by the epoch they name; a value that
     /// does not open is left as it is.
-    func resealXattrs(_ node: BackingNode) throws -> (resealed: Int, keyIDs: [Epoch: Int]) {
+    package func resealXattrs(_ node: BackingNode) throws -> (resealed: Int, keyIDs: [Epoch: Int]) {
         guard !node.isSymlink else { return (0, [:]) }
         var raw = [UInt8](repeating: 0, count: Self.maxXattrValue)
         let length = try raw.withUnsafeMutableBytes { try io.listxattr(node.fd, into: $0) }
@@ -43,7 +43,7 @@ extension BackingTree {
     /// Runs `body` with a read-write descriptor of the regular file `node` and its content,
     /// opened without reloading the header (the mount's view of it, shadow slots included,
     /// stays as it is); nil when the file is gone.
-    func withResealHandle<R>(_ node: BackingNode, _ body: (FileDescriptor, FileContent) throws -> R) throws -> R? {
+    package func withResealHandle<R>(_ node: BackingNode, _ body: (FileDescriptor, FileContent) throws -> R) throws -> R? {
         let content = try content(node)
         let handle: FileDescriptor
         do {
@@ -63,7 +63,7 @@ extension BackingTree {
     /// knows): with the namespace held, none can appear until the rename is done. Returns nil
     /// when it may not, or when no block names an older epoch: the in-place reseal is the
     /// caller's to run.
-    func resealByCopy(_ node: BackingNode, named name: String, in directory: BackingNode, maxSize: Int) throws -> ResealCount? {
+    package func resealByCopy(_ node: BackingNode, named name: String, in directory: BackingNode, maxSize: Int) throws -> ResealCount? {
         try namespace.withWriteLock {
             guard let content = node.content, content.nodeCount == 1 else { return nil }
             let info = try io.fstat(node.fd)
@@ -128,7 +128,7 @@ extension BackingTree {
     /// leaves the old one or the new one (docs/FORMAT.md §5.4). Returns whether it resealed, and
     /// the epoch the symlink's target names now (nil: gone, or too damaged to name one).
     /// Names hard-linked to the same symlink stay as they were: each becomes a symlink of its own.
-    func resealSymlink(_ name: String, in directory: BackingNode) throws -> (resealed: Bool, keyID: Epoch?, linkFile: String?) {
+    package func resealSymlink(_ name: String, in directory: BackingNode) throws -> (resealed: Bool, keyID: Epoch?, linkFile: String?) {
         try namespace.withWriteLock { try volume.sealing { epoch in
             let node: BackingNode, info: stat
             do {
@@ -163,7 +163,7 @@ extension BackingTree {
     /// Removes the link files that no symlink uses (`inUse`, as a walk of the whole volume
     /// found them): what a symlink reseal killed between its steps leaves. Offline only: on a
     /// mount, a symlink being made has its link file before its name. Returns how many.
-    func removeLinkFiles(except inUse: Set<String>) throws -> Int {
+    package func removeLinkFiles(except inUse: Set<String>) throws -> Int {
         let names: [String]
         do {
             names = try io.readdir(at: volume.backing + "/" + SymlinkCodec.sidePrefix).map(\.name).filter { $0 != "." && $0 != ".." }

@@ -80,13 +80,6 @@ public final class LiveVolume: Sendable {
         guard version >= HeaderSlot.oldestMountedFormatVersion else { throw OlderFormatError(version: version) }
     }
 
-    /// Opens the volume in `backing` with its remembered key source, or `keySourceOverride`.
-    public convenience init(backing: String, keySourceOverride: String? = nil, io: any BackingIO = SystemIO(),
-                            anchoring: AnchorOptions? = nil) throws {
-        try self.init(backing: backing, journal: try Volume.journal(backing: backing, keySourceOverride: keySourceOverride, io: io), io: io,
-                      anchoring: anchoring)
-    }
-
     /// The header as last committed by this volume.
     public var header: VolumeHeader { current.withLock { $0 } }
 
@@ -180,21 +173,13 @@ public final class LiveVolume: Sendable {
         }
         try anchor?.cover()
     }
-
-    /// What the mount's status file shows: the header, the counters, the last control error, re-encryption.
-    public func status(lastError: String?, reencryption: ReencryptionStatus, transport: VolumeStatus.Transport) -> VolumeStatus {
-        VolumeStatus(header, counters: counters, lastError: lastError, reencryption: reencryption, transport: transport)
-    }
-
-    /// What the mount's metrics file shows, in the Prometheus text format.
-    public func metricsText(reencryption: ReencryptionStatus) -> [UInt8] {
-        metrics.render(counters: counters, epoch: header.epoch, reencryption: reencryption)
-    }
 }
 
 /// A volume made by an older epochfs, which this one reads but does not mount.
 public struct OlderFormatError: Error, CustomStringConvertible {
     public let version: UInt16
+
+    package init(version: UInt16) { self.version = version }
 
     public var description: String {
         "the volume has format \(version), "

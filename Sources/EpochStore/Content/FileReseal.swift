@@ -30,7 +30,7 @@ extension FileContent {
     }
 
     /// The epochs the current copies of `blocks` name (`storedKeyID`), up to the end of the file.
-    func storedKeyIDs(fd: FileDescriptor, in blocks: Range<Int>) throws -> [Epoch?] {
+    package func storedKeyIDs(fd: FileDescriptor, in blocks: Range<Int>) throws -> [Epoch?] {
         try access.withReadLock {
             try loadSlots(fd)
             let count = (try size(fd: fd) + layout.blockSize - 1) / layout.blockSize

@@ -23,7 +23,7 @@ extension BackingTree {
                 throw SystemError("setxattr", path: "", errno: ENOSPC)
             }
         } }
-        census.noteChanged(node)
+        changes.noteChanged(node)
     }
 
     public func getXattr(_ node: BackingNode, name: String) throws -> [UInt8] {
@@ -50,6 +50,6 @@ extension BackingTree {
             throw SystemError("removexattr", path: "", errno: ENODATA)
         }
         try xattrChanges.withLock { _ in try io.removexattr(node.fd, name: backing) }
-        census.noteChanged(node)
+        changes.noteChanged(node)
     }
 }

@@ -116,7 +116,7 @@ extension BackingTree {
 
     /// What the record of `directory` holds that the directory does not (fsck), one finding
     /// each; throws when the record itself is damaged. Nothing on a volume without records.
-    func recordFindings(of directory: BackingNode) throws -> [String] {
+    package func recordFindings(of directory: BackingNode) throws -> [String] {
         guard ivs.hasRecords else { return [] }
         let record = try ivs.readRecord(in: directory.fd).record
         let listed = try listQuietly(directory)
@@ -134,7 +134,7 @@ extension BackingTree {
     /// Rewrites the record of `directory` to what it holds now (fsck --repair after a
     /// deliberate restore or its own moves): it trusts the entries as found, ids read again.
     /// Returns how many entries the new record holds.
-    func reanchor(_ directory: BackingNode) throws -> Int {
+    package func reanchor(_ directory: BackingNode) throws -> Int {
         guard let commits = directory.directory else { return 0 }
         return try commits.holdingChanges {
             let iv = try ivs.read(in: directory.fd, requireRecord: false)
