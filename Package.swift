@@ -31,7 +31,10 @@ let package = Package(
         // FUSE over io_uring's rings, through liburing (Debian: liburing-dev).
         .target(name: "CURing", linkerSettings: [.linkedLibrary("uring")]),
 
-        // Layers, lowest first. Nothing below the FUSE frontend imports CFuse3.
+        // Layers, lowest first: a target depends only on targets above it in this list (and on
+        // the C modules), never on one of its own layer's or a later one's; LayeringTests
+        // checks that, and that every target declares each module it imports. Nothing below the
+        // FUSE frontend imports CFuse3. docs/ARCHITECTURE.md says what each layer does.
         // Every call on the backing directory (and the WAL files) goes through EpochIO.
         .target(name: "EpochIO", dependencies: ["CLinux", .product(name: "SystemPackage", package: "swift-system")]),
         .target(name: "EpochCrypto", dependencies: ["COpenSSL"]),
@@ -52,24 +55,31 @@ let package = Package(
             .product(name: "Prometheus", package: "swift-prometheus"),
         ]),
         // The stored volume: names, file content, the backing tree, and the opened volume
-        // (LiveVolume) they share.
+        // (LiveVolume) they share and are built on.
         .target(name: "EpochStore", dependencies: [
             "CLinux", "EpochCrypto", "EpochFormat", "EpochHeader", "EpochIO", "EpochMetrics", "EpochSystem",
         ]),
+        // The checks: scan and fsck (with repairs), re-encryption, retire, the format upgrade.
+        .target(name: "EpochCheck", dependencies: [
+            "CLinux", "EpochCrypto", "EpochFormat", "EpochHeader", "EpochIO", "EpochMetrics", "EpochStore",
+        ]),
+        // The volume as its users see it: create and open, status, the control protocol, failures.
         .target(name: "EpochVolume", dependencies: [
-            "CLinux", "EpochCrypto", "EpochFormat", "EpochHeader", "EpochIO", "EpochMetrics", "EpochStore", "EpochSystem",
+            "EpochCheck", "EpochFormat", "EpochHeader", "EpochIO", "EpochMetrics", "EpochStore", "EpochSystem",
         ]),
         // CRC-32C for the WAL reader: SSE4.2 when the CPU has it, a table otherwise.
         .target(name: "CCRC32C"),
+        // The raft WAL: read beside the volume layers, never by them.
         .target(name: "EpochWAL", dependencies: ["CCRC32C", "EpochCrypto", "EpochFormat", "EpochIO"]),
         .target(name: "EpochFUSE", dependencies: [
-            "CFuse3", "CLinux", "CURing", "EpochHeader", "EpochMetrics", "EpochStore", "EpochSystem", "EpochVolume",
+            "CFuse3", "CLinux", "CURing",
+            "EpochCheck", "EpochHeader", "EpochIO", "EpochMetrics", "EpochStore", "EpochSystem", "EpochVolume",
             .product(name: "Logging", package: "swift-log"),
             .product(name: "CoreMetrics", package: "swift-metrics"),
         ]),
         // `epochfs reconcile`: volumes follow a committed epoch from a file, a command or etcd.
         .target(name: "EpochReconcile", dependencies: [
-            "EpochFormat", "EpochHeader", "EpochSystem", "EpochVolume",
+            "EpochFormat", "EpochHeader", "EpochIO", "EpochSystem", "EpochVolume",
             .product(name: "AsyncHTTPClient", package: "async-http-client"),
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "Logging", package: "swift-log"),
@@ -77,7 +87,9 @@ let package = Package(
         // The text escaping of `epochfs wal dump`, sixteen bytes at a time with SSE2.
         .target(name: "CEscape"),
         .executableTarget(name: "epochfs", dependencies: [
-            "CEscape", "EpochCrypto", "EpochFormat", "EpochHeader", "EpochMetrics", "EpochStore", "EpochSystem", "EpochVolume", "EpochWAL", "EpochFUSE", "EpochReconcile",
+            "CEscape",
+            "EpochCheck", "EpochCrypto", "EpochFormat", "EpochHeader", "EpochMetrics", "EpochStore", "EpochSystem",
+            "EpochVolume", "EpochWAL", "EpochFUSE", "EpochReconcile",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
             .product(name: "Logging", package: "swift-log"),
         ]),
@@ -89,13 +101,16 @@ let package = Package(
         .target(name: "Support", dependencies: ["EpochIO"], path: "Tests/Support"),
         .testTarget(name: "EpochIOTests", dependencies: ["EpochIO", "Support"]),
         .testTarget(name: "EpochCryptoTests", dependencies: ["EpochCrypto", "Support"]),
-        .testTarget(name: "EpochFormatTests", dependencies: ["EpochFormat", "Support"]),
-        .testTarget(name: "EpochVolumeTests", dependencies: ["CLinux", "EpochHeader", "EpochMetrics", "EpochStore", "EpochSystem", "EpochVolume", "Support"]),
-        .testTarget(name: "EpochWALTests", dependencies: ["EpochHeader", "EpochStore", "EpochWAL", "EpochVolume", "Support"]),
+        .testTarget(name: "EpochFormatTests", dependencies: ["EpochCrypto", "EpochFormat", "Support"]),
+        .testTarget(name: "EpochVolumeTests", dependencies: [
+            "CLinux", "EpochCheck", "EpochCrypto", "EpochFormat", "EpochHeader", "EpochIO", "EpochMetrics", "EpochStore",
+            "EpochSystem", "EpochVolume", "Support",
+        ]),
+        .testTarget(name: "EpochWALTests", dependencies: ["CCRC32C", "EpochCrypto", "EpochFormat", "EpochHeader", "EpochStore", "EpochWAL", "EpochVolume", "Support"]),
         .testTarget(name: "CLITests", dependencies: ["epochfs", "Support"]),
         .testTarget(name: "CFuse3Tests", dependencies: ["CFuse3"]),
         .testTarget(name: "EpochFUSETests", dependencies: ["epochfs", "CLinux", "EpochStore", "EpochVolume", "Support"]),
-        .testTarget(name: "EtcdTests", dependencies: ["epochfs", "EpochHeader", "EpochVolume", "EpochWAL", "EpochReconcile", "Support"]),
+        .testTarget(name: "EtcdTests", dependencies: ["epochfs", "EpochCrypto", "EpochFormat", "EpochHeader", "EpochVolume", "EpochWAL", "EpochReconcile", "Support"]),
         .testTarget(name: "EpochReconcileTests", dependencies: ["epochfs", "EpochReconcile", "EpochVolume", "Support"]),
     ],
     swiftLanguageModes: [.v6]

@@ -1,4 +1,6 @@
 import CFuse3
+import EpochCheck
+import EpochIO
 import EpochStore
 import EpochVolume
 import Foundation

@@ -1,5 +1,6 @@
 import CFuse3
 import CLinux
+import EpochIO
 import EpochVolume
 import Glibc
 

@@ -1,5 +1,6 @@
 import CFuse3
 import EpochHeader
+import EpochIO
 import EpochStore
 import EpochSystem
 import EpochVolume

@@ -1,4 +1,5 @@
 import CFuse3
+import EpochIO
 import EpochVolume
 import Glibc
 

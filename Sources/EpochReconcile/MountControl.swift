@@ -1,3 +1,4 @@
+import EpochIO
 import EpochSystem
 import EpochVolume
 import Foundation

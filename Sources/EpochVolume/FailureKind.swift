@@ -1,3 +1,4 @@
+import EpochCheck
 import EpochHeader
 import EpochIO
 import EpochSystem

@@ -1,4 +1,5 @@
 import ArgumentParser
+import EpochCheck
 import EpochFormat
 import EpochHeader
 import EpochReconcile

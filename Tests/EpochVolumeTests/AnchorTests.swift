@@ -1,6 +1,8 @@
+import EpochCheck
 import EpochCrypto
 import EpochFormat
 import EpochHeader
+import EpochIO
 import EpochStore
 import EpochVolume
 import Foundation

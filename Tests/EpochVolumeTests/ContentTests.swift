@@ -1,6 +1,7 @@
 import CLinux
 import EpochCrypto
 import EpochFormat
+import EpochIO
 @testable import EpochStore
 import EpochSystem
 @testable import EpochVolume

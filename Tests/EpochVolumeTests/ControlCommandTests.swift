@@ -1,3 +1,4 @@
+import EpochCheck
 import EpochFormat
 import EpochHeader
 import EpochIO

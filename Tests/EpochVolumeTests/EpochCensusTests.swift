@@ -1,3 +1,4 @@
+@testable import EpochCheck
 @testable import EpochStore
 @testable import EpochVolume
 import EpochFormat

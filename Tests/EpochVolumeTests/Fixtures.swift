@@ -1,6 +1,7 @@
 import EpochCrypto
 import EpochFormat
 import EpochHeader
+import EpochIO
 import EpochStore
 import EpochVolume
 import Glibc

@@ -1,4 +1,5 @@
 import CLinux
+import EpochCheck
 import EpochFormat
 import EpochIO
 import EpochStore

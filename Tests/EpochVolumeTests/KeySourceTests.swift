@@ -1,6 +1,7 @@
 import EpochCrypto
 import EpochFormat
 @testable import EpochHeader
+import EpochIO
 import EpochSystem
 @testable import EpochVolume
 import Support

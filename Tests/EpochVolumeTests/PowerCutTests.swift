@@ -1,6 +1,8 @@
 import CLinux
+import EpochCheck
 import EpochFormat
 import EpochHeader
+import EpochIO
 import EpochStore
 import EpochVolume
 import Foundation

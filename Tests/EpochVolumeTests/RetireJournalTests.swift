@@ -1,5 +1,6 @@
 import EpochFormat
 import EpochHeader
+import EpochIO
 import EpochStore
 import EpochVolume
 import Glibc

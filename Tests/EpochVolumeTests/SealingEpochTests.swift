@@ -1,5 +1,6 @@
 import CLinux
 import EpochFormat
+import EpochIO
 import EpochStore
 import EpochVolume
 import Foundation

@@ -1,3 +1,4 @@
+import EpochCheck
 import EpochIO
 import EpochStore
 import EpochVolume

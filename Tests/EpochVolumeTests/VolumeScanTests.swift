@@ -1,4 +1,5 @@
 import CLinux
+import EpochCheck
 import EpochStore
 import EpochVolume
 import Foundation
