@@ -31,10 +31,11 @@ let package = Package(
         // FUSE over io_uring's rings, through liburing (Debian: liburing-dev).
         .target(name: "CURing", linkerSettings: [.linkedLibrary("uring")]),
 
-        // Layers, lowest first: a target depends only on targets above it in this list (and on
-        // the C modules), never on one of its own layer's or a later one's; LayeringTests
-        // checks that, and that every target declares each module it imports. Nothing below the
-        // FUSE frontend imports CFuse3. docs/ARCHITECTURE.md says what each layer does.
+        // Layers, lowest first: IO and Crypto; Format; System and WAL; Header and Metrics; Store;
+        // Check; Volume; FUSE and Reconcile; the CLI. A target depends only on lower layers'
+        // targets and the C modules, and declares every module it imports; nothing below the
+        // FUSE frontend uses CFuse3. LayeringTests checks all three against this manifest;
+        // docs/ARCHITECTURE.md says what each layer holds.
         // Every call on the backing directory (and the WAL files) goes through EpochIO.
         .target(name: "EpochIO", dependencies: ["CLinux", .product(name: "SystemPackage", package: "swift-system")]),
         .target(name: "EpochCrypto", dependencies: ["COpenSSL"]),
