@@ -26,7 +26,7 @@ import Glibc
 ///   holds now.
 public final class VolumeRepair {
     /// The plaintext directory at the root that entries with unreadable names move into.
-    public static let lostAndFound = "lost+found"
+    static let lostAndFound = "lost+found"
 
     private let tree: BackingTree
     private var done: [String] = []

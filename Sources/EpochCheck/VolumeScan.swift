@@ -41,7 +41,7 @@ public struct ScanItem: Sendable {
         }
 
         /// The words summaries count items in ("blocks", "xattrs", ...).
-        public var category: String {
+        var category: String {
             switch self {
             case .headerSlot: "header slots"
             case .directoryIV: "directory IVs"
@@ -123,7 +123,7 @@ public struct ScanProgress: Sendable {
 /// checked (under its backing path). It writes nothing. fsck, retire and re-encryption use it.
 public struct VolumeScan {
     /// Directory of the backing root where repairs keep what they took out of the tree.
-    public static let lostDirectory = "epochfs.lost"
+    static let lostDirectory = "epochfs.lost"
 
     private let tree: BackingTree
     /// Whether items are opened (checked) or only their key ids read.

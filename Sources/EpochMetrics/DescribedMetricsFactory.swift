@@ -5,7 +5,7 @@ import Prometheus
 /// written (swift-prometheus refuses two different help texts for one name).
 public struct MetricDescription: Sendable {
     public let help: String
-    public let buckets: [Duration]
+    let buckets: [Duration]
 
     public init(_ help: String, buckets: [Duration] = []) {
         self.help = help

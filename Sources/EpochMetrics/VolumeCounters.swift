@@ -7,7 +7,7 @@ public final class VolumeCounters: Sendable {
     public let blocksWritten = Atomic<UInt64>(0)
     public let authenticationFailures = Atomic<UInt64>(0)
     /// The errnos of a failing disk or file system that calls are answered with, counted.
-    public static let countedErrors: [(errno: Int32, name: String)] = [(ENOSPC, "ENOSPC"), (EDQUOT, "EDQUOT"), (EROFS, "EROFS"), (EIO, "EIO")]
+    static let countedErrors: [(errno: Int32, name: String)] = [(ENOSPC, "ENOSPC"), (EDQUOT, "EDQUOT"), (EROFS, "EROFS"), (EIO, "EIO")]
     private let failures = Mutex<[Int32: UInt64]>([:])
 
     public init() {}

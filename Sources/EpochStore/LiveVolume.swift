@@ -38,7 +38,7 @@ public final class LiveVolume: Sendable {
     }
 
     /// The IV files of directories, with their records from format 4 on (docs/FORMAT.md §5.6).
-    public let directoryIVs: DirectoryIV
+    let directoryIVs: DirectoryIV
     /// What is known of every directory some node holds, by backing object, as `contents`.
     private let directories = Mutex<[BackingNode.Identity: WeakDirectory]>([:])
 

@@ -23,7 +23,7 @@ public enum HeaderRestoreError: Error, Equatable, Sendable, CustomStringConverti
 /// checksums only, and what the backup opens with is whatever opened it when it was taken.
 public enum HeaderBackup {
     /// The newest valid slot of a header image (both slots, `2 × HeaderSlot.size` bytes).
-    public static func newestSlot(of image: [UInt8]) throws -> HeaderSlot {
+    static func newestSlot(of image: [UInt8]) throws -> HeaderSlot {
         guard image.count == 2 * HeaderSlot.size else {
             throw HeaderRestoreError.notAHeaderBackup("\(image.count) bytes, not \(2 * HeaderSlot.size)")
         }

@@ -13,27 +13,27 @@ import EpochFormat
 public struct ContentLayout: Sendable {
     public static let headerSize = 18
     /// A slot: `block_index (BE64) ‖ envelope length (BE16) ‖ supersedes (12) ‖ 10 zero bytes ‖ envelope`.
-    public static let slotHeaderSize = 32
+    static let slotHeaderSize = 32
     /// Where an envelope keeps its nonce (docs/FORMAT.md §2.1). A slot names the copy in place
     /// that its own copy is newer than by that copy's nonce.
-    public static let nonceRange = 6..<Envelope.headerSize
+    static let nonceRange = 6..<Envelope.headerSize
     /// The unit a disk writes whole: a torn write reached it for some sectors and not others.
     public static let sectorSize = 512
 
     public let blockSize: Int
     /// The volume's format version (docs/FORMAT.md §3.1), which is also the file header's.
     public let version: UInt16
-    public var sealedBlockSize: Int { blockSize + Envelope.overhead }
+    var sealedBlockSize: Int { blockSize + Envelope.overhead }
     public var slotCount: Int { version >= 2 ? 2 : 0 }
     public var slotSize: Int { Self.slotHeaderSize + sealedBlockSize }
     /// Format 3 keeps the file id in an authenticated record, not in a header.
-    public var hasRecord: Bool { version >= FileRecord.version }
+    var hasRecord: Bool { version >= FileRecord.version }
     /// Offset and size of what names the file id: the record (aligned to 512 bytes, so that
     /// one write of it is atomic on the disk), or the file header.
-    public var headerOffset: Int {
+    var headerOffset: Int {
         hasRecord ? (slotOffset(slotCount) + FileRecord.size - 1) / FileRecord.size * FileRecord.size : slotOffset(slotCount)
     }
-    public var headerLength: Int { hasRecord ? FileRecord.size : Self.headerSize }
+    var headerLength: Int { hasRecord ? FileRecord.size : Self.headerSize }
     /// Offset of block 0.
     public var dataOffset: Int { headerOffset + headerLength }
 
@@ -64,11 +64,11 @@ public struct ContentLayout: Sendable {
     public func backingOffset(block index: Int) -> Int { dataOffset + index * sealedBlockSize }
 
     /// Offset of shadow slot `slot` (0 or 1).
-    public func slotOffset(_ slot: Int) -> Int { slot * slotSize }
+    func slotOffset(_ slot: Int) -> Int { slot * slotSize }
 
     /// A slot's header: `block_index (BE64) ‖ envelope length (BE16) ‖ supersedes ‖ 10 zero
     /// bytes`, `supersedes` the nonce of the copy in place when the slot's copy was written.
-    public func slotHeader(block: Int, length: Int, supersedes: [UInt8]) -> [UInt8] {
+    func slotHeader(block: Int, length: Int, supersedes: [UInt8]) -> [UInt8] {
         var writer = ByteWriter(capacity: Self.slotHeaderSize)
         writer.append(UInt64(block))
         writer.append(UInt16(length))
@@ -78,7 +78,7 @@ public struct ContentLayout: Sendable {
     }
 
     /// What a slot header names; nil for an empty slot (all zeros) or a malformed one.
-    public func slotHeader(_ bytes: [UInt8]) -> (block: Int, length: Int, supersedes: [UInt8])? {
+    func slotHeader(_ bytes: [UInt8]) -> (block: Int, length: Int, supersedes: [UInt8])? {
         var reader = ByteReader(bytes[...], what: "shadow slot")
         let reserved = 10 + Self.nonceRange.count
         guard bytes.count == Self.slotHeaderSize, bytes[reserved...].allSatisfy({ $0 == 0 }),

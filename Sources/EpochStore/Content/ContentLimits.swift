@@ -8,7 +8,7 @@ public enum ContentLimits {
     /// Kept free below `Int.max`: an O_APPEND write is checked against the size it saw before
     /// it runs, and concurrent appends may each pass that check; this much growth past the
     /// limit still computes every backing offset without overflow.
-    public static let appendHeadroom = 1 << 32
+    static let appendHeadroom = 1 << 32
 
     /// The largest plaintext size P, a whole number of blocks, for which every backing offset
     /// the content code computes for data inside P (up to the end of its last block, which a

@@ -92,7 +92,7 @@ public final class FileContent: Sendable {
 
     /// Re-reads the file header at open, so a header changed underneath (by anyone with access
     /// to the backing dir) is noticed and never trusted from an earlier open.
-    public func reloadHeader(fd: FileDescriptor) throws {
+    func reloadHeader(fd: FileDescriptor) throws {
         try access.withWriteLock {
             guard try io.size(fd) >= layout.dataOffset else {
                 // Cut below its record by someone else: what was committed is gone.

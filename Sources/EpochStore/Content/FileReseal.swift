@@ -103,7 +103,7 @@ extension FileContent {
     /// where its current copy names an older one; holes stay holes and the slots stay empty.
     /// Returns nil, having written nothing, when no block names an older epoch. The caller
     /// makes `copy` durable and renames it over the file.
-    public func resealedCopy(fd: FileDescriptor, into copy: FileDescriptor) throws -> ResealCount? {
+    func resealedCopy(fd: FileDescriptor, into copy: FileDescriptor) throws -> ResealCount? {
         try volume.sealing { epoch in try access.withWriteLock {
             let size = try self.size(fd: fd)
             guard size > 0 else { return nil }

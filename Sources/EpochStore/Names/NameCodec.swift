@@ -22,8 +22,8 @@ public enum NameError: Error, Equatable, Sendable, CustomStringConvertible {
 /// name directly; authenticated, so a tampered name is an error, never another name.
 public struct NameCodec: Sendable {
     /// Longest backing name most file systems take.
-    public static let maxBackingName = 255
-    public static let longNamePrefix = "epochfs.long."
+    static let maxBackingName = 255
+    static let longNamePrefix = "epochfs.long."
     public static let longNameSuffix = ".name"
 
     private let siv: AESSIVKey

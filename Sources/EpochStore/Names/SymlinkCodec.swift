@@ -9,9 +9,9 @@ import EpochFormat
 /// the backing symlink points there.
 public struct SymlinkCodec: Sendable {
     /// Longest backing symlink target Linux stores.
-    public static let maxBackingTarget = 4095
+    static let maxBackingTarget = 4095
     /// Longest target a symlink may have (Linux's PATH_MAX − 1).
-    public static let maxTarget = 4095
+    static let maxTarget = 4095
     public static let sideDirectory = "epochfs.links"
     public static let sidePrefix = "epochfs.links/"
 

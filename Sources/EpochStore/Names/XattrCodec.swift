@@ -6,7 +6,7 @@ import EpochFormat
 /// storage envelope, block 0 of a pseudo-file whose id is derived from the plaintext name, so
 /// a value moved under another name does not open.
 public struct XattrCodec: Sendable {
-    public static let userPrefix = "user."
+    static let userPrefix = "user."
     public static let backingPrefix = "user.epochfs."
     static let nameAD = Array("epochfs/v1/xattr".utf8)
 
@@ -36,7 +36,7 @@ public struct XattrCodec: Sendable {
         }
     }
 
-    public func sealValue(_ value: [UInt8], name: String, epoch: Epoch) throws -> [UInt8] {
+    func sealValue(_ value: [UInt8], name: String, epoch: Epoch) throws -> [UInt8] {
         let id = try pseudoFileID(name)
         return try StorageEnvelope.seal(value, keyID: epoch, fileKey: try key(epoch: epoch, id: id), location: location(id))
     }

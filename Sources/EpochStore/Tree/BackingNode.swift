@@ -48,7 +48,7 @@ public final class BackingNode: Sendable {
         io.close(fd)
     }
 
-    public var isSymlink: Bool { fileType == S_IFLNK }
+    var isSymlink: Bool { fileType == S_IFLNK }
 
     package func directoryIV() throws -> [UInt8] {
         if let iv = cachedIV.withLock({ $0 }) { return iv }

@@ -7,7 +7,7 @@ import Glibc
 extension BackingTree {
     /// The largest plaintext file: what the backing file system's largest file holds, and
     /// never more than backing offsets in `off_t` can address (docs/FORMAT.md §6.3).
-    public var maxFileSize: Int {
+    var maxFileSize: Int {
         ContentLimits.maxPlaintextSize(volume.contentLayout, backingLimit: backingSizeLimit.value(io: volume.io, root: root.fd))
     }
 

@@ -87,7 +87,7 @@ extension BackingTree {
     }
 
     /// Makes every side file written so far durable, with its directory entry.
-    public func syncSideFiles() throws {
+    func syncSideFiles() throws {
         let pending = unsynced.withLock { list in
             defer { list = [] }
             return list
