@@ -19,7 +19,7 @@ package final class TreeChanges: Sendable {
     /// Most changed objects held between two takes.
     private let heldLimit: Int
 
-    package init(heldLimit: Int = 4096) { self.heldLimit = heldLimit }
+    init(heldLimit: Int = 4096) { self.heldLimit = heldLimit }
 
     /// Tracks every change from now on, forgetting those noted before (a pass begins).
     package func startTracking() {
