@@ -18,7 +18,7 @@ public struct ContentLayout: Sendable {
     /// that its own copy is newer than by that copy's nonce.
     static let nonceRange = 6..<Envelope.headerSize
     /// The unit a disk writes whole: a torn write reached it for some sectors and not others.
-    public static let sectorSize = 512
+    static let sectorSize = 512
 
     public let blockSize: Int
     /// The volume's format version (docs/FORMAT.md §3.1), which is also the file header's.
