@@ -1,4 +1,5 @@
 import CFuse3
+import CoreMetrics
 import EpochIO
 import EpochStore
 import EpochSystem
@@ -23,12 +24,12 @@ final class Frontend: Sendable {
     /// loop cannot flood the journal; the next line says how many were left out.
     private let integrityLines = Mutex(TokenBucket(capacity: 20, perSecond: 2))
 
-    init(volume: LiveVolume, keepingAccessTimes: Bool) throws {
+    init(volume: LiveVolume, keepingAccessTimes: Bool, requestMetrics: Bool = true) throws {
         self.volume = volume
         tree = try BackingTree(volume: volume, keepingAccessTimes: keepingAccessTimes)
         table = InodeTable(root: tree.root, ids: NodeIDs(probing: tree))
         control = ControlFiles(tree: tree)
-        metrics = RequestMetrics(factory: volume.metrics.factory)
+        metrics = RequestMetrics(factory: requestMetrics ? volume.metrics.factory : NOOPMetricsHandler.instance)
     }
 
     /// What a node id the kernel sent stands for, resolved once per request.

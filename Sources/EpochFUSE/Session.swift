@@ -19,6 +19,9 @@ public enum MountSession {
         public var maxThreads: UInt32 = 16
         /// FUSE over io_uring where the kernel offers it (`-o io_uring=off` turns it off).
         public var ioUring = true
+        /// Requests, error replies, bytes and durations counted for the metrics (`-o
+        /// request_metrics=off` leaves them out; the volume's own counters stay).
+        public var requestMetrics = true
         /// `-o anchor[=DIRECTORY]`: the volume's anchor on this machine (docs/FORMAT.md §3.8).
         public var anchoring: AnchorOptions?
 
@@ -39,7 +42,8 @@ public enum MountSession {
         defer { withExtendedLifetime(owner) {} }
         let volume = try LiveVolume(backing: backing, journal: journal, anchoring: options.anchoring)
         try volume.requireCurrentFormat()
-        let frontend = try Frontend(volume: volume, keepingAccessTimes: options.fuseOptions.contains("noatime"))
+        let frontend = try Frontend(volume: volume, keepingAccessTimes: options.fuseOptions.contains("noatime"),
+                                    requestMetrics: options.requestMetrics)
         let logger = Logger(label: "epochfs.mount")
 
         var fuseOptions = ["fsname=epochfs:\(backing)", "subtype=epochfs"] + options.fuseOptions

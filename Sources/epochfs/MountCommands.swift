@@ -13,7 +13,8 @@ struct Mount: ParsableCommand {
             SIGINT/SIGTERM to the foreground process). -o options go to libfuse and the kernel \
             (allow_other, which also turns on default_permissions; ro; ...), except epochfs's own: \
             io_uring=off keeps the requests on /dev/fuse where the kernel offers FUSE over \
-            io_uring; anchor[=DIRECTORY] keeps this machine's anchor of the volume in DIRECTORY \
+            io_uring; request_metrics=off counts no requests, bytes or durations for the metrics \
+            (what they cost: bench/RESULTS.md); anchor[=DIRECTORY] keeps this machine's anchor of the volume in DIRECTORY \
             (default /var/lib/epochfs), so that an older copy of the whole backing dir put back \
             is refused; accept_rollback (with anchor) accepts such a copy once, as a deliberate \
             restore. \
@@ -43,6 +44,9 @@ struct Mount: ParsableCommand {
                 case "io_uring=on": settings.ioUring = true
                 case "io_uring=off": settings.ioUring = false
                 case _ where word.hasPrefix("io_uring="): throw ValidationError("-o \(word): io_uring takes on or off")
+                case "request_metrics=on": settings.requestMetrics = true
+                case "request_metrics=off": settings.requestMetrics = false
+                case _ where word.hasPrefix("request_metrics="): throw ValidationError("-o \(word): request_metrics takes on or off")
                 case "anchor": settings.anchoring = AnchorOptions()
                 case _ where word.hasPrefix("anchor="): settings.anchoring = AnchorOptions(directory: String(word.dropFirst("anchor=".count)))
                 case "accept_rollback": acceptRollback = true

@@ -116,4 +116,23 @@ struct Scrape {
         #expect(again.value("epochfs_bytes_total", ["operation": "write"]) == scrape.value("epochfs_bytes_total", ["operation": "write"]))
         #expect(again.value("epochfs_requests_total", ["operation": "open"]) ?? 0 > scrape.value("epochfs_requests_total", ["operation": "open"]) ?? 0)
     }
+
+    /// `-o request_metrics=off` (what bench/RESULTS.md measures the request metrics' cost
+    /// with): no request, byte or duration is counted; the volume's own counters still are.
+    @Test func requestMetricsOffCountsNoRequest() throws {
+        let volume = try MountedVolume()
+        defer { volume.destroy() }
+        volume.unmount()
+        try volume.mount(options: ["request_metrics=off"])
+        let bytes = [UInt8](repeating: 7, count: 10_000)
+        try Data(bytes).write(to: URL(fileURLWithPath: volume.path("f")))
+        #expect(try Data(contentsOf: URL(fileURLWithPath: volume.path("f"))) == Data(bytes))
+        let scrape = try Scrape(String(decoding: try #require(FileManager.default.contents(atPath: volume.path(".epochfs/metrics"))), as: UTF8.self))
+        #expect(scrape.value("epochfs_requests_total", ["operation": "write"]) == nil)
+        #expect(scrape.value("epochfs_bytes_total", ["operation": "write"]) == nil)
+        #expect(scrape.value("epochfs_request_duration_seconds_count", ["operation": "write"]) == nil)
+        #expect(scrape.value("epochfs_blocks_total", ["operation": "write"]) ?? 0 >= 3)
+        let refused = try volume.epochfs("mount", volume.backing, volume.mountpoint, "-o", "request_metrics=maybe")
+        #expect(refused.status != 0 && refused.stderr.contains("request_metrics takes on or off"), "\(refused.output)")
+    }
 }
