@@ -404,7 +404,7 @@ def record():
     other_nonce = bytes(range(0xc0, 0xcc))
     fields = (struct.pack(">HH", 3, 0) + FILE_ID + struct.pack(">QQQ", 2, 10000, 3)
               + b"\x01" + bytes(7) + struct.pack(">Q", 2) + NONCE + other_nonce
-              + b"\x02" + bytes(7) + struct.pack(">Q", 0) + other_nonce + bytes(12))
+              + b"\x02" + bytes(7) + struct.pack(">Q", 0) + other_nonce + bytes(range(0xd0, 0xdc)))
     fields += bytes(484 - len(fields))
     tag = gcm_seal(record_key, KEYRING_NONCE, fields, b"")
     assert tag == AESGCM(record_key).encrypt(KEYRING_NONCE, b"", fields)
@@ -412,10 +412,10 @@ def record():
           "0003000000112233445566778899aabbccddeeff000000000000000200000000"
           "00002710000000000000000301000000000000000000000000000002a0a1a2a3"
           "a4a5a6a7a8a9aaabc0c1c2c3c4c5c6c7c8c9cacb020000000000000000000000"
-          "00000000c0c1c2c3c4c5c6c7c8c9cacb000000000000000000000000")
-    check("record tag", tag, "abdeeb906e5d3101c3f46a34ca34f355")
+          "00000000c0c1c2c3c4c5c6c7c8c9cacbd0d1d2d3d4d5d6d7d8d9dadb")
+    check("record tag", tag, "7fbf2d40ee6d234d46915b0d48c8a4b2")
     check("sha256 of the whole record", sha256(fields + KEYRING_NONCE + tag),
-          "2622a213aefaf442256dff44751ce4451309a770f0b328f9beb3704ef6356f79")
+          "3baac25296bb6339f45fb4a551b4c5b098527691a0e047385454f8058348feea")
 
 
 def directory_record():

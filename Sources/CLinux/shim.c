@@ -98,6 +98,14 @@ long epochfs_readahead(int fd, long long offset, unsigned long count) { return r
 
 long epochfs_getdents(int fd, void *buffer, unsigned long size) { return getdents64(fd, buffer, size); }
 
+int epochfs_statx_size(int fd, int force_sync, unsigned long long *size) {
+    struct statx info;
+    int flags = AT_EMPTY_PATH | (force_sync ? AT_STATX_FORCE_SYNC : AT_STATX_SYNC_AS_STAT);
+    if (statx(fd, "", flags, STATX_SIZE, &info) != 0) return -1;
+    *size = info.stx_size;
+    return 0;
+}
+
 static __thread void *thread_context;
 void *epochfs_thread_context(void) { return thread_context; }
 void epochfs_set_thread_context(void *context) { thread_context = context; }

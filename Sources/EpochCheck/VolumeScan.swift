@@ -257,8 +257,7 @@ public struct VolumeScan {
             guard let iv else { throw ScanFailure("the directory's IV is lost") }
             var encrypted = name
             if NameCodec.isLongName(name) {
-                encrypted = String(decoding: try io.readFile(name + NameCodec.longNameSuffix, in: handle, limit: 4096), as: UTF8.self)
-                guard NameCodec.longEntryName(of: encrypted) == name else { throw ScanFailure("its side file holds another entry's name") }
+                encrypted = try NameCodec.longName(ofEntry: name, sideFile: try io.readFile(name + NameCodec.longNameSuffix, in: handle, limit: 4096))
             }
             let plain = String(decoding: try volume.keys.names.decrypt(encrypted, directoryIV: iv), as: UTF8.self)
             path = parentPath.map { ($0 == "/" ? "" : $0) + "/" + plain }

@@ -23,14 +23,15 @@ public struct FileRecord: Equatable, Sendable {
         /// The slot's copy, the one of nonce `copyNonce`, was current: while the copy in place
         /// still has the nonce `supersedes`, the block is that slot copy, or it is an error.
         case inSlot(block: Int, copyNonce: [UInt8], supersedes: [UInt8])
-        /// The copy in place, of nonce `nonce`, was current (the slot holds an older one): while
-        /// the copy in place has that nonce, it is the block, or it is an error (the slot's copy
-        /// is not a fallback for it).
-        case inPlace(block: Int, nonce: [UInt8])
+        /// The copy in place, of nonce `nonce`, was current, and the slot held an older one, of
+        /// nonce `olderCopy` (zeros in records of earlier versions): while the copy in place has
+        /// that nonce, it is the block, or it is an error; and whatever the copy in place has
+        /// become, that older slot copy is never the block.
+        case inPlace(block: Int, nonce: [UInt8], olderCopy: [UInt8])
 
         public var block: Int {
             switch self {
-            case let .inSlot(block, _, _), let .inPlace(block, _): block
+            case let .inSlot(block, _, _), let .inPlace(block, _, _): block
             }
         }
     }
@@ -80,12 +81,12 @@ public struct FileRecord: Equatable, Sendable {
                 writer.append(UInt64(block))
                 writer.append(contentsOf: copyNonce)
                 writer.append(contentsOf: supersedes)
-            case let .inPlace(block, nonce)?:
+            case let .inPlace(block, nonce, olderCopy)?:
                 writer.append(UInt8(2))
                 writer.appendZeros(7)
                 writer.append(UInt64(block))
                 writer.append(contentsOf: nonce)
-                writer.appendZeros(AESGCMKey.nonceSize)
+                writer.append(contentsOf: olderCopy)
             }
         }
         writer.appendZeros(Self.nonceOffset - writer.bytes.count)
@@ -127,7 +128,7 @@ public struct FileRecord: Equatable, Sendable {
                 switch kind {
                 case 0: slots.append(nil)
                 case 1: slots.append(.inSlot(block: Int(block), copyNonce: first, supersedes: second))
-                case 2: slots.append(.inPlace(block: Int(block), nonce: first))
+                case 2: slots.append(.inPlace(block: Int(block), nonce: first, olderCopy: second))
                 default: throw RecordError(.file, .malformed)
                 }
             }

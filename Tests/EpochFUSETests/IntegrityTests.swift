@@ -43,7 +43,7 @@ func readThrough(_ path: String) -> Result<[UInt8], POSIXError> {
     }
 }
 
-func isEIO(_ result: Result<[UInt8], POSIXError>) -> Bool {
+func isEIO<Value>(_ result: Result<Value, POSIXError>) -> Bool {
     if case let .failure(error) = result { return error.code == .EIO }
     return false
 }

@@ -313,6 +313,88 @@ import Testing
         #expect(wrong.isEmpty, "\(wrong.count): \(wrong.prefix(5))")
     }
 
+    /// The side files of two long names swapped (docs/FORMAT.md §5.3): the listing fails with
+    /// EIO rather than list each name for the other's entry, and fsck names both; a lookup,
+    /// which hashes the name it is given, still finds each file's own content.
+    @Test func swappedLongNameSideFilesFailTheListing() throws {
+        let volume = try MountedVolume()
+        defer { volume.destroy() }
+        let names = [String(repeating: "a", count: 200), String(repeating: "b", count: 200)]
+        for (index, name) in names.enumerated() {
+            let fd = open(volume.path(name), O_RDWR | O_CREAT, 0o644)
+            #expect(write(fd, name, 100 * (index + 1)) == 100 * (index + 1))
+            close(fd)
+        }
+        #expect(Set(try FileManager.default.contentsOfDirectory(atPath: volume.path(""))).isSuperset(of: names))
+        volume.unmount()
+        let sideFiles = try FileManager.default.contentsOfDirectory(atPath: volume.backing)
+            .filter { $0.hasPrefix("epochfs.long.") && $0.hasSuffix(".name") }.map { volume.backing + "/" + $0 }
+        try #require(sideFiles.count == 2)
+        let swapped = try sideFiles.reversed().map { try Data(contentsOf: URL(fileURLWithPath: $0)) }
+        for (path, bytes) in zip(sideFiles, swapped) { try bytes.write(to: URL(fileURLWithPath: path)) }
+        try volume.mount()
+        let dir = try #require(opendir(volume.path("")))
+        defer { closedir(dir) }
+        errno = 0
+        while readdir(dir) != nil {}
+        #expect(errno == EIO)
+        for (index, name) in names.enumerated() {
+            #expect(try readThrough(volume.path(name)).get() == Array(name.utf8.prefix(100 * (index + 1))))
+        }
+        volume.unmount()
+        let fsck = try volume.epochfs("fsck", volume.backing)
+        #expect(fsck.status == 1, "fsck: \(fsck.stdout)")
+        #expect(fsck.stdout.components(separatedBy: "another entry's name").count == 3, "fsck: \(fsck.stdout)")
+    }
+
+    /// The link files of two long symlinks swapped (docs/FORMAT.md §5.4): each symlink reads
+    /// EIO, never the other's target, and fsck names both.
+    @Test func swappedLinkFilesOfLongSymlinksReadEIO() throws {
+        let volume = try MountedVolume()
+        defer { volume.destroy() }
+        let targets = ["a", "b"].map { String(repeating: $0, count: 3100) }
+        for (index, target) in targets.enumerated() { #expect(symlink(target, volume.path("link\(index)")) == 0) }
+        var buffer = [CChar](repeating: 0, count: 8192)
+        #expect(readlink(volume.path("link0"), &buffer, buffer.count) == targets[0].utf8.count)
+        volume.unmount()
+        let linkFiles = try FileManager.default.contentsOfDirectory(atPath: volume.backing + "/epochfs.links")
+            .map { volume.backing + "/epochfs.links/" + $0 }
+        try #require(linkFiles.count == 2)
+        let swapped = try linkFiles.reversed().map { try Data(contentsOf: URL(fileURLWithPath: $0)) }
+        for (path, bytes) in zip(linkFiles, swapped) {
+            chmod(path, 0o600)
+            try bytes.write(to: URL(fileURLWithPath: path))
+        }
+        try volume.mount()
+        for index in 0..<2 {
+            #expect(readlink(volume.path("link\(index)"), &buffer, buffer.count) == -1 && errno == EIO)
+        }
+        volume.unmount()
+        let fsck = try volume.epochfs("fsck", volume.backing)
+        #expect(fsck.status == 1, "fsck: \(fsck.stdout)")
+        #expect(fsck.stdout.components(separatedBy: "another entry's name or target").count == 3, "fsck: \(fsck.stdout)")
+    }
+
+    /// A file cut in the backing dir while the mount holds it open, after a sync: its size as
+    /// stat asks the daemon for it is an error, never the shorter file.
+    @Test func aFileCutUnderTheMountIsAnErrorForStat() throws {
+        let volume = try MountedVolume()
+        defer { volume.destroy() }
+        let content = (0..<(6 * 4096)).map { _ in UInt8.random(in: 0...255) }
+        let fd = open(volume.path("file"), O_RDWR | O_CREAT, 0o644)
+        defer { close(fd) }
+        #expect(content.withUnsafeBytes { pwrite(fd, $0.baseAddress, $0.count, 0) } == content.count && fsync(fd) == 0)
+        #expect(try readThrough(volume.path("file")).get() == content)
+        func forcedSize() -> Result<Int, POSIXError> {
+            var size: UInt64 = 0
+            guard epochfs_statx_size(fd, 1, &size) == 0 else { return .failure(POSIXError(POSIXErrorCode(rawValue: errno)!)) }
+            return .success(Int(size))
+        }
+        #expect(try forcedSize().get() == content.count)
+        #expect(truncate(backingFiles(volume)[0], off_t(dataOffset + 2 * 4130)) == 0)
+        #expect(isEIO(forcedSize()))
+    }
+
     /// The case the integrity issue was opened with: a slot copy that fsync acknowledged,
     /// damaged by one flipped byte, must not give way to the older copy in place.
     @Test func aDamagedSlotCopyDoesNotBringBackTheOlderBlock() throws {
@@ -337,6 +419,38 @@ import Testing
         let fsck = try volume.epochfs("fsck", volume.backing)
         #expect(fsck.status == 1, "fsck: \(fsck.stdout)")
         #expect(fsck.stdout.contains("block 0"), "fsck: \(fsck.stdout)")
+    }
+
+    /// A slot holding an older copy of a block whose copy in place the last commit found
+    /// current: whatever is done to the copy in place (a byte of its nonce flipped, or the
+    /// nonce the slot copy supersedes written over it, so that the slot looks current), the
+    /// older copy never stands in for it (docs/FORMAT.md §6.2, claims of kind 2).
+    @Test(arguments: ["flip", "supersedes"]) func theCopyInPlaceDamagedNeverBringsBackTheSlotsOlderCopy(how: String) throws {
+        let volume = try MountedVolume()
+        defer { volume.destroy() }
+        let fd = open(volume.path("file"), O_RDWR | O_CREAT, 0o644)
+        for (offset, byte, count) in [(0, 0x11, 8192), (100, 0x22, 8), (200, 0x33, 8)] {
+            let bytes = [UInt8](repeating: UInt8(byte), count: count)
+            #expect(bytes.withUnsafeBytes { pwrite(fd, $0.baseAddress, $0.count, off_t(offset)) } == count)
+            #expect(fsync(fd) == 0)
+        }
+        close(fd)
+        volume.unmount()
+        let backing = backingFiles(volume)[0]
+        var bytes = [UInt8](try Data(contentsOf: URL(fileURLWithPath: backing)))
+        #expect(bytes[0..<8] == [0, 0, 0, 0, 0, 0, 0, 0][...], "slot 0 holds block 0")
+        let nonceInPlace = (dataOffset + 6)..<(dataOffset + 18)
+        #expect(bytes[(32 + 6)..<(32 + 18)] != bytes[nonceInPlace], "the slot's copy is an older one")
+        switch how {
+        case "flip": bytes[nonceInPlace.lowerBound + Int.random(in: 0..<12)] ^= UInt8.random(in: 1...255)
+        default: bytes.replaceSubrange(nonceInPlace, with: bytes[10..<22])
+        }
+        try Data(bytes).write(to: URL(fileURLWithPath: backing))
+        try volume.mount()
+        #expect(isEIO(readThrough(volume.path("file"))))
+        volume.unmount()
+        let fsck = try volume.epochfs("fsck", volume.backing)
+        #expect(fsck.status == 1, "fsck: \(fsck.stdout)")
     }
 }
 

@@ -77,6 +77,35 @@ import Testing
         #expect(before == Array(file.plain[0..<(20 * 4096)]), "the blocks before the tampered one still read")
     }
 
+    /// Reads take the backing size from what the last read found until something changes the
+    /// file: each write and truncate is seen by the next read, and a cut by someone else
+    /// between two reads is an error for what it took, never a shorter file.
+    @Test(arguments: [false, true]) func readsSeeEveryChangeAndNoCut(evicted: Bool) throws {
+        let file = try StoredFile(size: 8 * 4096)
+        defer { close(file.fd) }
+        let fd = FileDescriptor(rawValue: file.fd)
+        try file.content.sync(fd: fd, dataOnly: true)
+        #expect(try file.read(offset: 0, count: 1 << 20) == file.plain)
+        let tail = try SecureRandom.bytes(5000)
+        try tail.withUnsafeBytes { _ = try file.content.write(fd: fd, offset: file.plain.count, data: $0) }
+        #expect(try file.read(offset: 0, count: 1 << 20) == file.plain + tail, "a write that grew the file")
+        try file.content.truncate(fd: fd, to: 3 * 4096 + 10)
+        #expect(try file.read(offset: 0, count: 1 << 20) == Array(file.plain[0..<(3 * 4096 + 10)]), "a truncate")
+        try file.content.truncate(fd: fd, to: 6 * 4096)
+        let grown = Array(file.plain[0..<(3 * 4096 + 10)]) + [UInt8](repeating: 0, count: 3 * 4096 - 10)
+        #expect(try file.read(offset: 0, count: 1 << 20) == grown)
+        try file.content.sync(fd: fd, dataOnly: true)
+        #expect(try file.read(offset: 0, count: 1 << 20) == grown)
+        if evicted { file.evict() }
+        // Cut to 2 whole blocks by someone else: what it took is an error; what is left reads
+        // as written or fails (stat of the file fails, TamperTests), never as a shorter file.
+        #expect(ftruncate(file.fd, off_t(ContentLayout(blockSize: 4096).backingOffset(block: 2))) == 0)
+        for (offset, count) in [(0, 1 << 20), (2 * 4096, 4096), (4096, 4097)] {
+            #expect(throws: (any Error).self, "read of \(count) at \(offset)") { _ = try file.read(offset: offset, count: count) }
+        }
+        if let left = try? file.read(offset: 0, count: 2 * 4096) { #expect(left == Array(grown[0..<(2 * 4096)])) }
+    }
+
     @Test func directReadsOnlyOfUncachedRangesAndNeverPastTheEnd() throws {
         let directory = TemporaryDirectory()
         let bytes = try SecureRandom.bytes(5 * 4096 + 100)

@@ -36,6 +36,9 @@ int epochfs_fallocate(int fd, int mode, long offset, long length);
 long epochfs_copy_file_range(int fd_in, long long offset_in, int fd_out, long long offset_out, unsigned long length);
 // getdents64(2): the entries of the directory open at fd from its current offset.
 long epochfs_getdents(int fd, void *buffer, unsigned long size);
+// The size of the file open at fd, by statx(2); with force_sync, asked of its file system past
+// any cached attributes (AT_STATX_FORCE_SYNC: a FUSE mount then asks its daemon).
+int epochfs_statx_size(int fd, int force_sync, unsigned long long *size);
 // The symbolic name of an errno ("ENOENT"), or NULL for a number glibc does not know
 // (strerrorname_np).
 const char *epochfs_errno_name(int errnum);

@@ -39,13 +39,20 @@ struct CommitState {
             switch claim {
             case let .inSlot(block, copyNonce, supersedes)? where block == index && nonce.elementsEqual(supersedes):
                 return .slot(slot, copyNonce: copyNonce)
-            case let .inPlace(block, claimed)? where block == index && nonce.elementsEqual(claimed):
+            case let .inPlace(block, claimed, _)? where block == index && nonce.elementsEqual(claimed):
                 return .inPlace
             default:
                 continue
             }
         }
         return nil
+    }
+
+    /// Whether the copy of block `index` of nonce `nonce` in `slot` is the older copy the record
+    /// found there: never the block, whatever the copy in place has become since.
+    func isOlderCopy(in slot: Int, of index: Int, nonce: some Collection<UInt8>) -> Bool {
+        guard let slots = record?.slots, slot < slots.count, case let .inPlace(block, _, olderCopy)? = slots[slot] else { return false }
+        return block == index && olderCopy.contains(where: { $0 != 0 }) && nonce.elementsEqual(olderCopy)
     }
 }
 
@@ -89,7 +96,7 @@ extension FileContent {
             committed = true
             return
         }
-        try access.withWriteLock {
+        try exclusively {
             do {
                 if let prepared { try commit(prepared, fd: fd) }
                 try freeSlots(fd)
@@ -125,8 +132,11 @@ extension FileContent {
             if copy.isCurrent { return .inSlot(block: copy.block, copyNonce: copy.nonce, supersedes: copy.supersedes) }
             let inPlace = try io.preadFully(fd, count: ContentLayout.nonceRange.count,
                                             at: layout.backingOffset(block: copy.block) + ContentLayout.nonceRange.lowerBound)
-            // A hole in place has no nonce; the record's dense count speaks for it.
-            return inPlace.allSatisfy({ $0 == 0 }) ? nil : .inPlace(block: copy.block, nonce: inPlace)
+            // A hole in place has no nonce; the record's dense count speaks for it. A slot copy
+            // copied in place (the same envelope) is no older one.
+            guard inPlace.contains(where: { $0 != 0 }) else { return nil }
+            return .inPlace(block: copy.block, nonce: inPlace,
+                            olderCopy: copy.nonce == inPlace ? [UInt8](repeating: 0, count: inPlace.count) : copy.nonce)
         }
         return cache.withLock { cache in
             guard let record = cache.commits.record else { return nil }
@@ -206,6 +216,15 @@ extension FileContent {
     func requireCommittedSize(_ size: Int) throws {
         guard let committed = cache.withLock({ $0.commits.record?.committedSize }), size < committed else { return }
         throw failIntegrity(.cut(size: size, committed: committed))
+    }
+
+    /// For the attributes of the file, whose size comes from the backing file alone: a size
+    /// below what the last commit made durable is a cut by someone else, an error as it is for a
+    /// read (which takes the size from what it last saw), once no change of this process that
+    /// is under way can explain it.
+    public func requireCommittedSize(plaintextSize size: Int, of fd: FileDescriptor) throws {
+        guard let committed = cache.withLock({ $0.commits.record?.committedSize }), size < committed else { return }
+        try access.withReadLock { try requireCommittedSize(layout.plaintextSize(backingSize: try io.size(fd))) }
     }
 
     /// Counts an integrity failure (reported like an authentication failure) and returns it.

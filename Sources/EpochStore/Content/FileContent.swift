@@ -42,8 +42,14 @@ public enum ContentError: Error, Equatable, Sendable, CustomStringConvertible {
 public final class FileContent: Sendable {
     let volume: LiveVolume
     let layout: ContentLayout
+    /// Reads share it; whatever may change the backing file (a write, truncate, allocation,
+    /// reseal, commit) holds it alone, through `exclusively`.
     let access = ReadWriteLock()
     let cache = Mutex(Cache())
+    /// The backing file's size as a read last found it, or -1 after anything held `access`
+    /// alone: reads between two changes take it from here, not from an fstat each (a cut by
+    /// someone else then shows as a short read, EIO).
+    private let backingSizeSeen = Atomic(-1)
 
     struct Cache {
         /// nil until read from (or written to) the backing file's header.
@@ -93,7 +99,7 @@ public final class FileContent: Sendable {
     /// Re-reads the file header at open, so a header changed underneath (by anyone with access
     /// to the backing dir) is noticed and never trusted from an earlier open.
     func reloadHeader(fd: FileDescriptor) throws {
-        try access.withWriteLock {
+        try exclusively {
             guard try io.size(fd) >= layout.dataOffset else {
                 // Cut below its record by someone else: what was committed is gone.
                 if let committed = cache.withLock({ $0.commits.record?.committedSize }), committed > 0 {
@@ -111,6 +117,24 @@ public final class FileContent: Sendable {
         }
     }
 
+    /// Runs `body` with `access` held alone; what it did to the backing file's size is read
+    /// afresh by the next read.
+    func exclusively<R>(_ body: () throws -> R) rethrows -> R {
+        try access.withWriteLock {
+            defer { backingSizeSeen.store(-1, ordering: .relaxed) }
+            return try body()
+        }
+    }
+
+    /// The backing file's size, for a read (holding `access` shared, so no change runs).
+    private func backingSizeForRead(_ fd: FileDescriptor) throws -> Int {
+        let seen = backingSizeSeen.load(ordering: .relaxed)
+        if seen >= 0 { return seen }
+        let size = try io.size(fd)
+        backingSizeSeen.store(size, ordering: .relaxed)
+        return size
+    }
+
     /// The plaintext size, from the backing file's size.
     public func size(fd: FileDescriptor) throws -> Int {
         layout.plaintextSize(backingSize: try io.size(fd))
@@ -124,7 +148,7 @@ public final class FileContent: Sendable {
     /// past the end). The bytes live in a reused buffer only for the duration of `deliver`.
     public func read<R>(fd: FileDescriptor, offset: Int, count: Int, _ deliver: (UnsafeRawBufferPointer) throws -> R) throws -> R {
         try access.withReadLock {
-            let backing = try io.size(fd)
+            let backing = try backingSizeForRead(fd)
             let size = layout.plaintextSize(backingSize: backing)
             try requireCommittedSize(size)
             guard offset < size, count > 0 else { return try deliver(UnsafeRawBufferPointer(start: nil, count: 0)) }
@@ -187,7 +211,7 @@ public final class FileContent: Sendable {
     @discardableResult
     public func write(fd: FileDescriptor, offset requested: Int?, data: UnsafeRawBufferPointer) throws -> Int {
         noteChanged()
-        return try volume.sealing { epoch in try access.withWriteLock {
+        return try volume.sealing { epoch in try exclusively {
             let backing = try io.fstat(fd)
             let size = layout.plaintextSize(backingSize: Int(backing.st_size))
             let offset = requested ?? size
@@ -281,7 +305,7 @@ public final class FileContent: Sendable {
     /// Sets the plaintext size: shrinking cuts the last block, growing adds zeros (holes).
     public func truncate(fd: FileDescriptor, to newSize: Int) throws {
         noteChanged()
-        try volume.sealing { epoch in try access.withWriteLock { try truncateLocked(fd, to: newSize, epoch: epoch) } }
+        try volume.sealing { epoch in try exclusively { try truncateLocked(fd, to: newSize, epoch: epoch) } }
     }
 
     func truncateLocked(_ fd: FileDescriptor, to newSize: Int, epoch: Epoch) throws {

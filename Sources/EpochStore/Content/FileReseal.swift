@@ -54,7 +54,7 @@ extension FileContent {
     /// power cut at any moment leaves every block readable (docs/FORMAT.md §6). The blocks end
     /// durable. A block that does not open is left as it is and counted.
     public func resealOlderBlocks(fd: FileDescriptor, in blocks: Range<Int>) throws -> ResealCount {
-        try volume.sealing { epoch in try access.withWriteLock {
+        try volume.sealing { epoch in try exclusively {
             var count = ResealCount()
             let backing = try io.fstat(fd)
             let size = layout.plaintextSize(backingSize: Int(backing.st_size))
@@ -104,7 +104,7 @@ extension FileContent {
     /// Returns nil, having written nothing, when no block names an older epoch. The caller
     /// makes `copy` durable and renames it over the file.
     func resealedCopy(fd: FileDescriptor, into copy: FileDescriptor) throws -> ResealCount? {
-        try volume.sealing { epoch in try access.withWriteLock {
+        try volume.sealing { epoch in try exclusively {
             let size = try self.size(fd: fd)
             guard size > 0 else { return nil }
             let fileID = try loadFileID(fd)

@@ -132,12 +132,16 @@ extension FileContent {
         }
     }
 
-    /// The block index and envelope a slot holds; nil for an empty or malformed slot.
+    /// The block index and envelope a slot holds; nil for an empty or malformed slot, and for
+    /// the copy the file record found older than its block's copy in place, which is never
+    /// the block again, whatever becomes of the copy in place (docs/FORMAT.md §6.2).
     func readSlot(_ slot: Int, fd: FileDescriptor) throws -> (block: Int, sealed: [UInt8])? {
         let header = try io.preadFully(fd, count: ContentLayout.slotHeaderSize, at: layout.slotOffset(slot))
         guard let (block, length, _) = layout.slotHeader(header) else { return nil }
         let sealed = try io.preadFully(fd, count: length, at: layout.slotOffset(slot) + ContentLayout.slotHeaderSize)
-        return sealed.count == length ? (block, sealed) : nil
+        guard sealed.count == length,
+              !cache.withLock({ $0.commits.isOlderCopy(in: slot, of: block, nonce: sealed[ContentLayout.nonceRange]) }) else { return nil }
+        return (block, sealed)
     }
 
     /// Right after a sync, when no slot is left free: copies the full blocks current in slots

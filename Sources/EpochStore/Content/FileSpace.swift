@@ -20,7 +20,7 @@ extension FileContent {
         guard zeroing == 0 || zeroing == epochfs_FALLOC_FL_ZERO_RANGE || (zeroing == epochfs_FALLOC_FL_PUNCH_HOLE && keepSize) else {
             throw SystemError("fallocate", path: "", errno: EOPNOTSUPP)
         }
-        try volume.sealing { epoch in try access.withWriteLock {
+        try volume.sealing { epoch in try exclusively {
             let backing = try io.fstat(fd)
             let size = layout.plaintextSize(backingSize: Int(backing.st_size))
             let end = offset + length

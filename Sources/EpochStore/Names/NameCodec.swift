@@ -6,12 +6,16 @@ public enum NameError: Error, Equatable, Sendable, CustomStringConvertible {
     case notEncrypted(String)
     case authenticationFailed(String)
     case invalidPlaintext(String)
+    /// A long name's side file (docs/FORMAT.md §5.3) or a long symlink's link file (§5.4)
+    /// holds what belongs to another entry: its hash is not the name it is read under.
+    case sideFileOfAnotherEntry(String)
 
     public var description: String {
         switch self {
         case let .notEncrypted(name): "backing name '\(name)' is not an epochfs name"
         case let .authenticationFailed(name): "backing name '\(name)' failed authentication"
         case let .invalidPlaintext(name): "backing name '\(name)' decrypts to an invalid name"
+        case let .sideFileOfAnotherEntry(name): "side file of '\(name)' holds another entry's name or target"
         }
     }
 }
@@ -42,8 +46,16 @@ public struct NameCodec: Sendable {
     }
 
     /// The entry name of the long encrypted name `encoded` (docs/FORMAT.md §5.3).
-    public static func longEntryName(of encoded: String) -> String {
+    static func longEntryName(of encoded: String) -> String {
         longNamePrefix + Base64URL.encode(SHA256.hash(Array(encoded.utf8)))
+    }
+
+    /// The encrypted name that long-name entry `entry` stands for, from the bytes of its side
+    /// file: only one whose hash is `entry`, so side files swapped between entries are an error.
+    public static func longName(ofEntry entry: String, sideFile bytes: [UInt8]) throws -> String {
+        let encrypted = String(decoding: bytes, as: UTF8.self)
+        guard longEntryName(of: encrypted) == entry else { throw NameError.sideFileOfAnotherEntry(entry) }
+        return encrypted
     }
 
     /// The plaintext of an encrypted backing name (for long names, the side file's content).

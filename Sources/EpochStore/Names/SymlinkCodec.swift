@@ -37,6 +37,13 @@ public struct SymlinkCodec: Sendable {
         return text.hasPrefix(sidePrefix) ? String(text.dropFirst(sidePrefix.count)) : nil
     }
 
+    /// The sealed target a link file holds: only one whose hash is the file's name, so link
+    /// files swapped between symlinks are an error, never another symlink's target.
+    public static func sealedTarget(ofSideFile name: String, bytes: [UInt8]) throws -> [UInt8] {
+        guard Base64URL.encode(SHA256.hash(bytes)) == name else { throw NameError.sideFileOfAnotherEntry(sidePrefix + name) }
+        return bytes
+    }
+
     private func seal(_ target: [UInt8], epoch: Epoch, targetID: FileID) throws -> [UInt8] {
         let key = try keys.fileKey(epoch: epoch, fileID: targetID)
         return targetID.bytes + (try StorageEnvelope.seal(target, keyID: epoch, fileKey: key, location: location(targetID)))

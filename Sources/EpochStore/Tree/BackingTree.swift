@@ -142,7 +142,10 @@ public final class BackingTree: Sendable {
     func plaintextAttributes(_ info: stat, of node: BackingNode) throws -> stat {
         var info = info
         switch info.st_mode & S_IFMT {
-        case S_IFREG: info.st_size = off_t(volume.contentLayout.plaintextSize(backingSize: Int(info.st_size)))
+        case S_IFREG:
+            let size = volume.contentLayout.plaintextSize(backingSize: Int(info.st_size))
+            try node.content?.requireCommittedSize(plaintextSize: size, of: node.fd)
+            info.st_size = off_t(size)
         case S_IFLNK: info.st_size = off_t(try readlink(node).count)
         default: break
         }
@@ -199,7 +202,7 @@ public final class BackingTree: Sendable {
                     return nil
                 }
                 guard !side.isEmpty else { return nil }
-                encrypted = String(decoding: side, as: UTF8.self)
+                encrypted = try NameCodec.longName(ofEntry: raw.name, sideFile: side)
             }
             return ListedEntry(name: try volume.keys.names.decrypt(encrypted, directoryIV: iv), inode: raw.inode, type: raw.type,
                                backingName: raw.name)

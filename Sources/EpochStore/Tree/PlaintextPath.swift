@@ -17,7 +17,7 @@ extension BackingTree {
             do {
                 var encrypted = name
                 if NameCodec.isLongName(name) {
-                    encrypted = String(decoding: try io.readFile(name + NameCodec.longNameSuffix, in: directory.fd, limit: 4096), as: UTF8.self)
+                    encrypted = try NameCodec.longName(ofEntry: name, sideFile: try io.readFile(name + NameCodec.longNameSuffix, in: directory.fd, limit: 4096))
                 }
                 plain.append(String(decoding: try volume.keys.names.decrypt(encrypted, directoryIV: try directory.directoryIV()), as: UTF8.self))
                 if index < names.count - 1 { directory = try backingNode(name, in: directory.fd).node }

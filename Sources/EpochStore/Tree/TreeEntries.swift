@@ -208,7 +208,8 @@ extension BackingTree {
         guard let sideFile = SymlinkCodec.sideFileName(backingTarget) else {
             return (try SymlinkCodec.decode(inline: backingTarget), nil)
         }
-        return (try io.readFile(SymlinkCodec.sidePrefix + sideFile, in: root.fd, limit: 2 * SymlinkCodec.maxTarget), sideFile)
+        let bytes = try io.readFile(SymlinkCodec.sidePrefix + sideFile, in: root.fd, limit: 2 * SymlinkCodec.maxTarget)
+        return (try SymlinkCodec.sealedTarget(ofSideFile: sideFile, bytes: bytes), sideFile)
     }
 
     // MARK: Side files
