@@ -5,8 +5,9 @@ import Glibc
 /// One request slot of a FUSE ring queue: the header and payload buffers the kernel fills with
 /// a request and reads the reply from, and the contiguous copy of the request libfuse is handed
 /// (`fuse_session_process_buf` takes what a read of /dev/fuse would have returned).
-/// Touched only by its queue's thread.
-final class RingEntry {
+/// Touched by its queue's thread, and while a worker serves its request by that worker alone
+/// (handed over and back under locks, `RingQueue`).
+final class RingEntry: @unchecked Sendable {
     static let headerSize = MemoryLayout<epochfs_fuse_uring_req_header>.size
     private static let inHeaderSize = MemoryLayout<fuse_in_header>.size
     private static let outHeaderSize = MemoryLayout<fuse_out_header>.size
@@ -42,6 +43,13 @@ final class RingEntry {
         payload.deallocate()
         request.deallocate()
         buffers.deallocate()
+    }
+
+    /// Whether the request in the entry may wait long: an fsync, or anything on a control file.
+    var mayWaitLong: Bool {
+        let inHeader = header.load(as: fuse_in_header.self)
+        return inHeader.opcode == FUSE_FSYNC.rawValue || inHeader.opcode == FUSE_FSYNCDIR.rawValue
+            || ControlFiles.owns(inHeader.nodeid)
     }
 
     /// The id the kernel wants back with the reply.

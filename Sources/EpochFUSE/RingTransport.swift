@@ -25,6 +25,8 @@ final class RingTransport: @unchecked Sendable {
     let status: TransportStatus
     /// An eventfd each queue's ring waits on: written once, to stop them.
     let stopSignal: Int32
+    /// Serve what may wait long, for every queue.
+    let workers = RingWorkers(count: entriesPerQueue)
     private let logger: Logger
     private var queues: [RingQueue] = []
     private var prepared: [[RingEntry]] = []
@@ -100,6 +102,7 @@ final class RingTransport: @unchecked Sendable {
         _ = write(stopSignal, &one, MemoryLayout<UInt64>.size)
         for queue in queues { queue.join() }
         queues = []
+        workers.stop()
         close(stopSignal)
     }
 
