@@ -104,6 +104,48 @@ import Testing
         try expectReadsAfterASync(volume, expected)
     }
 
+    /// Inside a preallocated range (below the committed size, as an etcd WAL segment is), a block
+    /// written since the last sync and rewritten in part, the rewrite torn by the kill where it
+    /// was stopped at a page boundary: the block reads as one of the two writes, with no
+    /// integrity error, and so after a sync. (Were the rewrite in place, what it did not reach
+    /// would hold the first write's envelope: damage, below the committed size.)
+    @Test func aRewriteTornBelowTheCommittedSizeReadsAsOneOfItsWrites() throws {
+        let volume = try MountedVolume()
+        defer { volume.destroy() }
+        let fd = open(volume.path("log"), O_CREAT | O_WRONLY, 0o644)
+        try #require(fd >= 0)
+        #expect(ftruncate(fd, off_t(8 * Self.block)) == 0)
+        for index in 0..<2 { #expect(pwrite(fd, Self.content(index), Self.block, off_t(index * Self.block)) == Self.block) }
+        #expect(fdatasync(fd) == 0)
+        let first = Self.content(2), patch = [UInt8](repeating: 0xEE, count: 300)
+        #expect(pwrite(fd, first, Self.block, off_t(2 * Self.block)) == Self.block)
+        let file = try #require(backingFiles(volume).first)
+        let before = [UInt8](try Data(contentsOf: URL(fileURLWithPath: file)))
+        #expect(pwrite(fd, patch, patch.count, off_t(2 * Self.block + 50)) == patch.count)
+        let after = [UInt8](try Data(contentsOf: URL(fileURLWithPath: file)))
+        kill(try #require(volume.daemonPID), SIGKILL)
+        close(fd)
+        volume.unmount()
+        // The rewrite's pwrite stopped at the first page boundary inside what it changed.
+        try #require(before.count == after.count)
+        let changed = try #require(after.indices.first { after[$0] != before[$0] })...after.indices.last { after[$0] != before[$0] }!
+        let boundary = (changed.lowerBound / 4096 + 1) * 4096
+        try #require(boundary <= changed.upperBound, "the rewrite spans a page boundary")
+        var torn = after
+        torn.replaceSubrange(boundary...changed.upperBound, with: before[boundary...changed.upperBound])
+        try Data(torn).write(to: URL(fileURLWithPath: file))
+        try volume.mount()
+        let synced = (0..<2).flatMap(Self.content), rest = [UInt8](repeating: 0, count: 5 * Self.block)
+        var rewritten = first
+        rewritten.replaceSubrange(50..<350, with: patch)
+        let readable = [synced + first + rest, synced + rewritten + rest]
+        switch readThrough(volume.path("log")) {
+        case .success(let bytes): #expect(readable.contains(bytes), "read \(bytes.count) bytes, neither write")
+        case .failure(let error): Issue.record("\(error): \(volume.mountLog.suffix(2000))")
+        }
+        #expect(((try volume.status()["counters"] as? [String: Any])?["authentication_failures"] as? Int) == 0)
+    }
+
     /// Damage no crash leaves reads EIO, where the last commit covers the block: the tag of an
     /// unacknowledged block in a committed range zeroed (no 512-byte boundary in the zeros), an
     /// acknowledged block zeroed from a page boundary on, an unacknowledged one with a flipped byte.

@@ -242,6 +242,32 @@ import Testing
         try run.expectNothingLost("appends with fdatasync", tornBlocksMayLose: false)
     }
 
+    /// An etcd WAL segment: preallocated (so the whole of it is below the committed size), then
+    /// records of 100 to 700 bytes each written in two parts, made durable with fdatasync after
+    /// both: the second part rewrites the block the first one wrote since the sync. No state a
+    /// cut leaves reads as damage, and nothing acknowledged is lost.
+    @Test func preallocatedLogWrittenInPartsBetweenFdatasyncs() throws {
+        let run = try Run()
+        let (handle, file, _) = try run.tree.create(Array("wal".utf8), in: run.tree.root, flags: O_RDWR | O_CREAT, mode: 0o600, owner: nil)
+        defer { run.tree.close(handle) }
+        var content = [UInt8](repeating: 0, count: 16 * 4096)
+        try run.tree.allocate(file, through: handle, mode: 0, offset: 0, length: content.count, caller: 0)
+        run.changed(["wal": content])
+        try run.tree.sync(handle, of: file, dataOnly: true)
+        run.acknowledge(["wal": content])
+        var end = 0
+        for _ in 0..<10 {
+            let record = random(Int.random(in: 100...700)), split = Int.random(in: 1..<record.count)
+            content.replaceSubrange(end..<(end + split), with: record.prefix(split))
+            try record.prefix(split).withUnsafeBytes { try run.tree.write(file, through: handle, offset: end, data: UnsafeRawBufferPointer($0), caller: 0) }
+            run.changed(["wal": content])
+            content.replaceSubrange((end + split)..<(end + record.count), with: record.dropFirst(split))
+            try run.writeAndSync(Array(record.dropFirst(split)), at: end + split, to: file, through: handle, dataOnly: true, making: ["wal": content])
+            end += record.count
+        }
+        try run.expectNothingLost("a preallocated log written in parts", tornBlocksMayLose: false)
+    }
+
     /// An anchored volume: appends each made durable with fdatasync, the directory's fsync and a
     /// rekey between them, each followed by a round of the anchor. No state a cut leaves is
     /// older than the machine's anchor (a false rollback alarm), and everything acknowledged

@@ -40,6 +40,21 @@ import Testing
         #expect(shadow.destination(forRewriteOf: 7) == .slot(0))
     }
 
+    /// Below what the file record committed, a torn copy in place reads as damage, not as the
+    /// hole it was: a rewrite of a block written since the last sync goes to a free slot, and
+    /// stays there until a sync; with no slot free, in place.
+    @Test func aBlockWrittenSinceTheLastSyncBelowTheCommittedSizeIsKeptWhole() {
+        var shadow = empty()
+        _ = shadow.wroteInPlace(0...7)
+        #expect(shadow.destination(forRewriteOf: 7, tearIsAnError: true) == .slot(0))
+        shadow.wroteSlot(0, block: 7, nonce: [], supersedes: [])
+        #expect(shadow.destination(forRewriteOf: 7, tearIsAnError: true) == .slot(0))
+        #expect(shadow.destination(forRewriteOf: 0, tearIsAnError: true) == .slot(1))
+        shadow.wroteSlot(1, block: 0, nonce: [], supersedes: [])
+        _ = shadow.wroteInPlace(9...9)
+        #expect(shadow.destination(forRewriteOf: 9, tearIsAnError: true) == .inPlace)
+    }
+
     @Test func aThirdBlockBetweenTwoSyncsGoesInPlaceUntilEvictionFreesASlot() {
         var shadow = empty()
         shadow.wroteSlot(0, block: 1, nonce: [], supersedes: [])

@@ -36,14 +36,15 @@ extension FileContent {
     func slotForRewrite(of index: Int, fd: FileDescriptor, makeRoom: Bool = false) throws -> Int? {
         guard layout.slotCount > 0 else { return nil }
         try loadSlots(fd)
-        var destination = cache.withLock { $0.shadow.destination(forRewriteOf: index) }
+        let tearIsAnError = index * layout.blockSize < cache.withLock { $0.commits.record?.committedSize ?? 0 }
+        var destination = cache.withLock { $0.shadow.destination(forRewriteOf: index, tearIsAnError: tearIsAnError) }
         if destination == .awaitSync || (destination == .busy && makeRoom) {
             // Another thread's sync covers the copy this rewrite replaces, or the slots are
             // taken: a sync of our own makes the copies durable, after which the rules say
             // where the rewrite goes.
             try syncMarking(fd, dataOnly: true)
             if destination == .busy { try freeSlots(fd) }
-            destination = cache.withLock { $0.shadow.destination(forRewriteOf: index) }
+            destination = cache.withLock { $0.shadow.destination(forRewriteOf: index, tearIsAnError: tearIsAnError) }
         }
         guard case let .slot(slot) = destination, try reserveSlots(fd) else { return nil }
         return slot

@@ -64,8 +64,11 @@ struct ShadowSlots {
     }
 
     /// Where a rewrite of block `index` that keeps some of its stored bytes goes (a hole has
-    /// none: it goes in place). The slots must be loaded.
-    func destination(forRewriteOf index: Int) -> Destination {
+    /// none: it goes in place). The slots must be loaded. `tearIsAnError`: a reader would take
+    /// a torn copy in place for damage (the block lies below what the file record committed,
+    /// FORMAT.md §6 reader step 5), so even a copy no sync acknowledged is kept whole, in a
+    /// free slot, while it is rewritten.
+    func destination(forRewriteOf index: Int, tearIsAnError: Bool = false) -> Destination {
         if let slot = slot(of: index)?.slot, let copy = slots![slot] {
             if let replacedIn = copy.replacedIn {
                 // In place is current: once durable, the slot may take the next copy; until
@@ -79,7 +82,10 @@ struct ShadowSlots {
             return isDurable(copy.written) ? .inPlace : .slot(slot)
         }
         if let written = recentlyInPlace[index], !isDurable(written) {
-            return isInFlight(written) ? .awaitSync : .inPlace // nothing durable to lose
+            if isInFlight(written) { return .awaitSync }
+            // Nothing durable to lose; but a tear of it in place would read as damage.
+            guard tearIsAnError, let free = slots!.firstIndex(where: isFree) else { return .inPlace }
+            return .slot(free)
         }
         return slots!.firstIndex { isFree($0) }.map(Destination.slot) ?? .busy
     }
