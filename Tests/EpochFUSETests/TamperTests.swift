@@ -329,9 +329,7 @@ import Testing
         volume.unmount()
         let sideFiles = try FileManager.default.contentsOfDirectory(atPath: volume.backing)
             .filter { $0.hasPrefix("epochfs.long.") && $0.hasSuffix(".name") }.map { volume.backing + "/" + $0 }
-        try #require(sideFiles.count == 2)
-        let swapped = try sideFiles.reversed().map { try Data(contentsOf: URL(fileURLWithPath: $0)) }
-        for (path, bytes) in zip(sideFiles, swapped) { try bytes.write(to: URL(fileURLWithPath: path)) }
+        try swapContents(sideFiles)
         try volume.mount()
         let dir = try #require(opendir(volume.path("")))
         defer { closedir(dir) }
@@ -342,9 +340,7 @@ import Testing
             #expect(try readThrough(volume.path(name)).get() == Array(name.utf8.prefix(100 * (index + 1))))
         }
         volume.unmount()
-        let fsck = try volume.epochfs("fsck", volume.backing)
-        #expect(fsck.status == 1, "fsck: \(fsck.stdout)")
-        #expect(fsck.stdout.components(separatedBy: "another entry's name").count == 3, "fsck: \(fsck.stdout)")
+        try expectFsckFindsBoth(volume, "another entry's name")
     }
 
     /// The link files of two long symlinks swapped (docs/FORMAT.md §5.4): each symlink reads
@@ -359,20 +355,27 @@ import Testing
         volume.unmount()
         let linkFiles = try FileManager.default.contentsOfDirectory(atPath: volume.backing + "/epochfs.links")
             .map { volume.backing + "/epochfs.links/" + $0 }
-        try #require(linkFiles.count == 2)
-        let swapped = try linkFiles.reversed().map { try Data(contentsOf: URL(fileURLWithPath: $0)) }
-        for (path, bytes) in zip(linkFiles, swapped) {
-            chmod(path, 0o600)
-            try bytes.write(to: URL(fileURLWithPath: path))
-        }
+        try swapContents(linkFiles)
         try volume.mount()
         for index in 0..<2 {
             #expect(readlink(volume.path("link\(index)"), &buffer, buffer.count) == -1 && errno == EIO)
         }
         volume.unmount()
+        try expectFsckFindsBoth(volume, "another entry's name or target")
+    }
+
+    /// Swaps the bytes of the two files at `paths` (side files the mount reads).
+    func swapContents(_ paths: [String]) throws {
+        try #require(paths.count == 2)
+        let contents = try paths.reversed().map { try Data(contentsOf: URL(fileURLWithPath: $0)) }
+        for (path, bytes) in zip(paths, contents) { try bytes.write(to: URL(fileURLWithPath: path)) }
+    }
+
+    /// fsck finds the volume damaged and reports `finding` for each of two entries.
+    func expectFsckFindsBoth(_ volume: MountedVolume, _ finding: String) throws {
         let fsck = try volume.epochfs("fsck", volume.backing)
         #expect(fsck.status == 1, "fsck: \(fsck.stdout)")
-        #expect(fsck.stdout.components(separatedBy: "another entry's name or target").count == 3, "fsck: \(fsck.stdout)")
+        #expect(fsck.stdout.components(separatedBy: finding).count == 3, "fsck: \(fsck.stdout)")
     }
 
     /// A file cut in the backing dir while the mount holds it open, after a sync: its size as
