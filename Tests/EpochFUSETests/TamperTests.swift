@@ -401,27 +401,10 @@ import Testing
     /// The case the integrity issue was opened with: a slot copy that fsync acknowledged,
     /// damaged by one flipped byte, must not give way to the older copy in place.
     @Test func aDamagedSlotCopyDoesNotBringBackTheOlderBlock() throws {
-        let volume = try MountedVolume()
-        defer { volume.destroy() }
-        let first = [UInt8](repeating: 0x11, count: 8192), patch = [UInt8](repeating: 0x22, count: 8)
-        let fd = open(volume.path("file"), O_RDWR | O_CREAT, 0o644)
-        #expect(first.withUnsafeBytes { pwrite(fd, $0.baseAddress, $0.count, 0) } == 8192)
-        #expect(fsync(fd) == 0)
-        #expect(patch.withUnsafeBytes { pwrite(fd, $0.baseAddress, $0.count, 100) } == 8)
-        #expect(fsync(fd) == 0)
-        close(fd)
-        volume.unmount()
-        let backing = backingFiles(volume)[0]
-        var bytes = [UInt8](try Data(contentsOf: URL(fileURLWithPath: backing)))
-        #expect(bytes[0..<8] == [0, 0, 0, 0, 0, 0, 0, 0][...], "slot 0 holds block 0")
-        bytes[232] ^= 0x01
-        try Data(bytes).write(to: URL(fileURLWithPath: backing))
-        try volume.mount()
-        #expect(isEIO(readThrough(volume.path("file"))))
-        volume.unmount()
-        let fsck = try volume.epochfs("fsck", volume.backing)
-        #expect(fsck.status == 1, "fsck: \(fsck.stdout)")
-        #expect(fsck.stdout.contains("block 0"), "fsck: \(fsck.stdout)")
+        let fsck = try expectSyncedFileTamperedReadsEIO([(0, 0x11, 8192), (100, 0x22, 8)]) { bytes in
+            bytes[232] ^= 0x01
+        }
+        #expect(fsck.contains("block 0"), "fsck: \(fsck)")
     }
 
     /// A slot holding an older copy of a block whose copy in place the last commit found
@@ -429,11 +412,26 @@ import Testing
     /// nonce the slot copy supersedes written over it, so that the slot looks current), the
     /// older copy never stands in for it (docs/FORMAT.md §6.2, claims of kind 2).
     @Test(arguments: ["flip", "supersedes"]) func theCopyInPlaceDamagedNeverBringsBackTheSlotsOlderCopy(how: String) throws {
+        _ = try expectSyncedFileTamperedReadsEIO([(0, 0x11, 8192), (100, 0x22, 8), (200, 0x33, 8)]) { bytes in
+            let nonceInPlace = (dataOffset + 6)..<(dataOffset + 18)
+            #expect(bytes[(32 + 6)..<(32 + 18)] != bytes[nonceInPlace], "the slot's copy is an older one")
+            switch how {
+            case "flip": bytes[nonceInPlace.lowerBound + Int.random(in: 0..<12)] ^= UInt8.random(in: 1...255)
+            default: bytes.replaceSubrange(nonceInPlace, with: bytes[10..<22])
+            }
+        }
+    }
+
+    /// Writes `writes` (offset, byte, count) to one file, each followed by fsync, unmounts, and
+    /// lets `tamper` change its backing file (slot 0 must hold block 0): the file then reads EIO
+    /// and fsck finds the volume damaged. Returns fsck's output.
+    func expectSyncedFileTamperedReadsEIO(_ writes: [(offset: Int, byte: UInt8, count: Int)],
+                                          _ tamper: (inout [UInt8]) -> Void) throws -> String {
         let volume = try MountedVolume()
         defer { volume.destroy() }
         let fd = open(volume.path("file"), O_RDWR | O_CREAT, 0o644)
-        for (offset, byte, count) in [(0, 0x11, 8192), (100, 0x22, 8), (200, 0x33, 8)] {
-            let bytes = [UInt8](repeating: UInt8(byte), count: count)
+        for (offset, byte, count) in writes {
+            let bytes = [UInt8](repeating: byte, count: count)
             #expect(bytes.withUnsafeBytes { pwrite(fd, $0.baseAddress, $0.count, off_t(offset)) } == count)
             #expect(fsync(fd) == 0)
         }
@@ -442,18 +440,14 @@ import Testing
         let backing = backingFiles(volume)[0]
         var bytes = [UInt8](try Data(contentsOf: URL(fileURLWithPath: backing)))
         #expect(bytes[0..<8] == [0, 0, 0, 0, 0, 0, 0, 0][...], "slot 0 holds block 0")
-        let nonceInPlace = (dataOffset + 6)..<(dataOffset + 18)
-        #expect(bytes[(32 + 6)..<(32 + 18)] != bytes[nonceInPlace], "the slot's copy is an older one")
-        switch how {
-        case "flip": bytes[nonceInPlace.lowerBound + Int.random(in: 0..<12)] ^= UInt8.random(in: 1...255)
-        default: bytes.replaceSubrange(nonceInPlace, with: bytes[10..<22])
-        }
+        tamper(&bytes)
         try Data(bytes).write(to: URL(fileURLWithPath: backing))
         try volume.mount()
         #expect(isEIO(readThrough(volume.path("file"))))
         volume.unmount()
         let fsck = try volume.epochfs("fsck", volume.backing)
         #expect(fsck.status == 1, "fsck: \(fsck.stdout)")
+        return fsck.stdout
     }
 }
 

@@ -224,7 +224,7 @@ extension FileContent {
     /// is under way can explain it.
     public func requireCommittedSize(plaintextSize size: Int, of fd: FileDescriptor) throws {
         guard let committed = cache.withLock({ $0.commits.record?.committedSize }), size < committed else { return }
-        try access.withReadLock { try requireCommittedSize(layout.plaintextSize(backingSize: try io.size(fd))) }
+        try access.withReadLock { try requireCommittedSize(try self.size(fd: fd)) }
     }
 
     /// Counts an integrity failure (reported like an authentication failure) and returns it.
