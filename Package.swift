@@ -99,7 +99,7 @@ let package = Package(
         .executableTarget(name: "epochfs-walgen", dependencies: ["EpochCrypto", "EpochWAL"],
                           path: "bench/Sources/epochfs-walgen"),
 
-        .target(name: "Support", dependencies: ["EpochIO"], path: "Tests/Support"),
+        .target(name: "Support", dependencies: ["CLinux", "EpochIO"], path: "Tests/Support"),
         .testTarget(name: "EpochIOTests", dependencies: ["EpochIO", "Support"]),
         .testTarget(name: "EpochCryptoTests", dependencies: ["EpochCrypto", "Support"]),
         .testTarget(name: "EpochFormatTests", dependencies: ["EpochCrypto", "EpochFormat", "Support"]),

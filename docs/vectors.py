@@ -436,6 +436,26 @@ def directory_record():
     check("sha256 of the IV file", sha256(iv + fields + KEYRING_NONCE + tag), "8d202a24146ae97c74d9bd608dc348f03362ba42d09259584be92cbb5160f48b")
 
 
+def attribute_binding():
+    print("# §10.18 attribute binding (§5.5)")
+    name = b"user.epochfs.FeQ1TwqLhpTYZdhwjba0G_5MXz90MLBd2MZ6mA"
+    value = bytes.fromhex("010000000007a0a1a2a3a4a5a6a7a8a9aaab4f281da84db5f0c307a25e6b6b647c1b3254eaaaef")
+    empty = sha256(b"")[:16]
+    check("digest of no attribute", empty, "e3b0c44298fc1c149afbf4c8996fb924")
+    digest = sha256(struct.pack(">H", len(name)) + name + struct.pack(">I", len(value)) + value)[:16]
+    check("digest of the §10.8 attribute", digest, "0e4dfbd1daf298048de0ec336c7768b9")
+    directory_key = hkdf_sha256(NAME_KEY, VOLUME_ID, b"epochfs/v4/directory", 32)
+    iv = bytes(range(0xf0, 0x100))
+    entries = sorted([(sha256(b"name-one")[:16], 8, FILE_ID, 7), (sha256(b"name-two")[:16], 4, bytes(range(0xe0, 0xf0)), 0)])
+    fields = (struct.pack(">HHIQ", 5, 0, len(entries), 6) + digest + empty
+              + b"".join(d + bytes([t]) + i + struct.pack(">Q", q) for d, t, i, q in entries))
+    tag = gcm_seal(directory_key, KEYRING_NONCE, iv + fields, b"")
+    assert tag == AESGCM(directory_key).encrypt(KEYRING_NONCE, b"", iv + fields)
+    check("directory record v5 fields 0..47", fields[:48], "000500000000000200000000000000060e4dfbd1daf298048de0ec336c7768b9e3b0c44298fc1c149afbf4c8996fb924")
+    check("directory record v5 tag", tag, "6b7efbedeb15b2186960bcce4668ef45")
+    check("sha256 of the IV file", sha256(iv + fields + KEYRING_NONCE + tag), "8e103b44cccb41cefbd44bbe4a838c76c997176aa479cc15936846d221b400de")
+
+
 def anchor():
     print("# §10.17 anchor record (§3.8)")
     anchor_key = hkdf_sha256(NAME_KEY, VOLUME_ID, b"epochfs/v4/anchor", 32)
@@ -482,6 +502,7 @@ if __name__ == "__main__":
     content()
     record()
     directory_record()
+    attribute_binding()
     anchor()
     wal()
     if FAILURES:

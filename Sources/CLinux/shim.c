@@ -19,6 +19,7 @@ const int epochfs_O_DIRECT = O_DIRECT;
 const int epochfs_O_TMPFILE = O_TMPFILE;
 const int epochfs_AT_EMPTY_PATH = AT_EMPTY_PATH;
 const int epochfs_XATTR_REPLACE = XATTR_REPLACE;
+const int epochfs_XATTR_CREATE = XATTR_CREATE;
 const long epochfs_UTIME_NOW = UTIME_NOW;
 const long epochfs_UTIME_OMIT = UTIME_OMIT;
 const unsigned int epochfs_RENAME_NOREPLACE = RENAME_NOREPLACE;

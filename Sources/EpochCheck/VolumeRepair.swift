@@ -15,7 +15,8 @@ import Glibc
 /// - a file whose header is damaged, a symlink whose target does not open: the backing object
 ///   moved to `epochfs.lost/` (nothing of it was readable);
 /// - an xattr whose value does not open: the stored value kept in `epochfs.lost/`, the
-///   attribute removed;
+///   attribute removed; then (format 5) the object's attributes bound as they are now, as for
+///   an attribute set its record does not bind (trusting what is found);
 /// - orphaned long-name side files and link files: removed;
 /// - an entry whose name does not decrypt: moved into the plaintext `/lost+found` as
 ///   `#<inode>`, where its content reads again (or into `epochfs.lost/` when that fails);
@@ -80,6 +81,9 @@ public final class VolumeRepair {
         for item in problems {
             if case let .xattr(backingName, _) = item.kind { keepXattr(item, backingName: backingName) }
         }
+        // After the removals above: the sets as they are now are the ones bound.
+        let rebound = Set(problems.filter { if case .xattr = $0.kind { true } else { $0.kind == .attributeSet } }.map(\.backingPath))
+        for path in rebound.sorted() { rebindAttributes(path) }
         for item in problems where item.kind == .longNameFile || item.kind == .linkFile {
             attempt(item.location) {
                 try io.unlinkat(item.backingPath, in: root, removeDirectory: false)
@@ -144,6 +148,14 @@ public final class VolumeRepair {
             toReanchor.insert(parent(of: item.backingPath))
             if let linkFile { _ = try? moveToLost(SymlinkCodec.sidePrefix + linkFile) }
             return "\(item.location): \(item.kind.label) unreadable: moved the \(item.kind == .symlinkTarget ? "symlink" : "file") to \(kept)"
+        }
+    }
+
+    private func rebindAttributes(_ backingPath: String) {
+        attempt(backingPath == "." ? "/" : backingPath) {
+            let node = try tree.backingNode(backingPath, in: root).node
+            guard try tree.rebindAttributes(node) else { return nil }
+            return "\(backingPath == "." ? "/" : backingPath): attribute set: bound the attributes it holds now (trusted as found)"
         }
     }
 

@@ -20,6 +20,8 @@ public struct ScanItem: Sendable {
         case block(Int)
         case symlinkTarget
         case xattr(backingName: String, name: String?)
+        /// An object's set of attributes, against what its record binds (format 5, §5.5).
+        case attributeSet
         /// `epochfs.long.<hash>.name`.
         case longNameFile
         /// `epochfs.links/<hash>`.
@@ -35,6 +37,7 @@ public struct ScanItem: Sendable {
             case let .block(index): "block \(index)"
             case .symlinkTarget: "symlink target"
             case let .xattr(_, name): "xattr \(name ?? "(name does not decrypt)")"
+            case .attributeSet: "attribute set"
             case .longNameFile: "long-name side file"
             case .linkFile: "link file"
             }
@@ -51,6 +54,7 @@ public struct ScanItem: Sendable {
             case .block: "blocks"
             case .symlinkTarget: "symlinks"
             case .xattr: "xattrs"
+            case .attributeSet: "attribute sets"
             case .longNameFile, .linkFile: "side files"
             }
         }
@@ -357,6 +361,18 @@ public struct VolumeScan {
             emit(.xattr(backingName: backingName, name: name), path: path, backingPath: backingPath, object: node, keyID: keyID,
                  problem: problem)
         }
+        guard opening, tree.ivs.bindsAttributes, node.fileType == S_IFREG || node.fileType == S_IFDIR else { return }
+        var problem: ScanItem.Problem?
+        do {
+            _ = try tree.checkedAttributes(node)
+        } catch let error as ContentError where error == .attributes {
+            problem = .damaged("\(error)")
+        } catch DirectoryError.attributes {
+            problem = .damaged("\(DirectoryError.attributes)")
+        } catch {
+            return // a record that does not read is an item of its own
+        }
+        emit(.attributeSet, path: path, backingPath: backingPath, object: node, problem: problem)
     }
 
     private func backingXattrNames(_ node: BackingNode) throws -> [String] {

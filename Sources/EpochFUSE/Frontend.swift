@@ -111,7 +111,7 @@ final class Frontend: Sendable {
             case let .zeroedBlock(index), let .slotCopy(index):
                 metadata["block"] = "\(index)"
                 metadata["reason"] = "\(error)"
-            case .badFileHeader, .record, .missingRecord, .olderRecord, .cut:
+            case .badFileHeader, .record, .missingRecord, .olderRecord, .cut, .attributes:
                 metadata["reason"] = "\(error)"
             }
             logIntegrity("integrity failure", metadata)

@@ -7,7 +7,10 @@ import EpochCrypto
 /// to another directory. An entry missing from the directory, or naming another object, is
 /// an integrity error; entries not in it (made since, or never committed) are not.
 public struct DirectoryRecord: Equatable, Sendable {
+    /// The first format with directory records, and their layout there.
     public static let version: UInt16 = 4
+    /// The layout with the directory's attribute binding (format 5 on).
+    public static let bindingVersion: UInt16 = 5
     static let keyLabel = Array("epochfs/v4/directory".utf8)
     static let fieldsSize = 16
     static let trailerSize = AESGCMKey.nonceSize + AESGCMKey.tagSize
@@ -16,7 +19,7 @@ public struct DirectoryRecord: Equatable, Sendable {
     /// More entries than any backing directory holds in practice (41 bytes each, 164 MB):
     /// a count past this is malformed, and no larger file is read.
     public static let maxEntries = 4_000_000
-    public static let maxSize = minSize + maxEntries * Entry.size
+    public static let maxSize = minSize + AttributeBinding.size + maxEntries * Entry.size
 
     public struct Entry: Equatable, Sendable {
         static let size = 41
@@ -45,10 +48,13 @@ public struct DirectoryRecord: Equatable, Sendable {
     public var sequence: UInt64
     /// Sorted by `nameDigest`, no two alike.
     public private(set) var entries: [Entry]
+    /// The directory's extended attributes: nil in the layout of format 4, which has none.
+    public var attributes: AttributeBinding?
 
-    public init(sequence: UInt64 = 0, entries: [Entry] = []) {
+    public init(sequence: UInt64 = 0, entries: [Entry] = [], attributes: AttributeBinding? = nil) {
         self.sequence = sequence
         self.entries = entries.sorted { $0.nameDigest.lexicographicallyPrecedes($1.nameDigest) }
+        self.attributes = attributes
     }
 
     public static let unbound = [UInt8](repeating: 0, count: 16)
@@ -73,17 +79,18 @@ public struct DirectoryRecord: Equatable, Sendable {
     public func removing(_ digests: [[UInt8]]) -> DirectoryRecord? {
         guard digests.contains(where: { entry($0) != nil }) else { return nil }
         let gone = Set(digests)
-        return DirectoryRecord(sequence: sequence + 1, entries: entries.filter { !gone.contains($0.nameDigest) })
+        return DirectoryRecord(sequence: sequence + 1, entries: entries.filter { !gone.contains($0.nameDigest) }, attributes: attributes)
     }
 
-    /// `version ‖ reserved ‖ count ‖ sequence ‖ entries ‖ nonce ‖ tag`; the tag covers the
-    /// directory's IV and every byte before the nonce.
+    /// `version ‖ reserved ‖ count ‖ sequence ‖ [attribute binding, version 5] ‖ entries ‖
+    /// nonce ‖ tag`; the tag covers the directory's IV and every byte before the nonce.
     public func encoded(key: AESGCMKey, iv: [UInt8], nonce: [UInt8]? = nil) throws -> [UInt8] {
-        var writer = ByteWriter(capacity: Self.minSize + entries.count * Entry.size)
-        writer.append(Self.version)
+        var writer = ByteWriter(capacity: Self.minSize + AttributeBinding.size + entries.count * Entry.size)
+        writer.append(attributes == nil ? Self.version : Self.bindingVersion)
         writer.append(UInt16(0))
         writer.append(UInt32(entries.count))
         writer.append(sequence)
+        attributes?.encode(into: &writer)
         for entry in entries {
             writer.append(contentsOf: entry.nameDigest)
             writer.append(entry.type)
@@ -109,9 +116,13 @@ public struct DirectoryRecord: Equatable, Sendable {
         var reader = ByteReader(fields[...], what: "directory record")
         do {
             let version = try reader.readUInt16()
-            guard version == Self.version, try reader.readUInt16() == 0 else { throw RecordError(.directory, .unknownVersion(version)) }
+            guard version == Self.version || version == Self.bindingVersion, try reader.readUInt16() == 0 else {
+                throw RecordError(.directory, .unknownVersion(version))
+            }
             let count = Int(try reader.readUInt32())
             let sequence = try reader.readUInt64()
+            let attributes = version == Self.bindingVersion ? try AttributeBinding.decode(from: &reader) : nil
+            let fieldsSize = Self.fieldsSize + (attributes == nil ? 0 : AttributeBinding.size)
             guard count <= maxEntries, fields.count == fieldsSize + count * Entry.size else { throw RecordError(.directory, .malformed) }
             var entries: [Entry] = []
             entries.reserveCapacity(count)
@@ -121,7 +132,7 @@ public struct DirectoryRecord: Equatable, Sendable {
                 if let last = entries.last, !last.nameDigest.lexicographicallyPrecedes(digest) { throw RecordError(.directory, .malformed) }
                 entries.append(Entry(nameDigest: digest, type: type, objectID: id, sequence: sequence))
             }
-            return DirectoryRecord(sequence: sequence, entries: entries)
+            return DirectoryRecord(sequence: sequence, entries: entries, attributes: attributes)
         } catch let error as RecordError {
             throw error
         } catch {

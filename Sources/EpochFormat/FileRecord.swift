@@ -14,6 +14,8 @@ public struct FileRecord: Equatable, Sendable {
     public static let slotCount = 2
     static let claimSize = 40
     static let claimsOffset = 44
+    /// Where the attribute binding is (format 5; zeros before).
+    static let attributesOffset = claimsOffset + slotCount * claimSize
     static let nonceOffset = size - AESGCMKey.nonceSize - AESGCMKey.tagSize
     static let keyLabel = Array("epochfs/v3/record".utf8)
 
@@ -45,14 +47,18 @@ public struct FileRecord: Equatable, Sendable {
     public var denseBlocks: Int
     /// One per shadow slot.
     public var slots: [SlotClaim?]
+    /// The file's extended attributes (format 5; unbound in records of earlier formats).
+    public var attributes: AttributeBinding
 
     public init(fileID: FileID, sequence: UInt64 = 1, committedSize: Int = 0, denseBlocks: Int = 0,
-                slots: [SlotClaim?] = Array(repeating: nil, count: FileRecord.slotCount)) {
+                slots: [SlotClaim?] = Array(repeating: nil, count: FileRecord.slotCount),
+                attributes: AttributeBinding = .unbound) {
         self.fileID = fileID
         self.sequence = sequence
         self.committedSize = committedSize
         self.denseBlocks = denseBlocks
         self.slots = slots
+        self.attributes = attributes
     }
 
     /// The key of every record of a volume: records never change with the epoch, so a rekey or
@@ -89,6 +95,7 @@ public struct FileRecord: Equatable, Sendable {
                 writer.append(contentsOf: olderCopy)
             }
         }
+        attributes.encode(into: &writer)
         writer.appendZeros(Self.nonceOffset - writer.bytes.count)
         let nonce = try nonce ?? SecureRandom.bytes(AESGCMKey.nonceSize)
         let tag = try key.seal(nonce: nonce, aad: writer.bytes, plaintext: [])
@@ -132,7 +139,9 @@ public struct FileRecord: Equatable, Sendable {
                 default: throw RecordError(.file, .malformed)
                 }
             }
-            return FileRecord(fileID: fileID, sequence: sequence, committedSize: Int(committedSize), denseBlocks: Int(denseBlocks), slots: slots)
+            let attributes = try AttributeBinding.decode(from: &reader)
+            return FileRecord(fileID: fileID, sequence: sequence, committedSize: Int(committedSize), denseBlocks: Int(denseBlocks),
+                              slots: slots, attributes: attributes)
         } catch let error as RecordError {
             throw error
         } catch {

@@ -43,14 +43,17 @@ public enum HeaderSlotError: Error, Equatable, Sendable, CustomStringConvertible
 public struct HeaderSlot: Equatable, Sendable {
     public static let size = 65_536
     public static let magic = Array("EPOCHFS\u{1}".utf8)
-    /// Format 4 gives every directory an authenticated record of what its last commit made
-    /// durable (docs/FORMAT.md §5.6); format 3 gives every file one (§6.2); format 2 stores file
-    /// content with shadow slots but no record, format 1 without either. Volumes of format 3
-    /// are still mounted, with file records only; formats 1 and 2 are read (export, info,
+    /// Format 5 binds each file's and directory's extended attributes in its record
+    /// (docs/FORMAT.md §5.5). Format 4 gives every directory an authenticated record of what
+    /// its last commit made durable (§5.6); format 3 gives every file one (§6.2); format 2 stores file
+    /// content with shadow slots but no record, format 1 without either. Volumes of formats 3
+    /// and 4 are still mounted as they are; formats 1 and 2 are read (export, info,
     /// fsck) but not mounted.
-    public static let formatVersion: UInt16 = 4
+    public static let formatVersion: UInt16 = 5
+    /// The first format that binds extended attributes.
+    public static let attributeBindingVersion: UInt16 = 5
     public static let oldestMountedFormatVersion: UInt16 = 3
-    public static let supportedFormatVersions: ClosedRange<UInt16> = 1...4
+    public static let supportedFormatVersions: ClosedRange<UInt16> = 1...formatVersion
     public static let maxKeySourceLength = 1024
     /// Bytes 0..<1124 are the clear fields, all of them the AAD of the sealed keyring.
     public static let clearSize = 1124

@@ -69,7 +69,7 @@ public final class LiveVolume: Sendable {
         symlinks = SymlinkCodec(keys: keys)
         xattrs = try XattrCodec(keys: keys, nameKey: header.keyring.nameKey)
         contentLayout = ContentLayout(blockSize: keys.blockSize, version: header.slot.formatVersion)
-        directoryIVs = DirectoryIV(io: io, recordKey: header.slot.formatVersion >= DirectoryRecord.version ? keys.directoryKey : nil)
+        directoryIVs = DirectoryIV(io: io, directoryKey: keys.directoryKey, formatVersion: header.slot.formatVersion)
         current = Mutex(header)
     }
 

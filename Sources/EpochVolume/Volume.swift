@@ -30,7 +30,7 @@ public enum Volume {
                 .create(epoch: epoch, blockSize: blockSize, clusterID: clusterID, formatVersion: formatVersion)
             created.append(DirectoryIV.fileName)
             try io.withOpened(backing, in: .currentDirectory, flags: O_RDONLY | O_DIRECTORY) { directory in
-                let ivs = DirectoryIV(io: io, recordKey: formatVersion >= DirectoryRecord.version ? try VolumeKeys(header: header).directoryKey : nil)
+                let ivs = DirectoryIV(io: io, directoryKey: try VolumeKeys(header: header).directoryKey, formatVersion: formatVersion)
                 try ivs.createDurably(in: directory)
                 // The mount's root mode, exactly: a chmod, which the umask does not narrow.
                 if let rootMode { try io.fchmod(directory, mode: rootMode & 0o7777) }

@@ -5,13 +5,15 @@ import EpochVolume
 
 struct Upgrade: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Upgrade a format-3 volume to format 4 (directory records), offline.",
+        abstract: "Upgrade a volume of format 3 or 4 to format 5, offline.",
         discussion: """
-            Gives every directory an empty directory record (docs/FORMAT.md §5.6), then commits \
-            the header with format 4. Resumable: a run that stops (a crash, a full disk) leaves \
-            a format-3 volume that mounts as before, and the next run goes on. File content is \
-            not rewritten. A volume already at format 4 is left alone; formats 1 and 2 are \
-            refused (copy their files out with `epochfs export`).
+            From format 3, gives every directory an empty directory record (docs/FORMAT.md \
+            §5.6); then commits the header with format 5, whose records bind extended \
+            attributes (§5.5) from each file's and directory's next commit on. Resumable: a run \
+            that stops (a crash, a full disk) leaves a volume of the old format that mounts as \
+            before, and the next run goes on. File content is not rewritten. A volume already \
+            at format 5 is left alone; formats 1 and 2 are refused (copy their files out with \
+            `epochfs export`).
             """)
 
     @OptionGroup var volume: VolumeOptions

@@ -10,7 +10,7 @@ import Testing
         let cli = try CLI()
         defer { cli.remove() }
         let version = try cli("--version")
-        #expect(version.status == 0 && version.stdout.hasPrefix("epochfs 0.") && version.stdout.contains("writes volume format 4"),
+        #expect(version.status == 0 && version.stdout.hasPrefix("epochfs 0.") && version.stdout.contains("writes volume format 5"),
                 "\(version.output)")
         let nothing = try cli()
         #expect(nothing.status == 64 && nothing.stderr.contains("USAGE") && nothing.stdout.isEmpty, "\(nothing.output)")

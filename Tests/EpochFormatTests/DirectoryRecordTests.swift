@@ -28,6 +28,25 @@ import Testing
         #expect(try DirectoryRecord.decode(bytes[...], key: key, iv: Self.iv) == Self.record)
     }
 
+    /// Format 5 (§10.18): the same entries with the directory's attribute binding, the §10.8
+    /// attribute committed and its removal pending; the binding survives a letting go.
+    @Test func knownAnswerWithAttributeBinding() throws {
+        let value = hex("010000000007a0a1a2a3a4a5a6a7a8a9aaab4f281da84db5f0c307a25e6b6b647c1b3254eaaaef")
+        let digest = AttributeBinding.digest(of: [("user.epochfs.FeQ1TwqLhpTYZdhwjba0G_5MXz90MLBd2MZ6mA", value)])
+        #expect(digest == hex("0e4dfbd1daf298048de0ec336c7768b9"))
+        #expect(AttributeBinding.digest(of: []) == hex("e3b0c44298fc1c149afbf4c8996fb924"))
+        var record = Self.record
+        record.sequence = 6
+        record.attributes = AttributeBinding(committed: digest).changing(from: digest, to: AttributeBinding.digest(of: []))
+        let key = try DirectoryRecord.key(nameKey: Self.nameKey, volumeID: Self.volumeID)
+        let bytes = try record.encoded(key: key, iv: Self.iv, nonce: hex("b0b1b2b3b4b5b6b7b8b9babb"))
+        #expect(Array(bytes.prefix(48)) == hex("000500000000000200000000000000060e4dfbd1daf298048de0ec336c7768b9e3b0c44298fc1c149afbf4c8996fb924"))
+        #expect(Array(bytes.suffix(16)) == hex("6b7efbedeb15b2186960bcce4668ef45"))
+        #expect(SHA256.hash(Self.iv + bytes) == hex("8e103b44cccb41cefbd44bbe4a838c76c997176aa479cc15936846d221b400de"))
+        #expect(try DirectoryRecord.decode(bytes[...], key: key, iv: Self.iv) == record)
+        #expect(record.removing([DirectoryRecord.nameDigest("name-one")])?.attributes == record.attributes)
+    }
+
     /// Every byte matters, and so does the directory: another IV (the record moved to another
     /// directory) or another volume's key fails; a cut record is too short.
     @Test func everyChangedByteAndAnotherDirectoryFail() throws {

@@ -76,8 +76,8 @@ import Testing
         #expect(stored.map(\.kind) == [.mkdirat, .open, .open, .pwrite, .open, .open])
         let iv = made + "/epochfs.diriv"
         #expect(stored.map(\.path) == [made, made, iv, iv, iv, made])
-        // The IV and an empty record (format 4), in one write.
-        #expect(stored[3].bytes?.count == DirectoryIV.size + DirectoryRecord.minSize && stored[3].offset == 0)
+        // The IV and an empty record binding no attribute (format 5), in one write.
+        #expect(stored[3].bytes?.count == DirectoryIV.size + DirectoryRecord.minSize + AttributeBinding.size && stored[3].offset == 0)
     }
 
     @Test func sideFilesAreDurableBeforeAnyFsyncIsAcknowledged() throws {

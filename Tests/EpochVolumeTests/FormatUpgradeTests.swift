@@ -70,10 +70,11 @@ import Testing
         #expect(try readAll(half) == ["in a", "in b", "in c"], "format 3 reads IV files with or without a record")
 
         let result = try FormatUpgrade.run(try LiveVolume(backing: backing))
-        #expect(result.header.slot.formatVersion == 4 && result.directories == 2 && result.alreadyDone == 2)
-        #expect(try ivFileSizes() == [60, 60, 60, 60])
+        #expect(result.header.slot.formatVersion == 5 && result.directories == 2 && result.alreadyDone == 2)
+        // 16-byte IV, then the record: 48 bytes of fields (with the attribute binding), nonce, tag.
+        #expect(try ivFileSizes() == [92, 92, 92, 92])
         let upgraded = try LiveVolume(backing: backing)
         #expect(try readAll(upgraded) == ["in a", "in b", "in c"])
-        #expect(try FormatUpgrade.run(upgraded).directories == 0, "a format-4 volume is left alone")
+        #expect(try FormatUpgrade.run(upgraded).directories == 0, "a format-5 volume is left alone")
     }
 }

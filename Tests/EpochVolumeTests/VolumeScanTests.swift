@@ -36,7 +36,7 @@ import Testing
         #expect(summary.isClean)
         #expect(summary.keyIDs == [1: 4, 2: 3])
         #expect(summary.counts == ["header slots": 2, "directory IVs": 2, "directory records": 2, "names": 4, "blocks": 5, "xattrs": 1,
-                                   "symlinks": 1])
+                                   "symlinks": 1, "attribute sets": 4])
         let blocks = items.filter { if case .block = $0.kind { true } else { false } }
         let byPath = Dictionary(grouping: blocks, by: \.location)
         #expect(byPath["/b"]?.map(\.kind) == [.block(0), .block(1)] && byPath["/b"]?.map(\.keyID) == [2, 2])

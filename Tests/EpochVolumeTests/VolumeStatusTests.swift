@@ -31,7 +31,7 @@ import Testing
         let keySource = "file:\(keys.directory.path)/%d.key"
         let keyring = #"[{"epoch":1,"state":"read-only"},{"epoch":2,"state":"active"}]"#
         #expect(try Self.json(VolumeStatus(header)) == """
-            {"block_size":4096,"epoch":2,"format_version":4,"header_slot":"\(slot)","key_derivation":"direct","key_source":"\(keySource)",\
+            {"block_size":4096,"epoch":2,"format_version":5,"header_slot":"\(slot)","key_derivation":"direct","key_source":"\(keySource)",\
             "keyring":\(keyring),"raft_cutover":18446744073709551615,"sequence":\(header.sequence),"volume_id":"\(header.volumeID)"}
             """)
 
@@ -45,7 +45,7 @@ import Testing
         counters.countFailure(ENOENT) // not a failing disk: not counted
         #expect(try Self.json(VolumeStatus(header, counters: counters)) == """
             {"block_size":4096,"counters":{"authentication_failures":1,"blocks_read":7,"blocks_written":5,\
-            "errors":{"EDQUOT":0,"EIO":0,"ENOSPC":2,"EROFS":1}},"epoch":2,"format_version":4,\
+            "errors":{"EDQUOT":0,"EIO":0,"ENOSPC":2,"EROFS":1}},"epoch":2,"format_version":5,\
             "header_slot":"\(slot)","key_derivation":"direct","key_source":"\(keySource)","keyring":\(keyring),\
             "last_error":null,"raft_cutover":18446744073709551615,"reencryption":{"running":false},\
             "sequence":\(header.sequence),"volume_id":"\(header.volumeID)"}

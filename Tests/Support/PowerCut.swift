@@ -1,3 +1,4 @@
+import CLinux
 import EpochIO
 import Foundation
 import Glibc
@@ -12,11 +13,14 @@ import Glibc
 ///   512-byte boundary it spans (its first sectors reached the disk, the rest did not), with the
 ///   rest of it kept, or dropped; or one of its writes is dropped and the rest kept.
 public struct PowerCut {
-    /// A directory tree as files, directories and symlinks by path relative to its root.
+    /// A directory tree as files, directories and symlinks by path relative to its root, and
+    /// the `user.` extended attributes of its files and directories.
     public struct Tree: Equatable {
         public var files: [String: [UInt8]] = [:]
         public var directories: Set<String> = []
         public var symlinks: [String: String] = [:]
+        /// By path, then attribute name.
+        public var attributes: [String: [String: [UInt8]]] = [:]
 
         public init() {}
 
@@ -31,7 +35,25 @@ public struct PowerCut {
                 case .typeSymbolicLink?: symlinks[relative] = try manager.destinationOfSymbolicLink(atPath: path)
                 default: files[relative] = Array(try Data(contentsOf: URL(fileURLWithPath: path)))
                 }
+                if attributes[.type] as? FileAttributeType != .typeSymbolicLink, case let found = userAttributes(of: path), !found.isEmpty {
+                    self.attributes[relative] = found
+                }
             }
+        }
+
+        private func userAttributes(of path: String) -> [String: [UInt8]] {
+            var names = [CChar](repeating: 0, count: 65_536)
+            let length = epochfs_listxattr(path, &names, UInt(names.count))
+            guard length > 0 else { return [:] }
+            var found: [String: [UInt8]] = [:]
+            for raw in names.prefix(length).split(separator: 0) {
+                let name = String(decoding: raw.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+                guard name.hasPrefix("user.") else { continue }
+                var value = [UInt8](repeating: 0, count: 65_536)
+                let count = epochfs_getxattr(path, name, &value, UInt(value.count))
+                if count >= 0 { found[name] = Array(value.prefix(count)) }
+            }
+            return found
         }
 
         /// Writes this tree into the empty or missing directory `root`.
@@ -43,6 +65,11 @@ public struct PowerCut {
             }
             for (path, bytes) in files { try Data(bytes).write(to: URL(fileURLWithPath: root + "/" + path)) }
             for (path, target) in symlinks { try manager.createSymbolicLink(atPath: root + "/" + path, withDestinationPath: target) }
+            for (path, values) in attributes {
+                for (name, value) in values where epochfs_setxattr(root + "/" + path, name, value, UInt(value.count), 0) != 0 {
+                    throw POSIXError(POSIXErrorCode(rawValue: errno) ?? .EIO)
+                }
+            }
         }
     }
 
@@ -69,6 +96,8 @@ public struct PowerCut {
         /// fallocate: `zeroes` the range (PUNCH_HOLE, ZERO_RANGE), `grows` the file to its end
         /// (mode 0, ZERO_RANGE without KEEP_SIZE).
         case allocate(inode: Int, offset: Int, length: Int, zeroes: Bool, grows: Bool)
+        /// setxattr (`value`) or removexattr (nil) of a file (`inode`) or directory (`path`).
+        case attribute(inode: Int?, path: String, name: String, value: [UInt8]?)
         /// fsync or fdatasync of a file (its data durable; directory operations committed), of a
         /// directory (inode nil: a commit), or syncfs (`everything`).
         case sync(inode: Int?, everything: Bool)
@@ -138,6 +167,10 @@ public struct PowerCut {
                 effect = .sync(inode: inodes[path], everything: false)
             case .syncfs:
                 effect = .sync(inode: nil, everything: true)
+            case .setxattr, .removexattr:
+                if let name = call.other {
+                    effect = .attribute(inode: inodes[path], path: path, name: name, value: call.kind == .setxattr ? call.bytes ?? [] : nil)
+                }
             case .mkdirat:
                 effect = .mkdir(path: path)
             case .symlinkat:
@@ -238,11 +271,23 @@ public struct PowerCut {
         var tree = initial
         var names = initialInodes
         var contents: [Int: [UInt8]] = [:]
-        for (path, inode) in initialInodes { contents[inode] = initial.files[path] }
+        // Attributes of files by inode (they follow renames and links), of directories by path.
+        var fileAttributes: [Int: [String: [UInt8]]] = [:]
+        for (path, inode) in initialInodes {
+            contents[inode] = initial.files[path]
+            fileAttributes[inode] = initial.attributes[path]
+        }
+        tree.attributes = initial.attributes.filter { initial.directories.contains($0.key) }
         for (_, effect) in applied {
             switch effect {
             case nil, .sync?:
                 break
+            case let .attribute(inode, path, name, value)?:
+                if let inode {
+                    fileAttributes[inode, default: [:]][name] = value
+                } else if tree.directories.contains(path) {
+                    tree.attributes[path, default: [:]][name] = value
+                }
             case let .create(path, inode)?:
                 names[path] = inode
                 contents[inode] = contents[inode] ?? []
@@ -256,12 +301,15 @@ public struct PowerCut {
                 names = names.removing(path)
                 tree.directories = tree.directories.filter { !isAt($0, orUnder: path) }
                 tree.symlinks = tree.symlinks.removing(path)
+                tree.attributes = tree.attributes.removing(path)
             case let .rename(from, to)? where from != to:
                 names = names.renaming(from, to: to)
                 // A directory moved over an (empty) directory replaces it.
                 if tree.directories.contains(from) { tree.directories = tree.directories.filter { !isAt($0, orUnder: to) } }
+                if tree.directories.contains(from) { tree.attributes = tree.attributes.removing(to) }
                 tree.directories = Set(tree.directories.map { renamed($0, from: from, to: to) })
                 tree.symlinks = tree.symlinks.renaming(from, to: to)
+                tree.attributes = tree.attributes.renaming(from, to: to)
             case .rename?:
                 break // a name renamed to itself
             case let .write(inode, offset, bytes)?:
@@ -284,6 +332,10 @@ public struct PowerCut {
             }
         }
         tree.files = Dictionary(uniqueKeysWithValues: names.compactMap { path, inode in contents[inode].map { (path, $0) } })
+        for (path, inode) in names where contents[inode] != nil {
+            if let values = fileAttributes[inode], !values.isEmpty { tree.attributes[path] = values }
+        }
+        tree.attributes = tree.attributes.filter { !$0.value.isEmpty }
         return tree
     }
 }

@@ -214,7 +214,7 @@ public final class RecordingIO: BackingIO {
     }
 
     public func setxattr(_ fd: FileDescriptor, name: String, value: UnsafeRawBufferPointer, flags: Int32) throws {
-        try perform(.setxattr, Call(kind: .setxattr, path: path(fd), other: name, length: value.count)) {
+        try perform(.setxattr, Call(kind: .setxattr, path: path(fd), other: name, length: value.count, bytes: Array(value))) {
             try real.setxattr(fd, name: name, value: value, flags: flags)
             return 0
         }

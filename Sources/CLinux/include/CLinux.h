@@ -58,6 +58,7 @@ int epochfs_setxattr(const char *path, const char *name, const void *value, unsi
 long epochfs_listxattr(const char *path, char *list, unsigned long size);
 int epochfs_removexattr(const char *path, const char *name);
 extern const int epochfs_XATTR_REPLACE;
+extern const int epochfs_XATTR_CREATE;
 
 // One pointer per thread (C's __thread, which Swift lacks): what the calling thread is serving.
 void *epochfs_thread_context(void);

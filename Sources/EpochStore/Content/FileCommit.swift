@@ -85,7 +85,7 @@ extension FileContent {
         // What the commit will claim is taken with no write under way, in the same step as the
         // sync's mark, so that the sync covers every copy it names.
         let (mark, prepared) = try access.withReadLock {
-            let prepared = try prepareCommit(fd)
+            let prepared = try prepareCommit(fd, attributesDurable: !dataOnly)
             return (cache.withLock { $0.shadow.beginSync() }, prepared)
         }
         try dataOnly ? io.fdatasync(fd) : io.fsync(fd)
@@ -108,8 +108,9 @@ extension FileContent {
     }
 
     /// The record that the sync about to begin will make true; nil when it would say nothing new.
-    /// The access lock must be held (shared is enough).
-    func prepareCommit(_ fd: FileDescriptor) throws -> PreparedCommit? {
+    /// Where that sync makes the attributes durable too (an fsync), the set read now is the one
+    /// it binds. The access lock must be held (shared is enough).
+    func prepareCommit(_ fd: FileDescriptor, attributesDurable: Bool) throws -> PreparedCommit? {
         guard layout.hasRecord else { return nil }
         let backingSize = try io.size(fd)
         guard backingSize >= layout.dataOffset else { return nil }
@@ -138,10 +139,12 @@ extension FileContent {
             return .inPlace(block: copy.block, nonce: inPlace,
                             olderCopy: copy.nonce == inPlace ? [UInt8](repeating: 0, count: inPlace.count) : copy.nonce)
         }
+        let attributes = attributesDurable && bindsAttributes ? try StoredAttributes(of: fd, io: io).digest : nil
         return cache.withLock { cache in
             guard let record = cache.commits.record else { return nil }
             var next = FileRecord(fileID: record.fileID, sequence: record.sequence, committedSize: size,
-                                  denseBlocks: min(cache.commits.storedBlocks, blocks), slots: claims)
+                                  denseBlocks: min(cache.commits.storedBlocks, blocks), slots: claims,
+                                  attributes: attributes.map { record.attributes.committing($0) } ?? record.attributes)
             guard next != record else { return nil }
             next.sequence += 1
             return PreparedCommit(record: next, shrinks: cache.commits.shrinks)
@@ -155,7 +158,16 @@ extension FileContent {
             cache.commits.shrinks == prepared.shrinks && cache.commits.record?.fileID == prepared.record.fileID
                 && cache.commits.record?.sequence == prepared.record.sequence - 1
         }
-        if current { try writeRecord(prepared.record, fd: fd) }
+        if current { try writeRecordKeepingTimes(prepared.record, fd: fd) }
+    }
+
+    /// `writeRecord` where nothing of the content changes (a commit, an attribute binding): the
+    /// mount shows the backing file's times, and a record is no change of the file's content.
+    /// The write lock must be held, so that no write's time is undone.
+    func writeRecordKeepingTimes(_ record: FileRecord, fd: FileDescriptor) throws {
+        let times = try io.fstat(fd)
+        try writeRecord(record, fd: fd)
+        try io.utimensat(fd, access: times.st_atim, modification: times.st_mtim)
     }
 
     /// Before a truncate to `newSize` or holes made from block `holesFrom` on: a record that no

@@ -21,6 +21,8 @@ public enum ContentError: Error, Equatable, Sendable, CustomStringConvertible {
     case zeroedBlock(index: Int)
     /// The shadow slot copy the last commit found current is gone or damaged.
     case slotCopy(index: Int)
+    /// Format 5: the extended attributes are not a set the record binds (§5.5).
+    case attributes
 
     public var description: String {
         switch self {
@@ -32,6 +34,7 @@ public enum ContentError: Error, Equatable, Sendable, CustomStringConvertible {
         case let .cut(size, committed): "file was cut: it holds \(size) bytes, its last commit made \(committed) durable"
         case let .zeroedBlock(index): "block \(index): all zeros where the last commit found data"
         case let .slotCopy(index): "block \(index): the shadow slot copy its last commit made current does not open"
+        case .attributes: "extended attributes are not the ones the file's record binds (changed, put back, copied or removed)"
         }
     }
 }

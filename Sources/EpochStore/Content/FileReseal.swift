@@ -179,8 +179,10 @@ extension FileContent {
             if layout.hasRecord {
                 let blocks = (size + layout.blockSize - 1) / layout.blockSize
                 // A sequence past the old one: a directory record may bind the file by it (§5.6).
-                let sequence = (cache.withLock { $0.commits.record?.sequence } ?? 0) + 1
-                let record = FileRecord(fileID: fileID, sequence: sequence, committedSize: size, denseBlocks: min(storedPrefix, blocks))
+                // The attributes are copied as stored: the old binding holds for them.
+                let old = cache.withLock { $0.commits.record }
+                let record = FileRecord(fileID: fileID, sequence: (old?.sequence ?? 0) + 1, committedSize: size,
+                                        denseBlocks: min(storedPrefix, blocks), attributes: old?.attributes ?? .unbound)
                 try io.pwriteFully(copy, try record.encoded(key: volume.keys.recordKey), at: layout.headerOffset)
             }
             try io.ftruncate(copy, size: layout.backingSize(plaintextSize: size)) // a trailing hole keeps its size

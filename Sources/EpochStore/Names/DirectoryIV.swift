@@ -16,13 +16,22 @@ public struct DirectoryIV: Sendable {
     /// Authenticates directory records; nil on a volume older than format 4, whose IV files
     /// hold the IV alone.
     let recordKey: AESGCMKey?
+    /// Format 5 on: records bind the directory's extended attributes (§5.5).
+    public let bindsAttributes: Bool
 
-    public init(io: any BackingIO, recordKey: AESGCMKey?) {
+    /// The IV files of a volume of format `formatVersion`, whose directory key is `directoryKey`.
+    public init(io: any BackingIO, directoryKey: AESGCMKey, formatVersion: UInt16) {
         self.io = io
-        self.recordKey = recordKey
+        recordKey = formatVersion >= DirectoryRecord.version ? directoryKey : nil
+        bindsAttributes = formatVersion >= HeaderSlot.attributeBindingVersion
     }
 
     public var hasRecords: Bool { recordKey != nil }
+
+    /// The record of a directory just made: no entry, and (format 5) no attribute, committed.
+    var emptyRecord: DirectoryRecord {
+        DirectoryRecord(attributes: bindsAttributes ? AttributeBinding(committed: AttributeBinding.digest(of: [])) : nil)
+    }
 
     /// Reads the IV of the directory open at `directory`. On format 4 the file must be longer
     /// than the IV: a record cut off is as damaged as a short IV (unless `requireRecord` is
@@ -60,19 +69,23 @@ public struct DirectoryIV: Sendable {
         }
     }
 
-    /// What a directory's IV file holds: `iv`, and on format 4 `record` after it.
-    func contents(iv: [UInt8], record: DirectoryRecord = DirectoryRecord()) throws -> [UInt8] {
+    /// What a directory's IV file holds: `iv`, and on format 4 `record` after it, in the
+    /// layout of the volume's format (a record read from a format-4 layout binds nothing).
+    func contents(iv: [UInt8], record: DirectoryRecord? = nil) throws -> [UInt8] {
         guard let recordKey else { return iv }
+        var record = record ?? emptyRecord
+        record.attributes = bindsAttributes ? record.attributes ?? .unbound : nil
         return iv + (try record.encoded(key: recordKey, iv: iv))
     }
 
-    /// Writes `iv` (a fresh one, or the old one back after a failed rmdir), with an empty
+    /// Writes `iv` (a fresh one, or the old one `restored` after a failed rmdir), with an empty
     /// record, into a new IV file of `directory`, and returns that file still open, for the
     /// caller to make durable. One write of at most 512 bytes: a power cut keeps all or none.
-    public func write(_ iv: [UInt8], in directory: FileDescriptor) throws -> FileDescriptor {
+    /// A restored directory's record binds no attribute: it may hold some.
+    public func write(_ iv: [UInt8], in directory: FileDescriptor, restored: Bool = false) throws -> FileDescriptor {
         let fd = try io.open(Self.fileName, in: directory, flags: O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode: 0o440)
         do {
-            try io.pwriteFully(fd, try contents(iv: iv), at: 0)
+            try io.pwriteFully(fd, try contents(iv: iv, record: restored ? DirectoryRecord() : nil), at: 0)
         } catch {
             io.close(fd)
             throw error
@@ -145,9 +158,12 @@ public enum DirectoryError: Error, CustomStringConvertible {
     /// A committed directory is there with an older record than the commit found durable: an
     /// older copy of the whole directory put back.
     case olderDirectory(found: UInt64, committed: UInt64)
+    /// Format 5: the directory's extended attributes are not a set its record binds (§5.5).
+    case attributes
 
     public var description: String {
         switch self {
+        case .attributes: "the directory's extended attributes are not the ones its record binds (changed, put back, copied or removed)"
         case let .record(error): "\(error)"
         case .missingEntry: "an entry the directory's last commit holds is missing from the backing directory"
         case let .olderFile(found, committed):

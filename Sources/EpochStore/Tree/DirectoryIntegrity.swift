@@ -22,11 +22,14 @@ extension BackingTree {
             defer { if !committed { volume.noteEntriesChanged(in: node) } }
             let (iv, old) = try commits.record(in: node.fd, ivs: ivs)
             let found = try snapshot(of: node, keeping: old)
+            // The fsync makes the attributes read now durable too: the record binds them.
+            let attributes = ivs.bindsAttributes ? try StoredAttributes(of: handle, io: io).digest : nil
             try syncSideFiles()
             try io.fsync(handle)
             commits.noteDurable(old.sequence) // in place through that fsync
-            let record = DirectoryRecord(sequence: old.sequence + 1, entries: found)
-            committed = record.entries == old.entries
+            let record = DirectoryRecord(sequence: old.sequence + 1, entries: found,
+                                         attributes: attributes.map { (old.attributes ?? .unbound).committing($0) })
+            committed = record.entries == old.entries && record.attributes == old.attributes
             guard !committed else { return }
             try ivs.replaceRecord(record, iv: iv, in: node.fd)
             commits.adopt(record)
@@ -141,8 +144,12 @@ extension BackingTree {
             let sequence = (try? ivs.readRecord(in: directory.fd).record.sequence) ?? 0
             let found = try snapshot(of: directory, keeping: DirectoryRecord())
             try syncSideFiles()
-            try io.withOpened(".", in: directory.fd, flags: O_RDONLY | O_DIRECTORY) { try io.fsync($0) }
-            let record = DirectoryRecord(sequence: sequence + 1, entries: found)
+            let attributes = try io.withOpened(".", in: directory.fd, flags: O_RDONLY | O_DIRECTORY) { handle in
+                let digest = ivs.bindsAttributes ? try StoredAttributes(of: handle, io: io).digest : nil
+                try io.fsync(handle)
+                return digest.map { AttributeBinding(committed: $0) }
+            }
+            let record = DirectoryRecord(sequence: sequence + 1, entries: found, attributes: attributes)
             try ivs.replaceRecord(record, iv: iv, in: directory.fd)
             commits.install(iv: iv, record: record)
             return found.count

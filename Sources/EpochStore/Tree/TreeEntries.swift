@@ -113,7 +113,7 @@ extension BackingTree {
                 do {
                     try io.unlinkat(backing.name, in: directory.fd, removeDirectory: true)
                 } catch {
-                    if let iv, let restored = try? ivs.write(iv, in: removed) { io.close(restored) }
+                    if let iv, let restored = try? ivs.write(iv, in: removed, restored: true) { io.close(restored) }
                     throw error
                 }
             }
@@ -147,7 +147,7 @@ extension BackingTree {
                 volume.noteEntriesChanged(in: to)
                 if flags & (epochfs_RENAME_EXCHANGE | epochfs_RENAME_WHITEOUT) != 0 { volume.noteEntriesChanged(in: from) }
             } catch {
-                if let displaced, let iv = displaced.iv, let restored = try? ivs.write(iv, in: displaced.directory) {
+                if let displaced, let iv = displaced.iv, let restored = try? ivs.write(iv, in: displaced.directory, restored: true) {
                     io.close(restored)
                 }
                 throw error

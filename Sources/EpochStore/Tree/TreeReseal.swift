@@ -8,36 +8,29 @@ import Glibc
 /// steps `Reencryption` runs, item by item.
 extension BackingTree {
     /// Reseals every `user.` attribute value of `node` that names an epoch older than the active
-    /// one under the active epoch, with the same value; one setxattr each replaces it whole.
-    /// Returns how many it resealed, and the values as left by the epoch they name; a value that
-    /// does not open is left as it is.
+    /// one under the active epoch, with the same value; one setxattr each replaces it whole,
+    /// after a record that accepts it (§5.5). Returns how many it resealed, and the values as
+    /// left by the epoch they name; a value that does not open is left as it is.
     package func resealXattrs(_ node: BackingNode) throws -> (resealed: Int, keyIDs: [Epoch: Int]) {
         guard !node.isSymlink else { return (0, [:]) }
-        var raw = [UInt8](repeating: 0, count: Self.maxXattrValue)
-        let length = try raw.withUnsafeMutableBytes { try io.listxattr(node.fd, into: $0) }
-        var resealed = 0
-        var keyIDs: [Epoch: Int] = [:]
-        for backingName in raw.prefix(length).split(separator: 0).map({ String(decoding: $0, as: UTF8.self) }) {
-            guard let name = try? volume.xattrs.name(ofBacking: backingName) else { continue }
-            let left: Epoch? = try volume.sealing { epoch in try xattrChanges.withLock { _ in
-                var sealed = [UInt8](repeating: 0, count: Self.maxXattrValue + 64)
-                let count: Int
-                do {
-                    count = try sealed.withUnsafeMutableBytes { try io.getxattr(node.fd, name: backingName, into: $0) }
-                } catch let error as SystemError where error.errno == ENODATA {
-                    return nil // removed since the listing
+        return try volume.sealing { epoch in try xattrChanges.withLock { _ in
+            let stored = try checkedAttributes(node)
+            var resealed = 0
+            var keyIDs: [Epoch: Int] = [:]
+            for (backingName, sealed) in stored.values {
+                guard let name = try? volume.xattrs.name(ofBacking: backingName),
+                      let keyID = try? sealed.withUnsafeBytes({ try Envelope.keyID(of: $0) }) else { continue }
+                guard keyID != epoch, let value = try? volume.xattrs.openValue(sealed, name: name) else {
+                    keyIDs[keyID, default: 0] += 1
+                    continue
                 }
-                sealed.removeLast(sealed.count - count)
-                guard let keyID = try? sealed.withUnsafeBytes({ try Envelope.keyID(of: $0) }) else { return nil }
-                guard keyID != epoch, let value = try? volume.xattrs.openValue(sealed, name: name) else { return keyID }
                 let fresh = try volume.xattrs.sealValue(value, name: name, epoch: epoch)
-                try fresh.withUnsafeBytes { try io.setxattr(node.fd, name: backingName, value: $0, flags: epochfs_XATTR_REPLACE) }
+                try changeAttribute(node, name: backingName, value: fresh, flags: epochfs_XATTR_REPLACE)
                 resealed += 1
-                return epoch
-            } }
-            if let left { keyIDs[left, default: 0] += 1 }
-        }
-        return (resealed, keyIDs)
+                keyIDs[epoch, default: 0] += 1
+            }
+            return (resealed, keyIDs)
+        } }
     }
 
     /// Runs `body` with a read-write descriptor of the regular file `node` and its content,

@@ -36,7 +36,8 @@ extension BackingTree {
                 count(&counts) {
                     let handle = try openQuietly(SystemIO.procPath(node.fd), in: .currentDirectory, flags: O_RDWR | O_CLOEXEC)
                     defer { io.close(handle) }
-                    try content.sync(fd: handle, dataOnly: true)
+                    // An fsync finds nothing left to write either, and binds the attributes.
+                    try content.sync(fd: handle, dataOnly: false)
                 }
             }
         }
