@@ -91,6 +91,7 @@ extension BackingTree {
                         try self.ivs.replaceRecord(next, iv: iv, in: node.fd)
                         try self.syncDirectory(node)
                         commits.adopt(next)
+                        commits.noteDurable(next.sequence)
                     }
                     self.volume.noteEntriesChanged(in: node) // the next commit binds the set as found
                 }))
