@@ -44,6 +44,10 @@ final class DirectoryListing: Sendable {
 }
 
 extension Operations {
+    /// Regular files keep the kernel's page cache across opens (`keep_cache`): every change to
+    /// a file's plaintext goes through this daemon and the kernel (one owner per volume), and
+    /// rekey and re-encryption keep the plaintext. A change to the backing dir made behind the
+    /// mount is seen only for what the kernel does not keep (docs/FORMAT.md §8.1).
     static func open(_ request: fuse_req_t?, _ node: fuse_ino_t, _ file: UnsafeMutablePointer<fuse_file_info>?) {
         replying(request, "open") { fs, request in
             let file = file!
@@ -54,6 +58,7 @@ extension Operations {
                 let flags = file.pointee.flags
                 let fd = try fs.tree.open(node, flags: flags, caller: request.setIDCaller)
                 file.pointee.fh = Handle.make(fd, append: flags & O_APPEND != 0)
+                file.pointee.keep_cache = 1
             }
             fuse_reply_open(request.raw, file)
         }
@@ -74,6 +79,7 @@ extension Operations {
                 throw error
             }
             file!.pointee.fh = Handle.make(fd, append: flags & O_APPEND != 0)
+            file!.pointee.keep_cache = 1
             fuse_reply_create(request.raw, &entry, file)
         }
     }

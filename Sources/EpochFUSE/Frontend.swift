@@ -11,7 +11,12 @@ import Synchronization
 /// The state every FUSE callback works on. libfuse calls on its own threads; everything here
 /// is immutable or guarded (Mutex, atomics, locks), never actor-isolated.
 final class Frontend: Sendable {
-    static let attributeTimeout = 1.0
+    /// How long the kernel keeps an entry or attributes without asking again: a day, as
+    /// libfuse's passthrough_hp. Every change goes through this daemon and the kernel (one owner
+    /// per volume), and the kernel drops what a change makes stale (link, unlink, rename,
+    /// setattr, xattrs, writes); the rest of the backing dir's changes are seen only where the
+    /// kernel does not keep them (docs/FORMAT.md §8.1).
+    static let attributeTimeout = 86_400.0
 
     let volume: LiveVolume
     let tree: BackingTree

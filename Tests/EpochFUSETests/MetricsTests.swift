@@ -86,7 +86,7 @@ struct Scrape {
         var sealed = [UInt8](try Data(contentsOf: URL(fileURLWithPath: victim)))
         sealed[sealed.count - 1] ^= 0x5a
         try Data(sealed).write(to: URL(fileURLWithPath: victim))
-        #expect(isEIO(readThrough(volume.path("victim"))))
+        #expect(isEIO(readPastTheKernelCache(volume.path("victim"))))
 
         let scrape = try Scrape(String(decoding: try #require(FileManager.default.contents(atPath: volume.path(".epochfs/metrics"))), as: UTF8.self))
         let volumeID = try #require(try volume.status()["volume_id"] as? String)
